@@ -1,0 +1,12 @@
+"""`pals coordinate` (placeholder until its issue lands: the owner replaces this file)."""
+
+from pals.cli._common import add_command
+from pals.errors import PalsError
+
+
+def add_parser(subparsers):
+    add_command(subparsers, "coordinate", "(not built yet)", "Not built yet.", run)
+
+
+def run(args) -> int:
+    raise PalsError("'pals coordinate' is not built yet")
