@@ -1,0 +1,51 @@
+"""Fixtures for the GPU-layer tests: the GPU test double, a manual clock, isolated state dirs."""
+
+from __future__ import annotations
+
+import pytest
+
+from pals.node.simulated_gpu import SimulatedGpuBackend
+from pals.sim.hardware import get_gpu
+
+
+class ManualClock:
+    """A clock the test moves by hand (no sleeping, no timed assertions)."""
+
+    def __init__(self, t_s: float = 0.0) -> None:
+        self.t_s = t_s
+
+    def now_s(self) -> float:
+        return self.t_s
+
+    def wait_until(self, t_s: float) -> None:
+        self.t_s = max(self.t_s, t_s)
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path, monkeypatch):
+    """Keep every state file of these tests out of the user's ~/.local/state and away from zeusd."""
+    monkeypatch.setenv("PALS_STATE_DIR", str(tmp_path / "pals-state"))
+    for name in ("ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT", "ZEUSD_TOKEN", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "pals-state"
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def a100():
+    return get_gpu("A100-SXM4-40GB")
+
+
+@pytest.fixture
+def driver_path(tmp_path):
+    return tmp_path / "sim-driver" / "driver-state.json"
+
+
+@pytest.fixture
+def sim(a100, driver_path, clock):
+    """Four simulated A100s (GPU test double) sharing one driver-state file."""
+    return SimulatedGpuBackend(a100, 4, driver_path, utilisation=0.5, clock=clock)
