@@ -1,12 +1,298 @@
-"""`pals profile` (placeholder until its issue lands: the owner replaces this file)."""
+"""`pals profile`: measure a power cap x batch cap grid and write a profile.
 
-from pals.cli._common import add_command
-from pals.errors import PalsError
+The same profiler runs on the simulated node (`--node sim`, default) and on a
+real vLLM node (`--node vllm --url URL`); it only talks to the `Node` protocol.
+Points are written as they finish and a rerun resumes where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+from pals.cli._common import add_command, int_list, positive_float, positive_int
+from pals.errors import ConfigError
+
+DEFAULT_GPU = "A100-SXM4-80GB"
+DEFAULT_PROMPT_TOKENS = 1000.0
+DEFAULT_OUTPUT_TOKENS = 200.0
+LENGTH_CV = 0.5
+"""Coefficient of variation of the simulated log-normal prompt and output lengths."""
+
+DESCRIPTION = """\
+Measure every (power cap, batch cap) point of a grid on a node and write a
+profile (CSV with a '# pals-profile v1' metadata line) for `pals fit`.
+
+For each point: apply it, wait --warmup-s, measure --window-s (throughput from
+the generated-token counter, GPU power from the energy counters, node power
+when the node reports it, TTFT/TPOT percentiles). Each finished point is saved
+at once; rerunning the same command resumes (use --fresh to start over).
+
+Examples:
+  pals profile --model Mixtral-8x7B --tp 2 --out mixtral.csv
+  pals profile --model OLMoE-1B-7B --rate 4 --caps 150,250,400 --batches 8,64 --out olmoe.csv
+  pals profile --node vllm --url http://localhost:8000 --out real.csv
+"""
 
 
-def add_parser(subparsers):
-    add_command(subparsers, "profile", "(not built yet)", "Not built yet.", run)
+def nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text!r}")
+    return value
+
+
+def positive_float_list(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated watts, got {text!r}") from None
+    if not values or any(not (math.isfinite(v) and v > 0) for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive watts separated by commas, got {text!r}")
+    return values
+
+
+def positive_int_list(text: str) -> list[int]:
+    values = int_list(text)
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected integers >= 1 separated by commas, got {text!r}")
+    return values
+
+
+def add_deployment_arguments(parser: argparse.ArgumentParser, model_required: bool) -> None:
+    """Flags shared by `pals profile` and `pals sweep`: deployment, grid, load, timing."""
+    group = parser.add_argument_group("deployment (simulated node)")
+    group.add_argument(
+        "--model",
+        required=model_required,
+        help="LLM preset (e.g. Mixtral-8x7B, OLMoE-1B-7B, Llama-2-7B) or a Hugging Face config.json path",
+    )
+    group.add_argument("--gpu", default=DEFAULT_GPU, help=f"GPU preset (default: {DEFAULT_GPU})")
+    group.add_argument("--num-gpus", metavar="N", type=positive_int, default=4, help="GPUs in the node (default: 4)")
+    group.add_argument(
+        "--tp", metavar="N",
+        type=positive_int,
+        default=None,
+        help="tensor-parallel degree per engine replica (default: the smallest of 1, 2, 4 that fits)",
+    )
+    group.add_argument("--ep", metavar="N", type=positive_int, default=1, help="expert-parallel degree (default: 1)")
+
+    grid = parser.add_argument_group("grid")
+    grid.add_argument(
+        "--caps", metavar="W[,W...]",
+        type=positive_float_list,
+        default=None,
+        help="per-GPU power caps in W, comma-separated (default: 150-400 step 50, within the GPU's range)",
+    )
+    grid.add_argument(
+        "--batches", metavar="B[,B...]",
+        type=positive_int_list,
+        default=None,
+        help="batch caps (max running sequences per replica), comma-separated (default: 1,4,8,16,32,64)",
+    )
+
+    load = parser.add_argument_group("load")
+    exclusive = load.add_mutually_exclusive_group()
+    exclusive.add_argument(
+        "--rate", metavar="RPS",
+        type=positive_float,
+        default=None,
+        help="fixed Poisson offered load in requests/s (default: saturating, requests always waiting)",
+    )
+    exclusive.add_argument(
+        "--trace", metavar="conv|code|CSV",
+        default=None,
+        help="replay a request trace in a loop: conv, code (shipped Azure 2023 traces) or a CSV path",
+    )
+    load.add_argument(
+        "--rate-scale", metavar="X",
+        type=positive_float,
+        default=1.0,
+        help="with --trace: speed-up of the trace's arrivals (>1 = more load; default 1)",
+    )
+    load.add_argument(
+        "--prompt-tokens", metavar="TOKENS",
+        type=positive_float,
+        default=None,
+        help=f"mean prompt length in tokens, log-normal (default: {DEFAULT_PROMPT_TOKENS:g})",
+    )
+    load.add_argument(
+        "--output-tokens", metavar="TOKENS",
+        type=positive_float,
+        default=None,
+        help=f"mean output length in tokens, log-normal (default: {DEFAULT_OUTPUT_TOKENS:g})",
+    )
+
+    timing = parser.add_argument_group("timing and randomness")
+    timing.add_argument(
+        "--warmup-s", metavar="S", type=nonneg_float, default=10.0, help="settling time after each change, s (default: 10)"
+    )
+    timing.add_argument(
+        "--window-s", metavar="S", type=positive_float, default=30.0, help="measurement window per point, s (default: 30)"
+    )
+    timing.add_argument("--seed", metavar="SEED", type=int, default=0, help="seed of the simulated load and telemetry noise (default: 0)")
+    timing.add_argument(
+        "--no-noise", action="store_true", help="exact simulated telemetry (no sensor noise, no metrics lag)"
+    )
+    timing.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_parser(subparsers) -> None:
+    parser = add_command(
+        subparsers,
+        "profile",
+        "measure a power cap x batch cap grid and write a profile",
+        DESCRIPTION,
+        run,
+    )
+    parser.add_argument(
+        "--node", choices=("sim", "vllm"), default="sim", help="node to profile: simulated (default) or real vLLM"
+    )
+    parser.add_argument("--url", default=None, metavar="URL", help="with --node vllm: the vLLM server URL, e.g. http://localhost:8000")
+    add_deployment_arguments(parser, model_required=False)
+    parser.add_argument("--out", required=True, metavar="PROFILE.csv", help="profile file to write (CSV); an existing one is resumed")
+    parser.add_argument("--fresh", action="store_true", help="replace an existing --out instead of resuming it")
+
+
+def smallest_tp(model: str, gpu: str, num_gpus: int) -> int:
+    """The smallest TP of 1, 2, 4, 8 (dividing num_gpus) at which the model fits the GPUs' memory."""
+    from pals.sim.node import SimNodeSpec
+
+    for tp in (1, 2, 4, 8):
+        if tp > num_gpus or num_gpus % tp:
+            continue
+        try:
+            spec = SimNodeSpec(model, gpu, num_gpus=num_gpus, tp=tp)
+            if spec.step_model().kv_cache_tokens(spec.gpu_memory_utilization) >= 1:
+                return tp
+        except ConfigError as error:
+            if "fit" not in str(error):
+                raise  # an unknown model or GPU, not a memory question
+    raise ConfigError(f"{model} does not fit on {num_gpus} x {gpu} at any TP; use more GPUs or a larger GPU")
+
+
+def build_sim(args) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """The simulated node, its clock, the workload descriptor and metadata for the profile."""
+    from pals.model.profile import WorkloadFeatures
+    from pals.sim.node import NoiseConfig, SimNode, SimNodeSpec
+    from pals.sim.workload import LengthDistribution, PoissonWorkload, SaturatingWorkload, TraceWorkload
+
+    if args.model is None:
+        raise ConfigError("--model is required with the simulated node (e.g. --model Mixtral-8x7B)")
+    tp = args.tp if args.tp is not None else smallest_tp(args.model, args.gpu, args.num_gpus)
+    spec = SimNodeSpec(args.model, args.gpu, num_gpus=args.num_gpus, tp=tp, ep=args.ep)
+    prompt = args.prompt_tokens or DEFAULT_PROMPT_TOKENS
+    output = args.output_tokens or DEFAULT_OUTPUT_TOKENS
+    if args.trace is not None:
+        if args.prompt_tokens or args.output_tokens:
+            raise ConfigError("--prompt-tokens/--output-tokens do not apply to --trace (the trace has its lengths)")
+        workload = TraceWorkload.from_csv(args.trace, rate_scale=args.rate_scale, loop=True)
+        load_name = f"trace {args.trace} x{args.rate_scale:g}"
+    else:
+        prompts = LengthDistribution.lognormal(prompt, LENGTH_CV)
+        outputs = LengthDistribution.lognormal(output, LENGTH_CV)
+        if args.rate is not None:
+            workload = PoissonWorkload(args.rate, prompts, outputs, seed=args.seed)
+            load_name = f"poisson {args.rate:g} rps"
+        else:
+            workload = SaturatingWorkload(prompts, outputs, seed=args.seed)
+            load_name = "saturating"
+    descriptor = workload.descriptor
+    features = WorkloadFeatures(
+        mean_prompt_tokens=float(descriptor.mean_prompt_tokens),
+        mean_output_tokens=float(descriptor.mean_output_tokens),
+        arrival_rate_rps=None if descriptor.arrival_rate_rps is None else float(descriptor.arrival_rate_rps),
+    )
+    noise = NoiseConfig.none() if args.no_noise else NoiseConfig()
+    node = SimNode(spec, workload, seed=args.seed, noise=noise)
+    extra = {"seed": args.seed, "load": load_name, "noise": "none" if args.no_noise else "default"}
+    return node, node.clock, features, extra
+
+
+def build_vllm(args) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """A real vLLM node through `pals.node.vllm_node.connect_for_profiling(url, args)`.
+
+    `connect_for_profiling` may return a Node (a `WallClock` is used) or a (node, clock) pair.
+    """
+    from pals.clock import WallClock
+    from pals.model.profile import WorkloadFeatures
+
+    if not args.url:
+        raise ConfigError("--node vllm needs --url, the vLLM server's address (e.g. --url http://localhost:8000)")
+    try:
+        from pals.node.vllm_node import connect_for_profiling
+    except ImportError as error:
+        raise ConfigError(
+            f"--node vllm needs pals.node.vllm_node.connect_for_profiling, which is not available ({error}); "
+            "use --node sim or install the vLLM node support"
+        ) from None
+    connected = connect_for_profiling(args.url, args)
+    if isinstance(connected, tuple):
+        node, clock = connected
+    else:
+        node, clock = connected, getattr(connected, "clock", None) or WallClock()
+    features = None
+    if args.prompt_tokens and args.output_tokens:
+        # The load generator is outside PALS: record what the user says it offers.
+        features = WorkloadFeatures(args.prompt_tokens, args.output_tokens, args.rate)
+    return node, clock, features, {"url": args.url}
+
+
+def grid_from_args(args, constraints):
+    """The grid from --caps/--batches, or the paper's grid within the node's ranges."""
+    from pals.model.profiler import ProfileGrid, paper_grid_within
+
+    default = paper_grid_within(constraints.power_cap_min_w, constraints.power_cap_max_w, constraints.batch_cap_max)
+    return ProfileGrid(
+        tuple(args.caps) if args.caps else default.power_caps_w,
+        tuple(args.batches) if args.batches else default.batch_caps,
+    )
+
+
+def format_table(profile) -> str:
+    """A fixed-width table of a profile's rows (cap, batch, throughput, power, tokens/J)."""
+    header = (
+        f"{'cap W':>6} {'batch':>5} {'tokens/s':>10} {'GPU W':>7} {'node W':>7} {'tok/J':>7} {'tok/J GPU':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in sorted(profile.rows, key=lambda r: (r["power_cap_w"], r["batch_cap"])):
+        node_w = row["node_power_w"]
+        lines.append(
+            f"{row['power_cap_w']:>6g} {int(row['batch_cap']):>5d} {row['throughput_tps']:>10.1f} "
+            f"{row['gpu_power_w']:>7.1f} {'-' if node_w != node_w else f'{node_w:.0f}':>7} "
+            f"{row['tokens_per_joule']:>7.3f} {row['tokens_per_joule_gpu']:>9.3f}"
+        )
+    return "\n".join(lines)
 
 
 def run(args) -> int:
-    raise PalsError("'pals profile' is not built yet")
+    from pals.model.profiler import run_profile
+
+    if args.node == "vllm":
+        node, clock, features, extra = build_vllm(args)
+    else:
+        if args.url:
+            raise ConfigError("--url applies only to --node vllm")
+        node, clock, features, extra = build_sim(args)
+    grid = grid_from_args(args, node.constraints())
+    profile = run_profile(
+        node,
+        clock,
+        grid,
+        warmup_s=args.warmup_s,
+        window_s=args.window_s,
+        out_path=args.out,
+        resume=not args.fresh,
+        progress=not args.no_progress,
+        workload=features,
+        node_kind=args.node,
+        metadata_extra=extra,
+    )
+    print(format_table(profile))
+    print(f"wrote {len(profile)} points to {args.out}", file=sys.stderr)
+    return 0

@@ -1,12 +1,75 @@
-"""`pals sweep` (placeholder until its issue lands: the owner replaces this file)."""
+"""`pals sweep`: a power cap x batch cap sweep on the simulated node, with a table and plots.
+
+A sweep is a profile run on the simulated node (same profiler, same file
+format), followed by a printed table and the characterization figures (the
+PALS paper's Figures 1 and 3) written beside the CSV.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 from pals.cli._common import add_command
-from pals.errors import PalsError
+from pals.cli.profile import add_deployment_arguments, build_sim, format_table, grid_from_args
+
+DESCRIPTION = """\
+Sweep every (power cap, batch cap) pair on the simulated node, print a table,
+write the CSV (the profile format, readable by `pals fit`) and PNG plots beside
+it: tokens/J vs cap, tokens/J vs batch, and the Pareto frontiers of throughput
+vs tokens/J for batch-only, cap-only and joint configurations.
+
+The load is saturating by default (requests always waiting); --rate R offers a
+fixed Poisson load of R requests/s instead (the PALS paper's batch results fit
+a fixed moderate load better than saturation).
+
+Examples:
+  pals sweep --model Mixtral-8x7B --out mixtral_sweep.csv
+  pals sweep --model Qwen1.5-MoE-A2.7B --tp 4 --rate 6 --out qwen.csv --report
+"""
 
 
-def add_parser(subparsers):
-    add_command(subparsers, "sweep", "(not built yet)", "Not built yet.", run)
+def add_parser(subparsers) -> None:
+    parser = add_command(
+        subparsers, "sweep", "power cap x batch cap sweep on the simulated node (table, CSV, plots)", DESCRIPTION, run
+    )
+    add_deployment_arguments(parser, model_required=True)
+    parser.add_argument("--out", required=True, metavar="FILE.csv", help="CSV to write (profile format); plots go beside it")
+    parser.add_argument("--resume", action="store_true", help="keep points already in --out instead of starting over")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument(
+        "--report", action="store_true", help="also write a Markdown characterization report (<out>.md)"
+    )
 
 
 def run(args) -> int:
-    raise PalsError("'pals sweep' is not built yet")
+    from pals.model.plots import plot_profile, write_characterization_report
+    from pals.model.profiler import run_profile
+
+    node, clock, features, extra = build_sim(args)
+    grid = grid_from_args(args, node.constraints())
+    profile = run_profile(
+        node,
+        clock,
+        grid,
+        warmup_s=args.warmup_s,
+        window_s=args.window_s,
+        out_path=args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        workload=features,
+        node_kind="sim",
+        metadata_extra=dict(extra, kind="sweep"),
+    )
+    print(format_table(profile))
+    out = Path(args.out)
+    written = [out]
+    plots: list[Path] = []
+    if not args.no_plots:
+        plots = plot_profile(profile, out.with_suffix(""))
+        written += plots
+    if args.report:
+        written.append(write_characterization_report(profile, out.with_suffix(".md"), plots))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,214 @@
+"""Characterization figures and report for a profile (the paper's Figures 1 and 3).
+
+- tokens/J against power cap, one line per batch cap;
+- tokens/J against batch cap, one line per power cap;
+- Pareto frontiers of throughput against tokens/J for batch-only (cap fixed at
+  the largest profiled cap), cap-only (batch fixed at the largest profiled batch)
+  and joint (every point) configurations.
+
+matplotlib is imported inside the functions (Agg backend), so importing this
+module costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pals.model.profile import Profile
+
+
+def pareto_front(throughput_tps, tokens_per_joule) -> np.ndarray:
+    """Indices of the points no other point beats on both throughput and tokens/J, by rising throughput."""
+    t = np.asarray(throughput_tps, dtype=np.float64)
+    e = np.asarray(tokens_per_joule, dtype=np.float64)
+    order = np.lexsort((-e, -t))  # throughput descending, ties: efficiency descending
+    front: list[int] = []
+    best_e = -np.inf
+    for i in order:
+        if e[i] > best_e:
+            front.append(int(i))
+            best_e = e[i]
+    return np.asarray(front[::-1], dtype=int)
+
+
+def frontiers(profile: Profile) -> dict[str, np.ndarray]:
+    """Row indices of the batch-only, cap-only and joint Pareto frontiers."""
+    caps = profile.column("power_cap_w")
+    batches = profile.column("batch_cap")
+    t = profile.column("throughput_tps")
+    e = profile.column("tokens_per_joule")
+    out: dict[str, np.ndarray] = {}
+    for name, mask in (
+        ("batch-only", caps == caps.max()),
+        ("cap-only", batches == batches.max()),
+        ("joint", np.ones(len(t), dtype=bool)),
+    ):
+        idx = np.flatnonzero(mask)
+        out[name] = idx[pareto_front(t[idx], e[idx])]
+    return out
+
+
+def plot_profile(profile: Profile, out_prefix: str | os.PathLike, title: str | None = None) -> list[Path]:
+    """Write the three PNG figures beside `out_prefix` (`<prefix>_tpj_vs_cap.png`, ...).
+
+    Returns:
+        The paths written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prefix = Path(out_prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    caps = profile.column("power_cap_w")
+    batches = profile.column("batch_cap")
+    t = profile.column("throughput_tps")
+    e = profile.column("tokens_per_joule")
+    ylabel = "tokens/J (node)" if profile.has_node_power else "tokens/J (GPU)"
+    name = title or f"{profile.model} on {profile.num_gpus}x {profile.gpu}, TP {profile.tp}"
+    paths: list[Path] = []
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for batch in np.unique(batches):
+        sel = batches == batch
+        order = np.argsort(caps[sel])
+        ax.plot(caps[sel][order], e[sel][order], marker="o", label=f"batch {int(batch)}")
+    ax.set_xlabel("power cap per GPU (W)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{name}: tokens/J vs power cap", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    paths.append(_save(fig, prefix.with_name(prefix.name + "_tpj_vs_cap.png")))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for cap in np.unique(caps):
+        sel = caps == cap
+        order = np.argsort(batches[sel])
+        ax.plot(batches[sel][order], e[sel][order], marker="o", label=f"{cap:g} W")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch cap (max running sequences per replica)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{name}: tokens/J vs batch cap", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    paths.append(_save(fig, prefix.with_name(prefix.name + "_tpj_vs_batch.png")))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(t, e, color="0.8", s=12, label="all configurations")
+    styles = {"batch-only": ("tab:blue", "s"), "cap-only": ("tab:orange", "^"), "joint": ("tab:green", "o")}
+    labels = {
+        "batch-only": f"batch only (cap {caps.max():g} W)",
+        "cap-only": f"cap only (batch {int(batches.max())})",
+        "joint": "joint cap x batch",
+    }
+    members = {"batch-only": caps == caps.max(), "cap-only": batches == batches.max()}
+    for key, idx in frontiers(profile).items():
+        color, marker = styles[key]
+        if key in members:  # the class's other points, faint, so a short frontier still shows its range
+            ax.scatter(t[members[key]], e[members[key]], color=color, marker=marker, s=14, alpha=0.3)
+        ax.plot(t[idx], e[idx], color=color, marker=marker, label=labels[key])
+    ax.set_xlabel("throughput (generated tokens/s)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{name}: Pareto frontiers", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    paths.append(_save(fig, prefix.with_name(prefix.name + "_pareto.png")))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def characterization_summary(profile: Profile) -> dict[str, Any]:
+    """Headline figures of a sweep: best configuration, batch and cap effects, frontier gains."""
+    caps = profile.column("power_cap_w")
+    batches = profile.column("batch_cap")
+    t = profile.column("throughput_tps")
+    e = profile.column("tokens_per_joule")
+    best = int(np.argmax(e))
+    max_cap, max_batch, min_batch = caps.max(), batches.max(), batches.min()
+    at_max_cap = caps == max_cap
+    e_hi = e[at_max_cap & (batches == max_batch)]
+    e_lo = e[at_max_cap & (batches == min_batch)]
+    front = frontiers(profile)
+    peak_batch_only = float(e[front["batch-only"]].max())
+    peak_cap_only = float(e[front["cap-only"]].max())
+    peak_joint = float(e[front["joint"]].max())
+    best_cap_per_batch = {
+        int(b): float(caps[batches == b][np.argmax(e[batches == b])]) for b in np.unique(batches)
+    }
+    return {
+        "best": {
+            "power_cap_w": float(caps[best]),
+            "batch_cap": int(batches[best]),
+            "tokens_per_joule": float(e[best]),
+            "throughput_tps": float(t[best]),
+        },
+        "batch_gain_at_max_cap": float(e_hi[0] / e_lo[0]) if e_hi.size and e_lo.size else float("nan"),
+        "best_cap_per_batch_w": best_cap_per_batch,
+        "peak_tpj_batch_only": peak_batch_only,
+        "peak_tpj_cap_only": peak_cap_only,
+        "peak_tpj_joint": peak_joint,
+        "joint_over_batch_only": peak_joint / peak_batch_only,
+    }
+
+
+def write_characterization_report(
+    profile: Profile, out_path: str | os.PathLike, plot_paths: list[Path] | None = None
+) -> Path:
+    """A short Markdown report of a sweep: setup, headline figures, the table, the figures.
+
+    Minimal on purpose (the experiments report extends it).
+    """
+    from pals.model._atomic import atomic_write_text
+
+    summary = characterization_summary(profile)
+    out = Path(out_path)
+    workload = profile.metadata.get("workload") or {}
+    rate = workload.get("arrival_rate_rps")
+    lines = [
+        f"# Characterization: {profile.model} on {profile.num_gpus}x {profile.gpu}, TP {profile.tp}, EP {profile.ep}",
+        "",
+        f"- node: {profile.metadata.get('node', '?')}; load: "
+        + ("saturating" if rate is None else f"Poisson {rate:g} requests/s")
+        + (
+            f"; mean prompt {workload.get('mean_prompt_tokens', float('nan')):.0f} / "
+            f"output {workload.get('mean_output_tokens', float('nan')):.0f} tokens"
+            if workload
+            else ""
+        ),
+        f"- best tokens/J: {summary['best']['tokens_per_joule']:.3f} at {summary['best']['power_cap_w']:g} W, "
+        f"batch {summary['best']['batch_cap']} ({summary['best']['throughput_tps']:.0f} tokens/s)",
+        f"- batch max / batch min tokens/J at the largest cap: {summary['batch_gain_at_max_cap']:.2f}x",
+        "- best cap per batch: "
+        + ", ".join(f"batch {b}: {c:g} W" for b, c in summary["best_cap_per_batch_w"].items()),
+        f"- peak tokens/J, joint frontier over batch-only frontier: {summary['joint_over_batch_only']:.3f}x",
+        "",
+        "| power cap (W) | batch cap | throughput (tokens/s) | GPU power (W, mean per GPU) | node power (W) "
+        "| tokens/J | tokens/J (GPU) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(profile.rows, key=lambda r: (r["power_cap_w"], r["batch_cap"])):
+        node_w = row.get("node_power_w", float("nan"))
+        lines.append(
+            f"| {row['power_cap_w']:g} | {int(row['batch_cap'])} | {row['throughput_tps']:.1f} | "
+            f"{row['gpu_power_w']:.1f} | {node_w:.1f} | {row['tokens_per_joule']:.4f} | "
+            f"{row['tokens_per_joule_gpu']:.4f} |"
+        )
+    if plot_paths:
+        lines.append("")
+        for path in plot_paths:
+            lines.append(f"![{path.stem}]({os.path.relpath(path, out.parent)})")
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    return out

@@ -1,0 +1,351 @@
+"""Offline profiling: measure a grid of (power cap, batch cap) points through the Node protocol.
+
+The same code profiles the simulated node and a real vLLM node: it only uses
+`Node.constraints/sample/apply` and a `Clock`. For each point it applies the
+configuration, waits a warm-up, then measures one window from counter deltas:
+
+- throughput: generated_tokens_total delta / dt (tokens/s);
+- GPU power: cumulative GPU energy delta / dt (W), so it is the true window mean;
+- node power: mean of the node's `node_power_w` gauge over samples taken during the
+  window, when the node reports one (simulator, IPMI);
+- latency: the node's recent-window TTFT/TPOT summaries at the end of the window.
+
+Each finished point is written to the profile file at once (atomic rewrite), so a
+killed run loses no finished point, and a rerun with `resume=True` skips points
+already in the file. The node's original power cap and batch cap are restored at
+the end, also when the run fails or is interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pals.clock import Clock
+from pals.errors import ConfigError, ProfileError
+from pals.model.profile import (
+    Profile,
+    WorkloadFeatures,
+    new_metadata,
+    read_profile,
+    write_profile,
+)
+from pals.node.base import Actuation, Node, Sample
+
+PAPER_CAPS_W = (150.0, 200.0, 250.0, 300.0, 350.0, 400.0)
+"""The PALS paper's power-cap grid on A100 (W)."""
+PAPER_BATCHES = (1, 4, 8, 16, 32, 64)
+"""The PALS paper's batch-cap grid."""
+
+
+@dataclass(frozen=True)
+class ProfileGrid:
+    """The configurations to measure: every power cap with every batch cap.
+
+    Attributes:
+        power_caps_w: Per-GPU power caps. Units: W.
+        batch_caps: Batch caps (max running sequences per engine replica).
+    """
+
+    power_caps_w: tuple[float, ...] = PAPER_CAPS_W
+    batch_caps: tuple[int, ...] = PAPER_BATCHES
+
+    def __post_init__(self) -> None:
+        if not self.power_caps_w:
+            raise ConfigError("ProfileGrid.power_caps_w is empty; pass at least one cap in W (e.g. --caps 150,400)")
+        if not self.batch_caps:
+            raise ConfigError("ProfileGrid.batch_caps is empty; pass at least one batch cap (e.g. --batches 1,64)")
+        for cap in self.power_caps_w:
+            if not (math.isfinite(cap) and cap > 0):
+                raise ConfigError(f"ProfileGrid.power_caps_w holds {cap!r}; caps must be positive watts")
+        for batch in self.batch_caps:
+            if int(batch) != batch or batch < 1:
+                raise ConfigError(f"ProfileGrid.batch_caps holds {batch!r}; batch caps must be integers >= 1")
+        object.__setattr__(self, "power_caps_w", tuple(float(c) for c in self.power_caps_w))
+        object.__setattr__(self, "batch_caps", tuple(int(b) for b in self.batch_caps))
+
+    def points(self) -> list[tuple[float, int]]:
+        """Points in measuring order: caps outer, batches inner."""
+        return [(cap, batch) for cap in self.power_caps_w for batch in self.batch_caps]
+
+    def __len__(self) -> int:
+        return len(self.power_caps_w) * len(self.batch_caps)
+
+
+def paper_grid_within(power_cap_min_w: float, power_cap_max_w: float, batch_cap_max: int) -> ProfileGrid:
+    """The paper's grid (caps 150-400 W step 50, batches 1-64) clipped to a node's settable ranges.
+
+    On GPUs whose range is not the A100's, the caps are 6 evenly spaced values from
+    max(min cap, 37.5 % of max) to the max, the same shape as 150-400 W on a 400 W part.
+    """
+    caps = [c for c in PAPER_CAPS_W if power_cap_min_w <= c <= power_cap_max_w]
+    if power_cap_max_w != 400.0 or len(caps) < 2:
+        low = max(power_cap_min_w, 0.375 * power_cap_max_w)
+        step = (power_cap_max_w - low) / 5.0
+        caps = [round(low + i * step, 1) for i in range(6)]
+    batches = [b for b in PAPER_BATCHES if b <= batch_cap_max] or [batch_cap_max]
+    return ProfileGrid(tuple(caps), tuple(batches))
+
+
+@dataclass(frozen=True)
+class Window:
+    """What one measurement window produced (before it becomes a profile row)."""
+
+    throughput_tps: float
+    prompt_throughput_tps: float
+    gpu_power_total_w: float
+    node_power_w: float | None
+    window_s: float
+
+
+def measure_window(node: Node, clock: Clock, window_s: float, sample_interval_s: float = 0.25) -> tuple[Window, Sample]:
+    """Measure one window: counter deltas between a first and a last sample, gauges averaged.
+
+    Returns:
+        The window's figures and the last sample (for latency and workload gauges).
+    """
+    first = node.sample()
+    start_s = clock.now_s()
+    end_s = start_s + window_s
+    node_powers_w: list[float] = []
+    last = first
+    next_s = start_s
+    while True:
+        next_s = min(next_s + sample_interval_s, end_s)
+        clock.wait_until(next_s)
+        last = node.sample()
+        if last.node_power_w is not None:
+            node_powers_w.append(float(last.node_power_w))
+        if next_s >= end_s:
+            break
+    dt_s = last.time_s - first.time_s
+    if not dt_s > 0:
+        raise ProfileError(
+            f"the node's sample clock did not advance over a {window_s:g} s window "
+            f"({first.time_s} -> {last.time_s}); the node and the clock passed to run_profile must belong together"
+        )
+    window = Window(
+        throughput_tps=(last.generated_tokens_total - first.generated_tokens_total) / dt_s,
+        prompt_throughput_tps=(last.prompt_tokens_total - first.prompt_tokens_total) / dt_s,
+        gpu_power_total_w=(last.gpu_energy_total_j - first.gpu_energy_total_j) / dt_s,
+        node_power_w=(sum(node_powers_w) / len(node_powers_w)) if node_powers_w else None,
+        window_s=dt_s,
+    )
+    return window, last
+
+
+def build_row(
+    *,
+    model: str,
+    gpu: str,
+    num_gpus: int,
+    tp: int,
+    ep: int,
+    power_cap_w: float,
+    batch_cap: int,
+    window: Window,
+    last: Sample,
+    workload: WorkloadFeatures | None,
+) -> dict[str, Any]:
+    """One profile row from a measured window."""
+    gpu_total_w = window.gpu_power_total_w
+    node_w = window.node_power_w
+    tpj_gpu = window.throughput_tps / gpu_total_w if gpu_total_w > 0 else math.nan
+    tpj = window.throughput_tps / node_w if node_w else tpj_gpu
+    if workload is not None:
+        prompt_tokens = workload.mean_prompt_tokens
+        output_tokens = workload.mean_output_tokens
+        rate = workload.arrival_rate_rps
+    else:
+        # No descriptor (e.g. an external load generator): use what the node observed.
+        prompt_tokens = last.mean_prompt_tokens
+        output_tokens = last.mean_output_tokens
+        rate = None
+
+    def _nan(value: float | None) -> float:
+        return math.nan if value is None else float(value)
+
+    return {
+        "model": model,
+        "gpu": gpu,
+        "num_gpus": num_gpus,
+        "tp": tp,
+        "ep": ep,
+        "power_cap_w": float(power_cap_w),
+        "batch_cap": int(batch_cap),
+        "mean_prompt_tokens": _nan(prompt_tokens),
+        "mean_output_tokens": _nan(output_tokens),
+        "arrival_rate_rps": _nan(rate),
+        "throughput_tps": window.throughput_tps,
+        "prompt_throughput_tps": window.prompt_throughput_tps,
+        "gpu_power_w": gpu_total_w / num_gpus,
+        "gpu_power_total_w": gpu_total_w,
+        "node_power_w": _nan(node_w),
+        "tokens_per_joule": tpj,
+        "tokens_per_joule_gpu": tpj_gpu,
+        "ttft_p50_s": _nan(last.ttft.p50_s if last.ttft and last.ttft.count else None),
+        "ttft_p99_s": _nan(last.ttft.p99_s if last.ttft and last.ttft.count else None),
+        "tpot_p50_s": _nan(last.tpot.p50_s if last.tpot and last.tpot.count else None),
+        "tpot_p99_s": _nan(last.tpot.p99_s if last.tpot and last.tpot.count else None),
+        "window_s": window.window_s,
+    }
+
+
+def run_profile(
+    node: Node,
+    clock: Clock,
+    grid: ProfileGrid,
+    warmup_s: float,
+    window_s: float,
+    out_path: str | os.PathLike,
+    resume: bool = True,
+    progress: bool = True,
+    *,
+    workload: WorkloadFeatures | None = None,
+    node_kind: str = "sim",
+    sample_interval_s: float = 0.25,
+    metadata_extra: dict[str, Any] | None = None,
+    on_point: Callable[[dict[str, Any]], None] | None = None,
+) -> Profile:
+    """Measure every grid point on `node` and write the profile to `out_path` as it goes.
+
+    Args:
+        node: Any `Node` (simulated or real).
+        clock: The clock the node runs on (`SimNode.clock`, or a `WallClock`).
+        grid: Power caps x batch caps to measure.
+        warmup_s: Time to let the node settle after each change before measuring. Units: s.
+        window_s: Measurement window per point. Units: s.
+        out_path: Profile file, rewritten atomically after every point.
+        resume: Keep points already in `out_path` and measure only the missing ones.
+            When False an existing file is replaced.
+        progress: Show a tqdm progress bar on stderr.
+        workload: The offered workload (descriptor recorded in each row and in the
+            metadata); None records what the node observes (`Sample.mean_*_tokens`).
+        node_kind: Recorded in the metadata ("sim", "vllm").
+        sample_interval_s: How often the node is sampled inside a window (for node power). Units: s.
+        metadata_extra: More metadata to record (seed, trace name, ...).
+        on_point: Called with each new row after it is written (tests, live tables).
+
+    Returns:
+        The complete profile as written.
+
+    Raises:
+        ConfigError: a grid point is outside the node's settable ranges, or bad timings.
+        ProfileError: `out_path` holds a profile of another deployment or workload.
+    """
+    for name, value in (("warmup_s", warmup_s), ("window_s", window_s), ("sample_interval_s", sample_interval_s)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name} must be a non-negative number of seconds, got {value!r}")
+    if window_s <= 0 or sample_interval_s <= 0:
+        raise ConfigError(f"window_s and sample_interval_s must be positive seconds, got {window_s!r}, {sample_interval_s!r}")
+    constraints = node.constraints()
+    for cap, batch in grid.points():
+        constraints.check(Actuation(power_cap_w=cap, batch_cap=batch))
+    if not constraints.power_cap_settable and len(grid.power_caps_w) > 1:
+        raise ConfigError(
+            "this node cannot set power caps (no permission); profile one cap (--caps with one value) "
+            "or run with permission to set GPU power limits"
+        )
+
+    out = Path(out_path)
+    metadata = new_metadata(
+        model=constraints.model_name,
+        gpu=constraints.gpu_name,
+        num_gpus=constraints.num_gpus,
+        tp=constraints.tp,
+        ep=constraints.ep,
+        node=node_kind,
+        workload=workload,
+        warmup_s=float(warmup_s),
+        window_s=float(window_s),
+        **(metadata_extra or {}),
+    )
+    rows: list[dict[str, Any]] = []
+    if resume and out.exists():
+        existing = read_profile(out, expect_model=constraints.model_name)
+        _check_resumable(existing, metadata, out)
+        rows = list(existing.rows)
+        metadata = dict(existing.metadata)  # keep the original creation time and settings
+    done = {(float(r["power_cap_w"]), int(r["batch_cap"])) for r in rows}
+    todo = [point for point in grid.points() if point not in done]
+
+    original = node.sample()
+    original_cap_w = original.gpu_power_cap_w[0] if original.gpu_power_cap_w else None
+    original_batch = original.batch_cap
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(grid),
+        initial=len(grid) - len(todo),
+        disable=not progress,
+        unit="point",
+        desc=f"profile {constraints.model_name}",
+        leave=True,
+    )
+    try:
+        for cap, batch in todo:
+            bar.set_postfix_str(f"cap {cap:g} W, batch {batch}")
+            node.apply(Actuation(power_cap_w=cap if constraints.power_cap_settable else None, batch_cap=batch))
+            if warmup_s > 0:
+                clock.wait_until(clock.now_s() + warmup_s)
+            window, last = measure_window(node, clock, window_s, sample_interval_s)
+            row = build_row(
+                model=constraints.model_name,
+                gpu=constraints.gpu_name,
+                num_gpus=constraints.num_gpus,
+                tp=constraints.tp,
+                ep=constraints.ep,
+                power_cap_w=cap,
+                batch_cap=batch,
+                window=window,
+                last=last,
+                workload=workload,
+            )
+            rows.append(row)
+            write_profile(out, metadata, rows)
+            bar.update(1)
+            if on_point is not None:
+                on_point(row)
+    except BaseException:
+        bar.close()
+        try:
+            _restore(node, constraints, original_cap_w, original_batch)
+        except Exception as error:  # keep the original failure; say the node may be left changed
+            warnings.warn(f"could not restore the node's original configuration: {error}", stacklevel=2)
+        raise
+    bar.close()
+    _restore(node, constraints, original_cap_w, original_batch)
+    if not rows:
+        raise ProfileError(f"no points measured for {out}; pass a non-empty grid")
+    if not todo:
+        write_profile(out, metadata, rows)  # nothing new, but make sure the file is there and valid
+    return read_profile(out)
+
+
+def _check_resumable(existing: Profile, metadata: dict[str, Any], out: Path) -> None:
+    for key in ("gpu", "num_gpus", "tp", "ep"):
+        if existing.metadata.get(key) != metadata.get(key):
+            raise ProfileError(
+                f"{out} holds a profile with {key}={existing.metadata.get(key)!r}, this run has {metadata.get(key)!r}; "
+                "pass another --out or delete the file to start over"
+            )
+    if existing.metadata.get("workload") != metadata.get("workload"):
+        raise ProfileError(
+            f"{out} was profiled under another workload ({existing.metadata.get('workload')}); "
+            "pass another --out or delete the file to start over"
+        )
+
+
+def _restore(node: Node, constraints, cap_w: float | None, batch: int) -> None:
+    """Put the node back as we found it; clamp in case it started outside the ranges."""
+    if cap_w is not None and constraints.power_cap_settable:
+        cap_w = min(max(cap_w, constraints.power_cap_min_w), constraints.power_cap_max_w)
+    else:
+        cap_w = None
+    batch = min(max(int(batch), constraints.batch_cap_min), constraints.batch_cap_max)
+    node.apply(Actuation(power_cap_w=cap_w, batch_cap=batch))

@@ -1,0 +1,189 @@
+"""The power-performance predictor: API, exactness of the fast path, persistence, evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from pals.errors import ConfigError, ModelMismatchError
+from pals.model.predictor import (
+    FEATURES,
+    SATURATING_RATE_RPS,
+    PowerPerfPredictor,
+    Prediction,
+    WorkloadFeatures,
+    evaluate,
+    features_from_profile,
+)
+from pals.model.profile import Profile
+
+CAPS = np.repeat([150.0, 200.0, 250.0, 300.0, 350.0, 400.0], 6)
+BATCHES = np.tile([1, 4, 8, 16, 32, 64], 6)
+
+
+@pytest.fixture(scope="module")
+def fitted(fake_profile):
+    return PowerPerfPredictor(n_estimators=50, random_state=0).fit(fake_profile)
+
+
+def test_fitted_attributes(fitted, fake_profile):
+    assert fitted.deployment_ == {"model": "fake-llm", "gpu": "fake-gpu", "num_gpus": 4, "tp": 4, "ep": 1}
+    assert fitted.feature_names_ == FEATURES
+    assert list(fitted.caps_) == [150.0, 200.0, 250.0, 300.0, 350.0, 400.0]
+    assert list(fitted.batches_) == [1, 4, 8, 16, 32, 64]
+    assert fitted.workload_ == WorkloadFeatures(1000.0, 200.0, None)
+    assert fitted.profile_hash_ == fake_profile.content_hash()
+    assert fitted.syspower_.source == "fitted"
+    assert fitted.syspower_.alpha == pytest.approx(1.05, rel=0.02)
+
+
+def test_unfitted_predictor_says_so():
+    with pytest.raises(ConfigError, match="not fitted"):
+        PowerPerfPredictor().predict_candidates(np.array([200.0]), np.array([8]))
+
+
+def test_predict_candidates_shapes_and_physics(fitted):
+    p = fitted.predict_candidates(CAPS, BATCHES)
+    assert isinstance(p, Prediction)
+    for arr in (p.throughput_tps, p.throughput_std_tps, p.gpu_power_total_w, p.gpu_power_std_w,
+                p.node_power_w, p.tokens_per_joule):
+        assert arr.shape == (36,)
+        assert np.all(np.isfinite(arr))
+    assert np.all(p.throughput_std_tps >= 0) and np.all(p.gpu_power_std_w >= 0)
+    np.testing.assert_allclose(p.node_power_w, fitted.syspower_.node_power_w(p.gpu_power_total_w))
+    np.testing.assert_allclose(p.tokens_per_joule, p.throughput_tps / p.node_power_w)
+    # the fake node's truth: throughput rises with batch at every cap; power never exceeds 4 x cap by much
+    grid = p.throughput_tps.reshape(6, 6)
+    assert np.all(np.diff(grid, axis=1) > 0)
+    assert np.all(p.gpu_power_total_w <= 4 * CAPS * 1.05)
+
+
+def test_predictions_track_the_measured_profile(fitted, fake_profile):
+    p = fitted.predict_candidates(fake_profile.column("power_cap_w"), fake_profile.column("batch_cap"))
+    rel = np.abs(p.throughput_tps / fake_profile.column("throughput_tps") - 1)
+    assert np.median(rel) < 0.03
+
+
+def test_fast_path_equals_sklearn_predict(fitted):
+    X = fitted.candidate_features(np.repeat([150.0, 175.0, 320.0, 400.0], 9), np.tile([1, 2, 3, 5, 8, 20, 33, 50, 64], 4))
+    for target, forest in fitted.forests_.items():
+        ours = fitted._packed[target].per_tree(X).mean(axis=1)
+        np.testing.assert_array_equal(ours, forest.predict(X))
+
+
+def test_workload_and_parallelism_arguments(fitted):
+    base = fitted.candidate_features(CAPS[:3], BATCHES[:3])
+    assert np.all(base[:, 6] == SATURATING_RATE_RPS) and np.all(base[:, 2] == 4)
+    X = fitted.candidate_features(CAPS[:3], BATCHES[:3], WorkloadFeatures(500.0, 100.0, 2.5), tp=2, ep=4)
+    assert list(X[0]) == [150.0, 1.0, 2.0, 4.0, 500.0, 100.0, 2.5]
+    one = fitted.predict_candidates(300.0, np.array([1, 8, 64]))  # scalars broadcast
+    assert one.throughput_tps.shape == (3,)
+
+
+def test_random_state_makes_fits_reproducible(fake_profile):
+    a = PowerPerfPredictor(n_estimators=20, random_state=3).fit(fake_profile).predict_candidates(CAPS, BATCHES)
+    b = PowerPerfPredictor(n_estimators=20, random_state=3).fit(fake_profile).predict_candidates(CAPS, BATCHES)
+    np.testing.assert_array_equal(a.throughput_tps, b.throughput_tps)
+
+
+def test_without_node_power_the_paper_line_is_used(fake_profile):
+    rows = [dict(r, node_power_w=float("nan")) for r in fake_profile.rows]
+    model = PowerPerfPredictor(n_estimators=10).fit(Profile(fake_profile.metadata, rows))
+    assert (model.syspower_.alpha, model.syspower_.beta_w, model.syspower_.source) == (1.05, 345.0, "paper-default")
+    p = model.predict_candidates(CAPS, BATCHES)
+    np.testing.assert_allclose(p.node_power_w, 1.05 * p.gpu_power_total_w + 345.0)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    path = tmp_path / "m.pals"
+    fitted.save(path)
+    loaded = PowerPerfPredictor.load(path, expect_model="fake-llm", expect_features=FEATURES)
+    a = fitted.predict_candidates(CAPS, BATCHES)
+    b = loaded.predict_candidates(CAPS, BATCHES)
+    np.testing.assert_array_equal(a.throughput_tps, b.throughput_tps)
+    np.testing.assert_array_equal(a.gpu_power_total_w, b.gpu_power_total_w)
+    meta = json.loads((tmp_path / "m.pals.json").read_text())
+    assert meta["profile_hash"] == fitted.profile_hash_
+    assert set(meta["versions"]) == {"sklearn", "numpy", "pals"}
+    assert sorted(os.listdir(tmp_path)) == ["m.pals", "m.pals.json"]
+
+
+def _rewrite_metadata(path, change):
+    data = path.read_bytes()
+    magic, meta, rest = data.split(b"\n", 2)
+    metadata = json.loads(meta)
+    change(metadata)
+    path.write_bytes(magic + b"\n" + json.dumps(metadata).encode() + b"\n" + rest)
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (lambda m: m["versions"].update(sklearn="0.24.2"), "scikit-learn 0.24.2"),
+        (lambda m: m["versions"].update(numpy="1.26.4"), "numpy 1.26.4"),
+        (lambda m: m.update(feature_names=["power_cap_w", "batch_cap"]), "uses features"),
+        (lambda m: m.update(format_version=99), "format version 99"),
+    ],
+)
+def test_mismatched_model_files_are_refused(fitted, tmp_path, change, needle):
+    path = tmp_path / "m.pals"
+    fitted.save(path)
+    _rewrite_metadata(path, change)
+    with pytest.raises(ModelMismatchError) as error:
+        PowerPerfPredictor.load(path)
+    assert needle in str(error.value) and "pals fit" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_other_model_or_feature_set_than_expected_is_refused(fitted, tmp_path):
+    path = tmp_path / "m.pals"
+    fitted.save(path)
+    with pytest.raises(ModelMismatchError, match="for model 'fake-llm', not 'Mixtral-8x7B'"):
+        PowerPerfPredictor.load(path, expect_model="Mixtral-8x7B")
+    with pytest.raises(ModelMismatchError, match="expected"):
+        PowerPerfPredictor.load(path, expect_features=list(FEATURES) + ["kv_cache_usage"])
+
+
+def test_truncated_or_foreign_model_files_are_refused(fitted, tmp_path):
+    path = tmp_path / "m.pals"
+    fitted.save(path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ModelMismatchError, match="truncated or corrupt"):
+        PowerPerfPredictor.load(path)
+    other = tmp_path / "x.pals"
+    other.write_text("hello")
+    with pytest.raises(ModelMismatchError, match="not a PALS predictor"):
+        PowerPerfPredictor.load(other)
+    with pytest.raises(ConfigError, match="does not exist"):
+        PowerPerfPredictor.load(tmp_path / "missing.pals")
+
+
+def test_evaluation_holds_out_whole_configurations(fake_profile):
+    """Duplicated configurations must be held out together: a row-wise split would leak them."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for row in fake_profile.rows:
+        for _ in range(3):
+            rows.append(dict(row, throughput_tps=row["throughput_tps"] * (1 + 0.001 * rng.standard_normal())))
+    doubled = Profile(fake_profile.metadata, rows)
+    report = evaluate(doubled, k=5, random_state=0, n_estimators=30, n_repeats=2)
+    assert report.n_configurations == 36
+    # a leaky split would predict held-out rows from their own copies (error ~0.1 %)
+    single = evaluate(fake_profile, k=5, random_state=0, n_estimators=30, n_repeats=2)
+    assert report.mape_throughput_pct > 0.5 * single.mape_throughput_pct > 0.2
+
+
+def test_evaluation_reports_importances(fake_profile):
+    report = evaluate(fake_profile, k=5, random_state=0, n_estimators=30, n_repeats=3)
+    ranked = sorted(report.feature_importance, key=report.feature_importance.get, reverse=True)
+    assert ranked[:2] == ["batch_cap", "power_cap_w"]
+    assert sum(report.feature_importance.values()) == pytest.approx(1.0)
+    assert report.feature_importance["tp"] == 0.0  # constant in this profile
+    assert report.to_dict()["syspower_alpha"] == pytest.approx(1.05, rel=0.02)
+
+
+def test_saturating_is_encoded_explicitly(fake_profile):
+    X = features_from_profile(fake_profile)
+    assert np.all(X[:, FEATURES.index("arrival_rate_rps")] == SATURATING_RATE_RPS)

@@ -1,0 +1,137 @@
+"""The profile file: round trip, validation on read (one clear line each), atomic writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from pals.errors import ProfileError
+from pals.model.profile import COLUMNS, read_profile, write_profile
+
+
+def _one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_round_trip_keeps_every_value(fake_profile, tmp_path):
+    out = tmp_path / "copy.csv"
+    write_profile(out, fake_profile.metadata, fake_profile.rows)
+    again = read_profile(out)
+    assert len(again) == len(fake_profile) == 36
+    for a, b in zip(fake_profile.rows, again.rows):
+        for name in COLUMNS:
+            if isinstance(a[name], float) and math.isnan(a[name]):
+                assert math.isnan(b[name])
+            else:
+                assert a[name] == b[name]
+    assert again.content_hash() == fake_profile.content_hash()
+    assert again.workload.arrival_rate_rps is None  # saturating survives as an empty cell
+    assert again.metadata["schema"] == 1 and again.model == "fake-llm"
+
+
+def test_hash_changes_with_a_value(fake_profile):
+    rows = [dict(r) for r in fake_profile.rows]
+    rows[3]["throughput_tps"] += 1.0
+    changed = type(fake_profile)(metadata=fake_profile.metadata, rows=rows)
+    assert changed.content_hash() != fake_profile.content_hash()
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda text: "", "is empty"),
+        (lambda text: text[: len(text) // 2], "truncated"),
+        (lambda text: "\x00\x01garbage\n" + text, "not a PALS profile"),
+        (lambda text: text.replace("# pals-profile v1 ", "# pals-profile v9 ", 1), "schema v9"),
+        (lambda text: text.replace('"model": ', '"model" ', 1), "corrupt metadata"),
+        (lambda text: text.replace(",throughput_tps,", ",tput,", 1), "lacks column(s) throughput_tps"),
+        (lambda text: _replace_cell(text, 2, "gpu_power_w", "abc"), "'abc', not a number"),
+        (lambda text: _replace_cell(text, 4, "power_cap_w", ""), "power_cap_w is empty"),
+        (lambda text: "\n".join(text.splitlines()[:2]) + "\n", "no measured rows"),
+        (lambda text: _drop_field(text, 5), "fields, expected"),
+    ],
+)
+def test_bad_files_raise_one_clear_line(fake_profile, tmp_path, mutate, needle):
+    good = tmp_path / "good.csv"
+    write_profile(good, fake_profile.metadata, fake_profile.rows)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(mutate(good.read_text()))
+    with pytest.raises(ProfileError) as error:
+        read_profile(bad)
+    message = _one_line(error)
+    assert needle in message
+    assert str(bad) in message
+
+
+def test_binary_file_is_refused(tmp_path):
+    bad = tmp_path / "bin.csv"
+    bad.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ProfileError) as error:
+        read_profile(bad)
+    assert str(bad) in _one_line(error)
+
+
+def test_missing_file_names_the_fix(tmp_path):
+    with pytest.raises(ProfileError) as error:
+        read_profile(tmp_path / "nope.csv")
+    assert "pals profile" in _one_line(error)
+
+
+def test_profile_of_another_model_is_refused(fake_profile, tmp_path):
+    out = tmp_path / "p.csv"
+    write_profile(out, fake_profile.metadata, fake_profile.rows)
+    with pytest.raises(ProfileError) as error:
+        read_profile(out, expect_model="Mixtral-8x7B")
+    message = _one_line(error)
+    assert "'fake-llm', not 'Mixtral-8x7B'" in message
+    assert read_profile(out, expect_model="fake-llm").model == "fake-llm"
+
+
+def test_rows_of_a_foreign_model_are_refused(fake_profile, tmp_path):
+    rows = [dict(r) for r in fake_profile.rows]
+    rows[7]["model"] = "other"
+    out = tmp_path / "mixed.csv"
+    write_profile(out, fake_profile.metadata, rows)
+    with pytest.raises(ProfileError, match="mixes models"):
+        read_profile(out)
+
+
+def test_failed_write_leaves_the_old_file_intact(fake_profile, tmp_path):
+    out = tmp_path / "p.csv"
+    write_profile(out, fake_profile.metadata, fake_profile.rows[:5])
+    before = out.read_bytes()
+    rows = [dict(r) for r in fake_profile.rows]
+    rows[-1]["throughput_tps"] = float("nan")
+    with pytest.raises(ProfileError, match="no finite throughput_tps"):
+        write_profile(out, fake_profile.metadata, rows)
+    assert out.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["p.csv"]  # no temporary left behind
+
+
+def test_metadata_line_is_json(fake_profile, tmp_path):
+    out = tmp_path / "p.csv"
+    write_profile(out, fake_profile.metadata, fake_profile.rows)
+    first = out.read_text().splitlines()[0]
+    assert first.startswith("# pals-profile v1 ")
+    meta = json.loads(first.split(" ", 3)[3])
+    assert {"model", "gpu", "num_gpus", "tp", "ep", "node", "workload", "created", "pals_version"} <= set(meta)
+
+
+def _replace_cell(text: str, line: int, column: str, value: str) -> str:
+    lines = text.splitlines()
+    header = lines[1].split(",")
+    cells = lines[line].split(",")
+    cells[header.index(column)] = value
+    lines[line] = ",".join(cells)
+    return "\n".join(lines) + "\n"
+
+
+def _drop_field(text: str, line: int) -> str:
+    lines = text.splitlines()
+    lines[line] = ",".join(lines[line].split(",")[:-3])
+    return "\n".join(lines) + "\n"
