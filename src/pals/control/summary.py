@@ -1,0 +1,139 @@
+"""Run figures from a decision log (the same keys for `pals run`, `pals demo` and experiments).
+
+Definitions (each interval is one control interval; records without a measured sample, i.e. the
+first one, are skipped):
+
+- `tokens_per_joule`: generated tokens / node energy (node power measured, or estimated from GPU
+  power as 1.05 x sum(P_gpu) + 345 W). `tokens_per_joule_gpu`: the same over GPU energy.
+- `qos_violation_pct`: share of intervals that violate the throughput target as defined in
+  `pals.control.qos` (trailing 5 s throughput short of (1 - tol) x target while requests wait);
+  `qos_violation_pct_raw`: the same test on each interval's own throughput.
+- `budget_overshoot_pct`: share of intervals whose measured power (in the budget's kind) exceeds
+  the budget by more than `overshoot_tolerance` (2 %), not counting the first `settle_intervals`
+  (4, i.e. 2 s) after each budget change. `max_budget_overshoot_pct`: the largest excess, same
+  intervals.
+- `power_tracking_error_pct`: mean |P - B| / B over the intervals in which the budget bound the
+  policy (it would have chosen a more power-hungry configuration without it), after settling; 0
+  when the budget never bound. `budget_bound_pct` says how often it did.
+- `config_changes`: configurations applied after the initial one; `config_change_pct` per interval.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+from pals.control.qos import DEFAULT_QOS_TOLERANCE, is_qos_violation
+
+SUMMARY_KEYS = (
+    "policy",
+    "duration_s",
+    "intervals",
+    "tokens_per_joule",
+    "tokens_per_joule_gpu",
+    "throughput_tps",
+    "qos_violation_pct",
+    "qos_violation_pct_raw",
+    "power_tracking_error_pct",
+    "budget_overshoot_pct",
+    "max_budget_overshoot_pct",
+    "budget_bound_pct",
+    "mean_power_w",
+    "mean_gpu_power_w",
+    "energy_j",
+    "gpu_energy_j",
+    "generated_tokens",
+    "config_changes",
+    "config_change_pct",
+    "decide_ms_p50",
+    "decide_ms_p99",
+)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(q / 100.0 * len(ordered)) - 1))
+    return float(ordered[index])
+
+
+def summarize(
+    records: Iterable[dict[str, Any]],
+    qos_tolerance: float = DEFAULT_QOS_TOLERANCE,
+    overshoot_tolerance: float = 0.02,
+    settle_intervals: int = 4,
+) -> dict[str, Any]:
+    """Summarise decision-log records (see the module docstring for each figure)."""
+    records = list(records)
+    policy = records[0]["policy"] if records else None
+    duration_s = tokens = node_j = gpu_j = 0.0
+    intervals = violations = raw_violations = changes = 0
+    overshoot_count = budget_intervals = bound_count = 0
+    max_over = 0.0
+    tracking: list[float] = []
+    decide_ms: list[float] = []
+    since_budget_change = 10**9
+    last_budget = None
+    for index, rec in enumerate(records):
+        decide_ms.append(float(rec.get("decide_ms", 0.0)))
+        if index > 0 and rec.get("config_changed"):
+            changes += 1
+        budget = rec.get("budget")
+        # A budget set at this record's decision applies from the next interval on.
+        sample = rec.get("sample")
+        if sample is None:
+            last_budget = budget
+            since_budget_change = 0
+            continue
+        intervals += 1
+        dt = float(rec.get("interval_s", 0.0))
+        duration_s += dt
+        tokens += sample["throughput_tps"] * dt
+        node_j += sample["node_power_w"] * dt
+        gpu_j += sample["gpu_power_w"] * dt
+        target = rec.get("target")
+        if rec.get("qos_violation"):
+            violations += 1
+        if is_qos_violation(sample["throughput_tps"], sample["requests_waiting"],
+                            None if target is None else target["target_tps"], qos_tolerance):
+            raw_violations += 1
+        if last_budget is not None:
+            budget_intervals += 1
+            since_budget_change += 1
+            power = sample["gpu_power_w"] if last_budget["kind"] == "gpu" else sample["node_power_w"]
+            rel = power / last_budget["budget_w"] - 1.0
+            if since_budget_change > settle_intervals:
+                max_over = max(max_over, rel)
+                if rel > overshoot_tolerance:
+                    overshoot_count += 1
+                if rec["decision"].get("budget_bound"):
+                    bound_count += 1
+                    tracking.append(abs(rel))
+        if budget != last_budget:
+            since_budget_change = 0
+        last_budget = budget
+    pct = (lambda n: 100.0 * n / intervals) if intervals else (lambda n: 0.0)
+    return {
+        "policy": policy,
+        "duration_s": round(duration_s, 3),
+        "intervals": intervals,
+        "tokens_per_joule": tokens / node_j if node_j > 0 else 0.0,
+        "tokens_per_joule_gpu": tokens / gpu_j if gpu_j > 0 else 0.0,
+        "throughput_tps": tokens / duration_s if duration_s > 0 else 0.0,
+        "qos_violation_pct": pct(violations),
+        "qos_violation_pct_raw": pct(raw_violations),
+        "power_tracking_error_pct": 100.0 * sum(tracking) / len(tracking) if tracking else 0.0,
+        "budget_overshoot_pct": 100.0 * overshoot_count / budget_intervals if budget_intervals else 0.0,
+        "max_budget_overshoot_pct": 100.0 * max_over if budget_intervals else 0.0,
+        "budget_bound_pct": 100.0 * bound_count / budget_intervals if budget_intervals else 0.0,
+        "mean_power_w": node_j / duration_s if duration_s > 0 else 0.0,
+        "mean_gpu_power_w": gpu_j / duration_s if duration_s > 0 else 0.0,
+        "energy_j": node_j,
+        "gpu_energy_j": gpu_j,
+        "generated_tokens": tokens,
+        "config_changes": changes,
+        "config_change_pct": pct(changes),
+        "decide_ms_p50": _percentile(decide_ms, 50),
+        "decide_ms_p99": _percentile(decide_ms, 99),
+    }

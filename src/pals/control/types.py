@@ -1,0 +1,190 @@
+"""Values that flow through one control interval: observation in, decision out.
+
+`observe(previous, current)` turns two node `Sample`s into one `Observation` (rates and mean
+powers over the interval between them). A policy receives a `DecisionContext` and returns a
+`Decision`; the loop applies `Decision.config` and logs both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pals.control.budget import PowerBudget, ThroughputTarget
+from pals.node.base import Constraints, Sample, node_power_estimate_w
+
+
+@dataclass(frozen=True, order=True)
+class Configuration:
+    """One point of the runtime knob space."""
+
+    power_cap_w: float
+    """Power limit of every GPU. Units: W."""
+    batch_cap: int
+    """Max running sequences per engine replica."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"power_cap_w": round(float(self.power_cap_w), 3), "batch_cap": int(self.batch_cap)}
+
+
+@dataclass(frozen=True)
+class NodePowerModel:
+    """P_node = alpha * sum(P_gpu) + beta_w, used when the node reports no wall power."""
+
+    alpha: float = 1.05
+    beta_w: float = 345.0
+
+    def node_w(self, gpu_power_total_w: float) -> float:
+        return node_power_estimate_w(gpu_power_total_w, self.alpha, self.beta_w)
+
+    def gpu_w(self, node_power_w: float) -> float:
+        """Inverse: the GPU total that gives `node_power_w`."""
+        return (node_power_w - self.beta_w) / self.alpha
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What happened over one control interval (between two samples)."""
+
+    time_s: float
+    """End of the interval on the node's clock. Units: s."""
+    interval_s: float
+    throughput_tps: float
+    """Generated (output) tokens per second over the interval, whole node."""
+    prompt_tps: float
+    """Prompt tokens per second over the interval."""
+    gpu_power_w: float
+    """Mean total GPU power over the interval (energy counters), falling back to the instant reading. Units: W."""
+    node_power_w: float
+    """Mean wall power over the interval, estimated from the mean GPU power with the node-power line
+    (the paper's method: instantaneous wall readings are one noisy point per interval). Units: W."""
+    node_power_reading_w: float | None
+    """The node's own instantaneous wall-power reading at the end of the interval, when it has one. Units: W."""
+    generated_tokens: float
+    gpu_energy_j: float
+    node_energy_j: float
+    requests_waiting: int
+    requests_running: int
+    power_cap_w: float
+    """Mean power cap in force per GPU at the end of the interval. Units: W."""
+    batch_cap: int
+    mean_prompt_tokens: float | None = None
+    mean_output_tokens: float | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def demand_limited(self) -> bool:
+        """True when nothing was waiting: the node served all the load it was offered."""
+        return self.requests_waiting == 0
+
+    def summary(self) -> dict[str, Any]:
+        out = {
+            "throughput_tps": round(self.throughput_tps, 3),
+            "gpu_power_w": round(self.gpu_power_w, 2),
+            "node_power_w": round(self.node_power_w, 2),
+            "requests_waiting": self.requests_waiting,
+            "requests_running": self.requests_running,
+            "power_cap_w": round(self.power_cap_w, 2),
+            "batch_cap": self.batch_cap,
+        }
+        if self.mean_prompt_tokens is not None:
+            out["mean_prompt_tokens"] = round(self.mean_prompt_tokens, 1)
+        if self.mean_output_tokens is not None:
+            out["mean_output_tokens"] = round(self.mean_output_tokens, 1)
+        return out
+
+
+def observe(previous: Sample, current: Sample, power_model: NodePowerModel | None = None) -> Observation:
+    """Rates and mean powers over the interval between two samples of the same node."""
+    power_model = power_model or NodePowerModel()
+    dt_s = max(current.time_s - previous.time_s, 1e-9)
+    # Engine counters are `age_s` old when sampled (a scrape lags): rate them over their own span.
+    counter_dt_s = (current.time_s - current.age_s) - (previous.time_s - previous.age_s)
+    counter_dt_s = counter_dt_s if counter_dt_s > 0.2 * dt_s else dt_s
+    generated = max(0.0, current.generated_tokens_total - previous.generated_tokens_total)
+    prompt = max(0.0, current.prompt_tokens_total - previous.prompt_tokens_total)
+    energy_j = current.gpu_energy_total_j - previous.gpu_energy_total_j
+    # Energy counters give the true mean over the interval; instant readings are one noisy point.
+    gpu_power_w = energy_j / dt_s if energy_j > 0 else current.gpu_power_total_w
+    node_power_w = power_model.node_w(gpu_power_w)
+    caps = current.gpu_power_cap_w
+    return Observation(
+        time_s=current.time_s,
+        interval_s=dt_s,
+        throughput_tps=generated / counter_dt_s,
+        prompt_tps=prompt / counter_dt_s,
+        gpu_power_w=gpu_power_w,
+        node_power_w=node_power_w,
+        node_power_reading_w=None if current.node_power_w is None else float(current.node_power_w),
+        generated_tokens=generated / counter_dt_s * dt_s,
+        gpu_energy_j=gpu_power_w * dt_s,
+        node_energy_j=node_power_w * dt_s,
+        requests_waiting=int(current.requests_waiting),
+        requests_running=int(current.requests_running),
+        power_cap_w=float(sum(caps) / len(caps)) if caps else 0.0,
+        batch_cap=int(current.batch_cap),
+        mean_prompt_tokens=current.mean_prompt_tokens,
+        mean_output_tokens=current.mean_output_tokens,
+        notes=tuple(current.notes),
+    )
+
+
+@dataclass(frozen=True)
+class DecisionContext:
+    """Everything a policy may look at. Policies never see the node itself."""
+
+    constraints: Constraints
+    current: Configuration
+    """Configuration in force now."""
+    observation: Observation | None
+    """The interval that just ended (None on the first decision)."""
+    budget: PowerBudget | None
+    target: ThroughputTarget | None
+    constraints_changed: bool
+    """True when the budget or the target changed since the previous decision: act at once."""
+    interval_index: int
+    power_model: NodePowerModel = field(default_factory=NodePowerModel)
+
+    def budget_gpu_total_w(self) -> float | None:
+        """The budget expressed as a total-GPU-power limit (None without a budget)."""
+        if self.budget is None:
+            return None
+        if self.budget.kind == "gpu":
+            return self.budget.budget_w
+        return self.power_model.gpu_w(self.budget.budget_w)
+
+    def measured_budget_power_w(self) -> float | None:
+        """Measured power of the interval in the budget's own kind."""
+        if self.observation is None or self.budget is None:
+            return None
+        return self.observation.gpu_power_w if self.budget.kind == "gpu" else self.observation.node_power_w
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A policy's answer for one interval."""
+
+    config: Configuration
+    reason: str
+    """Why, in words (logged)."""
+    candidates_considered: int = 1
+    candidates_feasible: int = 1
+    """Candidates that fit under the budget."""
+    candidates_meeting_target: int | None = None
+    predicted_throughput_tps: float | None = None
+    predicted_gpu_power_w: float | None = None
+    predicted_node_power_w: float | None = None
+    predicted_tokens_per_joule: float | None = None
+    budget_bound: bool = False
+    """True when the budget kept the policy from the configuration it would otherwise choose."""
+    warnings: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["config"] = self.config.as_dict()
+        out["warnings"] = list(self.warnings)
+        for key in ("predicted_throughput_tps", "predicted_gpu_power_w", "predicted_node_power_w", "predicted_tokens_per_joule"):
+            if out[key] is not None:
+                out[key] = round(float(out[key]), 4)
+        return out
