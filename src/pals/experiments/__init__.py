@@ -1,0 +1,35 @@
+"""Paper-reproduction experiments: each writes tables, PNG plots, report.md and summary.json.
+
+`EXPERIMENTS` maps a name to (module, one-line description); each module has
+`run(out_dir, quick=False, seed=0) -> dict` (the summary it wrote). Modules are
+imported only when run, so `pals --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Any
+
+from pals.errors import ConfigError
+
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "characterize": ("pals.experiments.characterize", "tokens/J vs cap and batch, compute/comm split, frontiers (Figs 1-3)"),
+    "single-node": ("pals.experiments.single_node", "Baseline/AdaptiveCap/AdaptiveBatch/PALS/Oracle over 8 models (Fig 7)"),
+    "tp-headroom": ("pals.experiments.tp_headroom", "fixed TP vs best TP per power cap (Fig 8)"),
+    "multi-node": ("pals.experiments.multi_node", "3 nodes under a 4,800 W cluster budget with the coordinator (Fig 9)"),
+    "demand-response": ("pals.experiments.demand_response", "3 DeepSeek-MoE nodes follow a 1-hour power target (Fig 10)"),
+    "target-tracking": ("pals.experiments.target_tracking", "a throughput target that changes over time (Fig 11)"),
+}
+
+
+def run_experiment(name: str, out_dir: str | Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Run one experiment by name and return its summary (also written to OUT/summary.json)."""
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)} (or 'all')")
+    module = importlib.import_module(EXPERIMENTS[name][0])
+    start = time.perf_counter()
+    summary = module.run(Path(out_dir), quick=quick, seed=seed)
+    summary.setdefault("wall_s", round(time.perf_counter() - start, 2))
+    return summary
