@@ -16,7 +16,7 @@ FAST = ["--warmup-s", "2", "--window-s", "6", "--no-progress"]
 def test_sweep_writes_csv_table_plots_and_report(tmp_path, capsys):
     out = tmp_path / "sweep.csv"
     rc = main(["sweep", "--model", "Mixtral-8x7B", "--caps", "150,400", "--batches", "1,16", *FAST,
-               "--report", "--out", str(out)])
+               "--report", "--report-quick", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "tok/J" in printed and len(printed.strip().splitlines()) == 2 + 4
@@ -29,6 +29,7 @@ def test_sweep_writes_csv_table_plots_and_report(tmp_path, capsys):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "sweep.md").read_text()
     assert "Mixtral-8x7B" in report and "sweep_pareto.png" in report
+    assert (tmp_path / "sweep_characterization" / "characterization.md").exists()
 
 
 def test_fixed_offered_load_is_recorded(tmp_path):

@@ -18,27 +18,27 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
     return message
 
 
-def test_round_trip_keeps_every_value(fake_profile, tmp_path):
+def test_round_trip_keeps_every_value(sim_profile, tmp_path):
     out = tmp_path / "copy.csv"
-    write_profile(out, fake_profile.metadata, fake_profile.rows)
+    write_profile(out, sim_profile.metadata, sim_profile.rows)
     again = read_profile(out)
-    assert len(again) == len(fake_profile) == 36
-    for a, b in zip(fake_profile.rows, again.rows):
+    assert len(again) == len(sim_profile) == 36
+    for a, b in zip(sim_profile.rows, again.rows):
         for name in COLUMNS:
             if isinstance(a[name], float) and math.isnan(a[name]):
                 assert math.isnan(b[name])
             else:
                 assert a[name] == b[name]
-    assert again.content_hash() == fake_profile.content_hash()
+    assert again.content_hash() == sim_profile.content_hash()
     assert again.workload.arrival_rate_rps is None  # saturating survives as an empty cell
-    assert again.metadata["schema"] == 1 and again.model == "fake-llm"
+    assert again.metadata["schema"] == 1 and again.model == "OLMoE-1B-7B"
 
 
-def test_hash_changes_with_a_value(fake_profile):
-    rows = [dict(r) for r in fake_profile.rows]
+def test_hash_changes_with_a_value(sim_profile):
+    rows = [dict(r) for r in sim_profile.rows]
     rows[3]["throughput_tps"] += 1.0
-    changed = type(fake_profile)(metadata=fake_profile.metadata, rows=rows)
-    assert changed.content_hash() != fake_profile.content_hash()
+    changed = type(sim_profile)(metadata=sim_profile.metadata, rows=rows)
+    assert changed.content_hash() != sim_profile.content_hash()
 
 
 @pytest.mark.parametrize(
@@ -56,9 +56,9 @@ def test_hash_changes_with_a_value(fake_profile):
         (lambda text: _drop_field(text, 5), "fields, expected"),
     ],
 )
-def test_bad_files_raise_one_clear_line(fake_profile, tmp_path, mutate, needle):
+def test_bad_files_raise_one_clear_line(sim_profile, tmp_path, mutate, needle):
     good = tmp_path / "good.csv"
-    write_profile(good, fake_profile.metadata, fake_profile.rows)
+    write_profile(good, sim_profile.metadata, sim_profile.rows)
     bad = tmp_path / "bad.csv"
     bad.write_text(mutate(good.read_text()))
     with pytest.raises(ProfileError) as error:
@@ -82,40 +82,40 @@ def test_missing_file_names_the_fix(tmp_path):
     assert "pals profile" in _one_line(error)
 
 
-def test_profile_of_another_model_is_refused(fake_profile, tmp_path):
+def test_profile_of_another_model_is_refused(sim_profile, tmp_path):
     out = tmp_path / "p.csv"
-    write_profile(out, fake_profile.metadata, fake_profile.rows)
+    write_profile(out, sim_profile.metadata, sim_profile.rows)
     with pytest.raises(ProfileError) as error:
         read_profile(out, expect_model="Mixtral-8x7B")
     message = _one_line(error)
-    assert "'fake-llm', not 'Mixtral-8x7B'" in message
-    assert read_profile(out, expect_model="fake-llm").model == "fake-llm"
+    assert "'OLMoE-1B-7B', not 'Mixtral-8x7B'" in message
+    assert read_profile(out, expect_model="OLMoE-1B-7B").model == "OLMoE-1B-7B"
 
 
-def test_rows_of_a_foreign_model_are_refused(fake_profile, tmp_path):
-    rows = [dict(r) for r in fake_profile.rows]
+def test_rows_of_a_foreign_model_are_refused(sim_profile, tmp_path):
+    rows = [dict(r) for r in sim_profile.rows]
     rows[7]["model"] = "other"
     out = tmp_path / "mixed.csv"
-    write_profile(out, fake_profile.metadata, rows)
+    write_profile(out, sim_profile.metadata, rows)
     with pytest.raises(ProfileError, match="mixes models"):
         read_profile(out)
 
 
-def test_failed_write_leaves_the_old_file_intact(fake_profile, tmp_path):
+def test_failed_write_leaves_the_old_file_intact(sim_profile, tmp_path):
     out = tmp_path / "p.csv"
-    write_profile(out, fake_profile.metadata, fake_profile.rows[:5])
+    write_profile(out, sim_profile.metadata, sim_profile.rows[:5])
     before = out.read_bytes()
-    rows = [dict(r) for r in fake_profile.rows]
+    rows = [dict(r) for r in sim_profile.rows]
     rows[-1]["throughput_tps"] = float("nan")
     with pytest.raises(ProfileError, match="no finite throughput_tps"):
-        write_profile(out, fake_profile.metadata, rows)
+        write_profile(out, sim_profile.metadata, rows)
     assert out.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["p.csv"]  # no temporary left behind
 
 
-def test_metadata_line_is_json(fake_profile, tmp_path):
+def test_metadata_line_is_json(sim_profile, tmp_path):
     out = tmp_path / "p.csv"
-    write_profile(out, fake_profile.metadata, fake_profile.rows)
+    write_profile(out, sim_profile.metadata, sim_profile.rows)
     first = out.read_text().splitlines()[0]
     assert first.startswith("# pals-profile v1 ")
     meta = json.loads(first.split(" ", 3)[3])

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from pals.cli._common import add_command
+from pals.errors import ConfigError
 from pals.cli.profile import add_deployment_arguments, build_sim, format_table, grid_from_args
 
 DESCRIPTION = """\
@@ -38,7 +39,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--resume", action="store_true", help="keep points already in --out instead of starting over")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument(
-        "--report", action="store_true", help="also write a Markdown characterization report (<out>.md)"
+        "--report",
+        action="store_true",
+        help="also write this sweep's summary (<out>.md) and the characterization report: the paper's Fig 1 and 3 "
+        "shapes beside ours (Mixtral, Qwen-MoE, OLMoE at TP 4 and the batch ratio of all 8 paper models, at "
+        "saturation and a fixed load, on --gpu; about 1-2 minutes) in <out>_characterization/characterization.md",
+    )
+    parser.add_argument(
+        "--report-quick",
+        action="store_true",
+        help="with --report: a quick characterization (one model, 2 caps, 3 batches, short windows; a smoke test)",
     )
 
 
@@ -46,6 +56,8 @@ def run(args) -> int:
     from pals.model.plots import plot_profile, write_characterization_report
     from pals.model.profiler import run_profile
 
+    if args.report_quick and not args.report:
+        raise ConfigError("--report-quick only applies with --report; add --report or drop --report-quick")
     node, clock, features, extra = build_sim(args)
     grid = grid_from_args(args, node.constraints())
     profile = run_profile(
@@ -70,6 +82,26 @@ def run(args) -> int:
         written += plots
     if args.report:
         written.append(write_characterization_report(profile, out.with_suffix(".md"), plots))
+        written.append(_characterization_report(args, out))
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def _characterization_report(args, out: Path) -> Path:
+    """The paper-shape characterization (`pals.model.characterize`), beside the sweep's CSV."""
+    from pals.cli.profile import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS
+    from pals.model.characterize import characterize, write_report
+
+    report_dir = out.with_name(out.stem + "_characterization")
+    result = characterize(
+        gpu=args.gpu,
+        tp=4,
+        out_dir=report_dir,
+        quick=args.report_quick,
+        seed=args.seed,
+        progress=not args.no_progress,
+        prompt_tokens=args.prompt_tokens or DEFAULT_PROMPT_TOKENS,
+        output_tokens=args.output_tokens or DEFAULT_OUTPUT_TOKENS,
+    )
+    return write_report(result, report_dir)

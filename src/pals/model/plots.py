@@ -212,3 +212,101 @@ def write_characterization_report(
             lines.append(f"![{path.stem}]({os.path.relpath(path, out.parent)})")
     atomic_write_text(out, "\n".join(lines) + "\n")
     return out
+
+
+def plot_relative_curves(
+    panels: dict[str, dict[str, tuple[Any, Any]]],
+    out_path: str | os.PathLike,
+    title: str,
+    xlabel: str = "power cap per GPU (W)",
+    ylabel: str = "tokens/J relative to the line's best",
+    normalize: bool = True,
+    vlines: dict[str, float] | None = None,
+) -> Path:
+    """Side-by-side panels of curves, each line divided by its own maximum (so models of 1 and 8 tokens/J share an axis).
+
+    Args:
+        panels: panel title -> line label -> (x values, y values).
+        out_path: PNG to write.
+        title: Figure title.
+        normalize: Divide each line by its maximum.
+        vlines: Dashed vertical markers (e.g. the paper's best cap): keyed by a line label (drawn in
+            that line's colour, in every panel) or by a panel title (drawn black in that panel).
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vlines = vlines or {}
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.8), sharey=normalize, squeeze=False)
+    colors: dict[str, Any] = {}
+    for ax, (panel, lines) in zip(axes[0], panels.items()):
+        for label, (x, y) in lines.items():
+            x = np.asarray(x, dtype=np.float64)
+            y = np.asarray(y, dtype=np.float64)
+            if normalize and y.size:
+                y = y / np.nanmax(y)
+            (line,) = ax.plot(x, y, marker="o", label=label, color=colors.get(label))
+            colors.setdefault(label, line.get_color())
+            if label in vlines:
+                ax.axvline(vlines[label], color=colors[label], linestyle="--", alpha=0.6)
+        if panel in vlines:
+            ax.axvline(vlines[panel], color="black", linestyle="--", alpha=0.6, label="paper's best")
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, Path(out_path))
+
+
+def plot_grouped_bars(
+    categories: list[str],
+    series: dict[str, list[float]],
+    out_path: str | os.PathLike,
+    title: str,
+    ylabel: str,
+    log: bool = False,
+    band: tuple[float, float] | None = None,
+    band_label: str = "paper",
+) -> Path:
+    """Grouped bars: one group per category, one bar per series (NaN: no bar), an optional shaded band.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(categories) + 2.5), 4))
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(categories))
+    for i, (label, values) in enumerate(series.items()):
+        vals = np.asarray(values, dtype=np.float64)
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, np.nan_to_num(vals), width, label=label)
+        for bar, value in zip(bars, vals):
+            if np.isfinite(value):
+                ax.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
+                            fontsize=6)
+    if band is not None:
+        ax.axhspan(band[0], band[1], color="tab:green", alpha=0.15, label=band_label)
+    if log:
+        ax.set_yscale("log")
+        finite = [v for values in series.values() for v in values if np.isfinite(v) and v > 0]
+        if finite:  # bars grow from 1x (or below the smallest), not from an arbitrary axis limit
+            ax.set_ylim(bottom=min(1.0, 0.8 * min(finite)))
+    ax.set_xticks(x)
+    ax.set_xticklabels(categories, rotation=20, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, Path(out_path))
