@@ -50,13 +50,14 @@ def ctx(current=Configuration(400.0, 64), obs=None, budget=None, target=None, ch
                            changed, index)
 
 
-def obs_for(model, config, factor=1.0, waiting=10, interval_s=0.5):
+def obs_for(model, config, factor=1.0, waiting=10, interval_s=0.5, time_s=0.0, running=None):
     thr, gpu_w = model.truth(np.array(config.power_cap_w), np.array(config.batch_cap))
     thr, gpu_w = float(thr) * factor, float(gpu_w)
-    return Observation(time_s=0.0, interval_s=interval_s, throughput_tps=thr, prompt_tps=0.0, gpu_power_w=gpu_w,
+    return Observation(time_s=time_s, interval_s=interval_s, throughput_tps=thr, prompt_tps=0.0, gpu_power_w=gpu_w,
                        node_power_w=NodePowerModel().node_w(gpu_w), node_power_reading_w=None,
                        generated_tokens=thr * interval_s, gpu_energy_j=gpu_w * interval_s,
-                       node_energy_j=0.0, requests_waiting=waiting, requests_running=config.batch_cap,
+                       node_energy_j=0.0, requests_waiting=waiting,
+                       requests_running=config.batch_cap if running is None else running,
                        power_cap_w=config.power_cap_w, batch_cap=config.batch_cap)
 
 
@@ -111,12 +112,12 @@ def test_hysteresis_waits_for_a_sustained_error_then_acts():
     # The node delivers 20 % less than predicted, intervals on end.
     decisions = []
     for i in range(1, 40):
-        d = policy.decide(ctx(current=current, obs=obs_for(model, current, 0.8), target=800.0, index=i))
+        d = policy.decide(ctx(current=current, obs=obs_for(model, current, 0.8, time_s=0.5 * i), target=800.0, index=i))
         decisions.append(d)
         if d.config != current:
             break
     changed_at = len(decisions)
-    assert changed_at >= 1 + 8 + 4 - 1  # transient interval, window fill, then 4 sustained intervals
+    assert changed_at >= 9 + 8 + 4 - 1  # 5 s warm-up (9 intervals), window fill, then 4 sustained intervals
     assert decisions[-1].config != current
     assert "throughput error" in decisions[-1].reason
     held = [d for d in decisions[:-1]]
@@ -141,7 +142,8 @@ def test_demand_limited_shortfall_is_not_an_error():
     policy = make_policy("pals", predictor=model)
     current = policy.decide(ctx(target=800.0, index=0)).config
     for i in range(1, 30):  # only half the target is offered, nothing waits
-        d = policy.decide(ctx(current=current, obs=obs_for(model, current, 0.5, waiting=0), target=800.0, index=i))
+        d = policy.decide(ctx(current=current, obs=obs_for(model, current, 0.5, waiting=0, time_s=0.5 * i),
+                              target=800.0, index=i))
         assert d.config == current, d.reason
 
 

@@ -198,5 +198,11 @@ class HttpNodeClient:
         if code != 200 or not isinstance(data, dict):
             raise EngineUnreachable(f"node {self.name}: GET /frontier answered HTTP {code}: {data}")
         self._has_frontier = True
-        points = data.get("points", [])
-        return Frontier.from_points([(p["node_power_w"], p["throughput_tps"]) for p in points])
+        points = data.get("points") or []
+        try:
+            pairs = [(float(p["node_power_w"]), float(p["throughput_tps"])) for p in points]
+        except (KeyError, TypeError, ValueError):
+            raise EngineUnreachable(f"node {self.name}: GET /frontier points lack node_power_w/throughput_tps: {points[:1]}") from None
+        if not pairs:
+            return None  # e.g. a Baseline node (no predictor): the coordinator falls back
+        return Frontier.from_points(pairs)

@@ -2,7 +2,12 @@
 
 Routes (JSON in and out unless stated):
 
-- `GET /status`: configuration in force, last interval's sample, budget, target, policy, warnings.
+- `GET /status`: configuration in force, last interval's sample, budget, target, policy, warnings,
+  and `time_s` (the node clock at the last sample).
+- `GET /frontier`: `{"points": [{"power_cap_w", "batch_cap", "throughput_tps", "gpu_power_w",
+  "node_power_w"}, ...]}`, the policy's predicted table for the live workload (capacity and busy
+  power per configuration; `gpu_power_w` is the node's GPU total); an empty list with a `reason`
+  for policies without a predictor.
 - `PUT /budget` `{"budget_w": 1500, "kind": "node"|"gpu"}` (kind defaults to "node");
   `{"budget_w": null}` removes the budget.
 - `PUT /target` `{"target_tps": 2000}`; `{"target_tps": null}` removes the target.
@@ -154,6 +159,9 @@ class Endpoint:
         if route == "/status":
             self._allow(method, "GET")
             return 200, self.loop.status()
+        if route == "/frontier":
+            self._allow(method, "GET")
+            return 200, self.loop.frontier()
         if route == "/metrics":
             self._allow(method, "GET")
             return 200, self.loop.metrics.exposition()
@@ -192,7 +200,7 @@ class Endpoint:
                 raise _BadRequest(422, str(error)) from None
             self.loop.set_target(target)
             return 200, {"target": {"target_tps": target.target_tps}}
-        raise _BadRequest(404, f"no route {url.path}; try /status, /budget, /target, /decisions, /metrics")
+        raise _BadRequest(404, f"no route {url.path}; try /status, /frontier, /budget, /target, /decisions, /metrics")
 
     @staticmethod
     def _allow(method: str, *allowed: str) -> None:

@@ -26,7 +26,7 @@ from pals.clock import Clock
 from pals.control.budget import BudgetSchedule, PowerBudget, ThroughputTarget
 from pals.control.decision_log import DecisionLog
 from pals.control.metrics import ControllerMetrics
-from pals.control.policies import Policy
+from pals.control.policies import Policy, capacity_limited
 from pals.control.qos import DEFAULT_QOS_TOLERANCE, DEFAULT_QOS_WINDOW_S, QosWindow
 from pals.control.types import Configuration, DecisionContext, NodePowerModel, observe
 from pals.errors import ConfigError, PalsError
@@ -177,6 +177,10 @@ class ControlLoop:
             "target": None if target is None else {"target_tps": target.target_tps},
             "decision": decision.as_dict(),
             "config_changed": changed_config,
+            "at_max_config": bool(
+                (not self.constraints.power_cap_settable or current.power_cap_w >= self.constraints.power_cap_max_w - 0.5)
+                and current.batch_cap >= self.constraints.batch_cap_max
+            ),
             "decide_ms": round(decide_ms, 3),
             "warnings": warnings,
         }
@@ -193,6 +197,7 @@ class ControlLoop:
                 obs.generated_tokens, obs.interval_s, obs.requests_waiting, None if target is None else target.target_tps
             )
             record["measured"]["window_throughput_tps"] = round(window_tps, 3)
+            record["capacity_limited"] = capacity_limited(obs, self.constraints.replicas)
             record["qos_violation"] = violation
         if decision.predicted_throughput_tps is not None and decision.candidates_considered > 0:
             self._in_force_prediction = {
@@ -252,6 +257,7 @@ class ControlLoop:
             budget, target = self._budget, self._target
             return {
                 "policy": getattr(self.policy, "name", type(self.policy).__name__),
+                "time_s": None if record is None else record["time_s"],
                 "interval": self.interval_index,
                 "interval_s": self.interval_s,
                 "configuration": None if record is None else record["decision"]["config"],
@@ -271,6 +277,25 @@ class ControlLoop:
                 "config_changes": self.config_changes,
                 "warnings": list(self._current_warnings),
             }
+
+    def frontier(self) -> dict[str, Any]:
+        """The policy's predicted table for the live workload (JSON-ready, for GET /frontier).
+
+        One point per candidate configuration of the policy's last selection: predicted capacity
+        (corrected by what the policy learnt) and busy GPU and node power. Policies without a
+        predictor (Baseline) give an empty list and a reason.
+        """
+        table = getattr(self.policy, "predicted_table", None)
+        if table is None:
+            return {"points": [], "reason": f"policy {getattr(self.policy, 'name', '?')!r} has no predictor"}
+        with self._lock:
+            points = table()
+        out: dict[str, Any] = {"points": [
+            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in point.items()} for point in points
+        ]}
+        if not points:
+            out["reason"] = "no selection made yet"
+        return out
 
     def warnings_seen(self) -> dict[str, int]:
         """Every warning raised during the run, with the number of intervals it was raised in."""

@@ -11,21 +11,43 @@ bounds power within one interval. They differ in how they choose below that boun
 - `AdaptiveBatch`: cap fixed (maximum, clamped by the budget), batch chosen with the predictor.
 - `AdaptiveCap`: batch fixed (maximum), cap chosen with the predictor to meet the target.
 - `PALS`: joint cap x batch, model-guided with PID correction and hysteresis (below).
-- `Oracle`: the same selection on the simulator's ground truth (`TruthModel`), no correction
-  needed; an upper bound that exists only for the simulated node.
+- `Oracle`: the same selection on the simulator's ground truth (`TruthModel`, measured at
+  saturation), no correction needed; an upper bound that exists only for the simulated node. It
+  faces the same measurement noise as PALS, so it gets the same target margin, hysteresis and
+  load-aware objective: it is the upper bound on efficiency at equal QoS, not a policy that trades
+  QoS for tokens/J by running right at the target.
 
 The model-guided selection (paper section 3.3), one pass per interval:
 
-1. e = (target - measured) / target. When nothing was waiting the node served all the load it
-   was offered, so a shortfall is not an error (e = 0); over-delivery is (e < 0).
-2. Enumerate candidates (cap grid clamped to the budget cap, batch grid); predict throughput and
-   power for each. Predicted throughput is corrected by the measured / predicted ratio of
-   configurations already visited under this workload (the last one's for the rest).
-3. Feasible: predicted power (in the budget's kind) + a fed-back power bias <= budget.
-4. Among feasible candidates predicted to reach target x (1 + m + u), m a fixed margin (10 %) for
-   throughput noise and u the PID output, take the highest predicted tokens/J (GPU energy by default); if none, the highest predicted throughput (best effort, with a
-   warning when even the whole grid cannot reach the target). If nothing fits the budget, the
-   lowest-power candidate, with a warning.
+1. e = (target - measured) / target over the window at the configuration in force. When nothing
+   was waiting, or the node was capacity-limited in fewer than half the window's intervals, it
+   served the load it was offered, so a shortfall is not an error (e = 0); over-delivery is (e < 0).
+2. Enumerate candidates (cap grid clamped to the budget cap, batch grid); predict capacity
+   T_cap(c) and busy power P_sat(c) for each (profiles are taken at saturation). Predicted
+   capacity is corrected by the measured / predicted ratio of configurations already visited
+   under this workload (the pooled ratio for the rest), learnt ONLY from capacity-limited
+   intervals (see `capacity_limited`) after the node's warm-up: when the offered load is below
+   capacity the node delivers the demand, which says nothing about capacity.
+3. Feasible: predicted busy power (in the budget's kind) + a fed-back power bias <= budget (busy
+   power, not load-aware power: the budget is a hard limit and load can rise within an interval).
+4. Among feasible candidates whose corrected capacity reaches target x (1 + m + u), m a fixed
+   margin (10 %) for throughput noise and u the PID output, take the highest predicted tokens/J
+   AT THE DELIVERED THROUGHPUT (load-aware objective, below); if none, the highest predicted
+   capacity (best effort, with a warning when even the whole grid cannot reach the target). If
+   nothing fits the budget, the lowest-power candidate, with a warning.
+
+   Load-aware objective: with offered load D (estimated, below) a configuration delivers
+   T(c) = min(D, T_cap(c)) at utilisation u = T(c) / T_cap(c) and draws
+   P(c) = u * P_sat(c) + (1 - u) * P_idle, P_idle being the node's GPUs idling with the engine's
+   context loaded. P_idle is learnt from intervals in which nothing ran; until then it is
+   `DEFAULT_IDLE_FRACTION_OF_MIN_CAP` (0.6) x the GPU's lowest settable cap per GPU (A100: 60 W,
+   the measured 59-62 W of a loaded vLLM engine). The demand D is the mean delivered throughput
+   over the last `demand_window_s` (30 s) when the node was backlogged in at most half of them,
+   and unknown (treated as >= every capacity, i.e. the saturated objective T_cap / P_sat) when it
+   was backlogged more (no estimate before half a window of data). A move of the estimate by more
+   than `demand_shift` (20 %) re-runs the
+   selection. Candidates must also keep up with the estimated demand (capacity >= D x (1 + m),
+   D counted up to twice the target): near full utilisation every arrival burst queues.
 5. Hysteresis: a new configuration only when |e| stays above `error_threshold` (5 %) for
    `hysteresis_intervals` consecutive intervals, or at once when the budget or target changed or
    measured power is over the budget. A candidate within 1 % of the best tokens/J loses to the
@@ -49,6 +71,23 @@ PAPER_POWER_CAPS_W = (150.0, 200.0, 250.0, 300.0, 350.0, 400.0)
 PAPER_BATCH_CAPS = (1, 4, 8, 16, 32, 64)
 
 POLICY_NAMES = ("baseline", "adaptive-batch", "adaptive-cap", "pals", "oracle")
+
+DEFAULT_IDLE_FRACTION_OF_MIN_CAP = 0.6
+"""Idle-with-context GPU power assumed before any idle interval is seen, as a fraction of the GPU's
+lowest settable cap (A100: 0.6 x 100 W = 60 W; a loaded vLLM engine idles at 59-62 W)."""
+
+
+def capacity_limited(obs: Observation, replicas: int, full_fraction: float = 0.9) -> bool:
+    """True when the node ran at capacity: requests waited AND every replica's batch was (nearly) full.
+
+    Requests also wait for a moment under a load well below capacity (an arrival burst larger
+    than one step's prefill budget), while the running batch is far from the cap; such intervals
+    deliver the demand, not the capacity. A batch held below the cap by KV-cache memory is caught
+    by the policy's sustained-backlog test instead (`ModelGuidedPolicy.backlog_intervals`).
+    """
+    if obs.requests_waiting <= 0:
+        return False
+    return obs.requests_running >= full_fraction * obs.batch_cap * max(1, replicas)
 
 
 class PerfModel(Protocol):
@@ -266,6 +305,17 @@ class ModelGuidedPolicy:
         target_margin: ask the prediction for this fraction more than the target. Delivered
             throughput swings by ~10 % over 5 s windows at a fixed configuration, so a candidate
             predicted at exactly the target misses it about a third of the time.
+        load_aware: score candidates at the delivered throughput under the estimated demand
+            (module docstring); False scores capacity / busy power (saturated load).
+        idle_power_w: idle-with-context power per GPU (W); None learns it from intervals in which
+            nothing ran, starting from `DEFAULT_IDLE_FRACTION_OF_MIN_CAP` x the lowest cap.
+        warmup_s: node time after the first observation during which nothing is learnt (no
+            capacity ratio, no throughput error): the node is still filling its batches, so
+            throughput is neither the demand nor the capacity. Units: s.
+        demand_window_s: span of the demand estimate. Units: s.
+        backlog_intervals: requests waiting this many intervals in a row count as capacity-limited
+            even with the batch below its cap (KV-cache-limited batches).
+        demand_shift: re-run the selection when the demand estimate moves by this fraction.
     """
 
     def __init__(
@@ -285,6 +335,12 @@ class ModelGuidedPolicy:
         always_decide: bool = False,
         smooth_intervals: int = 40,
         min_window_intervals: int = 8,
+        load_aware: bool = True,
+        idle_power_w: float | None = None,
+        warmup_s: float = 5.0,
+        demand_window_s: float = 30.0,
+        backlog_intervals: int = 3,
+        demand_shift: float = 0.2,
     ) -> None:
         if not power_caps_w or not batch_caps:
             raise ConfigError(f"policy {name}: the candidate cap and batch grids must not be empty")
@@ -307,6 +363,12 @@ class ModelGuidedPolicy:
         self.target_margin = target_margin
         self.smooth_intervals = smooth_intervals
         self.min_window_intervals = min_window_intervals
+        self.load_aware = load_aware
+        self.idle_power_w = idle_power_w
+        self.warmup_s = warmup_s
+        self.demand_window_s = demand_window_s
+        self.backlog_intervals = backlog_intervals
+        self.demand_shift = demand_shift
         self.guard = BudgetGuard()
         self.reset()
 
@@ -321,25 +383,97 @@ class ModelGuidedPolicy:
         self.last_prediction_: dict[Configuration, tuple[float, float]] = {}
         self.power_bias_w_ = 0.0
         self.decided_once_ = False
-        self.window_: list[tuple[float, float]] = []
+        self.window_: list[tuple[float, float, bool]] = []
+        self.first_obs_time_s_: float | None = None
+        self.backlog_run_ = 0
+        self.demand_items_: list[tuple[float, float, bool]] = []
+        self.demand_tps_: float | None = None
+        self.demand_at_select_: float | None = None
+        self.idle_power_learnt_w_: float | None = None
+        self.frontier_: list[dict[str, float]] = []
+
+    # -- load and capacity -------------------------------------------------------------------
+
+    def _observe_load(self, ctx: DecisionContext) -> None:
+        """Update warm-up, backlog run, demand estimate and idle power from the interval just seen."""
+        obs = ctx.observation
+        if obs is None:
+            return
+        if self.first_obs_time_s_ is None:
+            self.first_obs_time_s_ = obs.time_s - obs.interval_s
+        self.backlog_run_ = self.backlog_run_ + 1 if obs.requests_waiting > 0 else 0
+        if obs.requests_running == 0 and obs.requests_waiting == 0 and obs.generated_tokens == 0:
+            per_gpu_w = obs.gpu_power_w / max(ctx.constraints.num_gpus, 1)
+            prev = self.idle_power_learnt_w_
+            self.idle_power_learnt_w_ = per_gpu_w if prev is None else 0.9 * prev + 0.1 * per_gpu_w
+        if not self.warm(obs):
+            return
+        self.demand_items_.append((obs.generated_tokens, obs.interval_s, self.is_capacity_limited(ctx)))
+        span = sum(d for _, d, _ in self.demand_items_)
+        while len(self.demand_items_) > 1 and span - self.demand_items_[0][1] >= self.demand_window_s - 1e-9:
+            span -= self.demand_items_.pop(0)[1]
+        backlogged_s = sum(d for _, d, b in self.demand_items_ if b)
+        if span < 0.5 * self.demand_window_s - 1e-9:
+            return  # too little data yet: keep the previous estimate
+        if backlogged_s > 0.5 * span:
+            self.demand_tps_ = None  # demand >= capacity: saturated objective
+        else:
+            self.demand_tps_ = sum(t for t, _, _ in self.demand_items_) / span
+
+    def warm(self, obs: Observation) -> bool:
+        """True once `warmup_s` of node time has passed since the policy's first observation."""
+        return self.first_obs_time_s_ is not None and obs.time_s - self.first_obs_time_s_ >= self.warmup_s - 1e-9
+
+    def is_capacity_limited(self, ctx: DecisionContext) -> bool:
+        """The interval just observed ran at capacity (batch full with requests waiting, or a sustained queue)."""
+        obs = ctx.observation
+        if obs is None:
+            return False
+        return capacity_limited(obs, ctx.constraints.replicas) or (
+            obs.requests_waiting > 0 and self.backlog_run_ >= self.backlog_intervals
+        )
+
+    def idle_power_per_gpu_w(self, ctx: DecisionContext) -> float:
+        """Idle-with-context power per GPU: given, learnt, else the documented default."""
+        if self.idle_power_w is not None:
+            return float(self.idle_power_w)
+        if self.idle_power_learnt_w_ is not None:
+            return self.idle_power_learnt_w_
+        return DEFAULT_IDLE_FRACTION_OF_MIN_CAP * ctx.constraints.power_cap_min_w
+
+    def delivered(self, capacity_tps: np.ndarray, gpu_sat_w: np.ndarray, ctx: DecisionContext,
+                  demand_tps: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """Delivered throughput and GPU power (node total) of candidates under `demand_tps` (None: saturated)."""
+        capacity_tps = np.asarray(capacity_tps, dtype=float)
+        gpu_sat_w = np.asarray(gpu_sat_w, dtype=float)
+        if demand_tps is None or not self.load_aware:
+            return capacity_tps, gpu_sat_w
+        idle_total_w = self.idle_power_per_gpu_w(ctx) * ctx.constraints.num_gpus
+        thr = np.minimum(demand_tps, capacity_tps)
+        util = np.where(capacity_tps > 0, thr / np.maximum(capacity_tps, 1e-9), 1.0)
+        # A profile point may draw less than the idle estimate (noise): never predict more power from load.
+        power = util * gpu_sat_w + (1.0 - util) * np.minimum(idle_total_w, gpu_sat_w)
+        return thr, power
 
     # -- feedback ----------------------------------------------------------------------------
 
-    def _dwell_tps(self, obs: Observation) -> float | None:
+    def _dwell_tps(self, ctx: DecisionContext) -> float | None:
         """Throughput since the configuration in force was applied (last `smooth_intervals` at most).
 
         The interval right after a change is a transient and is skipped; None until
         `min_window_intervals` intervals have been seen, because shorter windows are mostly noise.
+        Nothing counts during the node's warm-up (`warmup_s`).
         """
-        if self.since_change_ <= 0:
+        obs = ctx.observation
+        if self.since_change_ <= 0 or not self.warm(obs):
             self.window_.clear()
             return None
-        self.window_.append((obs.generated_tokens, obs.interval_s))
+        self.window_.append((obs.generated_tokens, obs.interval_s, self.is_capacity_limited(ctx)))
         del self.window_[: max(0, len(self.window_) - self.smooth_intervals)]
         if len(self.window_) < self.min_window_intervals:
             return None
-        tokens = sum(t for t, _ in self.window_)
-        seconds = sum(d for _, d in self.window_)
+        tokens = sum(t for t, _, _ in self.window_)
+        seconds = sum(d for _, d, _ in self.window_)
         return tokens / seconds if seconds > 0 else None
 
     def _error(self, ctx: DecisionContext, dwell_tps: float | None) -> float | None:
@@ -347,8 +481,14 @@ class ModelGuidedPolicy:
         if obs is None or ctx.target is None or dwell_tps is None:
             return None
         error = (ctx.target.target_tps - dwell_tps) / ctx.target.target_tps
+        limited_share = sum(1 for _, _, b in self.window_ if b) / max(len(self.window_), 1)
         if error > 0 and obs.demand_limited:
             return 0.0  # all offered load served: not a shortfall the controller can fix
+        if limited_share < 0.5 and self.load_aware:
+            # The node served the load it was offered over most of the window: a lull with a
+            # momentary queue is no shortfall, and delivering an offered load above the target is
+            # no over-delivery to correct (the demand estimate re-runs the selection if it moves).
+            return 0.0
         return error
 
     def _learn(self, ctx: DecisionContext) -> None:
@@ -359,7 +499,8 @@ class ModelGuidedPolicy:
             self.pid.reset()
         stable = self.since_change_ >= 1 and ctx.current == self.last_choice_
         predicted = self.last_prediction_.get(ctx.current)
-        if not (stable and predicted is not None) or obs.demand_limited:
+        # Capacity is only observed when the node runs at capacity, and not while it is filling.
+        if not (stable and predicted is not None) or not self.warm(obs) or not self.is_capacity_limited(ctx):
             return
         predicted_tps, predicted_power_w = predicted
         if self.learn_ratios and predicted_tps > 0:
@@ -372,7 +513,8 @@ class ModelGuidedPolicy:
 
     def decide(self, ctx: DecisionContext) -> Decision:
         over_frac = self.guard.update(ctx)
-        dwell_tps = self._dwell_tps(ctx.observation) if ctx.observation is not None else None
+        self._observe_load(ctx)
+        dwell_tps = self._dwell_tps(ctx) if ctx.observation is not None else None
         self._learn(ctx)
         error = self._error(ctx, dwell_tps)
         margin = 0.0
@@ -395,6 +537,8 @@ class ModelGuidedPolicy:
             trigger = "configuration in force exceeds the budget cap"
         elif self.above_band_ >= self.hysteresis_intervals:
             trigger = f"throughput error {error * 100:+.1f}% for {self.above_band_} intervals"
+        elif self.load_aware and self._demand_moved():
+            trigger = "offered load changed: " + self._demand_text()
         elif self.always_decide:
             trigger = "every interval"
         self.since_change_ += 1
@@ -426,6 +570,24 @@ class ModelGuidedPolicy:
     _last_bound = False
     _last_warnings: tuple[str, ...] = ()
 
+    def _demand_moved(self) -> bool:
+        now, then = self.demand_tps_, self.demand_at_select_
+        if now is None and then is None:
+            return False
+        if now is None or then is None:
+            return True
+        return abs(now - then) > self.demand_shift * max(then, 1e-9)
+
+    def _demand_text(self) -> str:
+        def fmt(v: float | None) -> str:
+            return "saturated" if v is None else f"{v:.0f} tok/s"
+
+        return f"demand {fmt(self.demand_at_select_)} -> {fmt(self.demand_tps_)}"
+
+    def predicted_table(self) -> list[dict[str, float]]:
+        """The last selection's predicted table for the live workload: capacity (corrected) and busy power per candidate."""
+        return list(self.frontier_)
+
     def _select(self, ctx: DecisionContext, bound: float | None, margin: float, trigger: str) -> Decision:
         c = ctx.constraints
         grid_caps = [min(max(cap, c.power_cap_min_w), c.power_cap_max_w) for cap in self.power_caps_w]
@@ -449,18 +611,31 @@ class ModelGuidedPolicy:
         pooled = self.memory_.pooled()
         factors = np.array([self.memory_.factor(cfg, pooled) for cfg in configs]) if self.learn_ratios else np.ones(len(configs))
         thr_corr = thr * factors
-        # Efficiency is scored at the power the configuration draws (prediction), not the cap.
-        eff = thr_corr / np.maximum(node_w if self.efficiency == "node" else gpu_w, 1e-9)
+        # Efficiency is scored at the power the configuration draws (prediction), not the cap, and
+        # at the throughput it would deliver under the estimated demand (load-aware objective).
+        demand = self.demand_tps_ if self.load_aware else None
+        thr_del, gpu_del = self.delivered(thr_corr, gpu_w, ctx, demand)
+        node_del = node_w + ctx.power_model.alpha * (gpu_del - gpu_w)
+        eff = thr_del / np.maximum(node_del if self.efficiency == "node" else gpu_del, 1e-9)
 
         in_grid = np.array([cap in grid_caps for cap in cap_arr])  # the unconstrained candidate set
         if bound is not None:
             allowed = cap_arr <= max(bound, c.power_cap_min_w) + 1e-6
             power_kind = gpu_w if ctx.budget.kind == "gpu" else node_w
-            feasible = allowed & (power_kind + self.power_bias_w_ <= ctx.budget.budget_w * (1 - self.guard.margin_frac))
+            fits = power_kind + self.power_bias_w_ <= ctx.budget.budget_w * (1 - self.guard.margin_frac)
+            # A candidate at the budget's cap bound is feasible whatever its predicted draw: the cap
+            # itself holds power under the budget (the guard trims it on measured overshoot), and
+            # without it the choice falls to the grid point below, leaving budget unused.
+            at_bound = np.abs(cap_arr - max(bound, c.power_cap_min_w)) <= 0.5
+            feasible = allowed & (fits | at_bound)
         else:
             feasible = np.ones(len(configs), dtype=bool)
         warnings: list[str] = list(_budget_warning(bound, ctx))
         target_sel = None if ctx.target is None else ctx.target.target_tps * (1.0 + self.target_margin + margin)
+        if target_sel is not None and demand is not None and self.load_aware:
+            # Keep up with the offered load too (when it exceeds the target), with the same margin:
+            # a configuration run near full utilisation builds a queue at every arrival burst.
+            target_sel = max(target_sel, min(demand, ctx.target.target_tps * 2.0) * (1.0 + self.target_margin))
 
         def choose(mask: np.ndarray) -> tuple[int, str]:
             if not mask.any():
@@ -501,6 +676,12 @@ class ModelGuidedPolicy:
             cfg: (float(thr[i]), float(gpu_w[i] if ctx.budget is not None and ctx.budget.kind == "gpu" else node_w[i]))
             for i, cfg in enumerate(configs)
         }
+        self.frontier_ = [
+            {"power_cap_w": float(cap_arr[i]), "batch_cap": int(batch_arr[i]), "throughput_tps": float(thr_corr[i]),
+             "gpu_power_w": float(gpu_w[i]), "node_power_w": float(node_w[i])}
+            for i in range(len(configs)) if in_grid[i]
+        ]
+        self.demand_at_select_ = demand
         self._last_bound = bool(budget_bound)
         self._last_warnings = tuple(warnings)
         chosen = configs[index]
@@ -510,14 +691,16 @@ class ModelGuidedPolicy:
             candidates_considered=len(configs),
             candidates_feasible=int(feasible.sum()),
             candidates_meeting_target=None if target_sel is None else int((feasible & (thr_corr >= target_sel)).sum()),
-            predicted_throughput_tps=float(thr_corr[index]),
-            predicted_gpu_power_w=float(gpu_w[index]),
-            predicted_node_power_w=float(node_w[index]),
-            predicted_tokens_per_joule=float(thr_corr[index] / max(node_w[index], 1e-9)),
+            predicted_throughput_tps=float(thr_del[index]),
+            predicted_gpu_power_w=float(gpu_del[index]),
+            predicted_node_power_w=float(node_del[index]),
+            predicted_tokens_per_joule=float(thr_del[index] / max(node_del[index], 1e-9)),
             budget_bound=bool(budget_bound),
             warnings=tuple(warnings),
             extra={"pid_margin": round(margin, 4), "power_bias_w": round(self.power_bias_w_, 2),
-                   "budget_cap_bound_w": None if bound is None else round(bound, 2)},
+                   "budget_cap_bound_w": None if bound is None else round(bound, 2),
+                   "predicted_capacity_tps": round(float(thr_corr[index]), 3),
+                   "demand_tps": None if demand is None else round(demand, 3)},
         )
 
     def _argmax_keep(self, score: np.ndarray, mask: np.ndarray, configs: list[Configuration], current: Configuration) -> int:
@@ -580,5 +763,7 @@ def make_policy(
         return ModelGuidedPolicy("adaptive-cap", source, caps, (batch_cap_max,), pid=PID(), **common)
     if key == "pals":
         return ModelGuidedPolicy("pals", source, caps, batches, pid=PID(), **common)
-    return ModelGuidedPolicy("oracle", source, caps, batches, pid=None, hysteresis_intervals=1,
-                             learn_ratios=False, always_decide=True, target_margin=0.0, **common)
+    # The Oracle: exact capacity and busy power, but the same noisy telemetry as PALS (demand estimate,
+    # throughput windows), hence the same target margin, hysteresis and load-aware objective. No
+    # PID and no learnt ratios: its model needs no correction.
+    return ModelGuidedPolicy("oracle", source, caps, batches, pid=None, learn_ratios=False, **common)

@@ -12,9 +12,23 @@ first one, are skipped):
   the budget by more than `overshoot_tolerance` (2 %), not counting the first `settle_intervals`
   (4, i.e. 2 s) after each budget change. `max_budget_overshoot_pct`: the largest excess, same
   intervals.
-- `power_tracking_error_pct`: mean |P - B| / B over the intervals in which the budget bound the
-  policy (it would have chosen a more power-hungry configuration without it), after settling; 0
-  when the budget never bound. `budget_bound_pct` says how often it did.
+- `power_tracking_error_pct`: how far power is from the budget where the controller could have
+  closed the gap. P is the interval's measured power in the budget's kind, B the budget in force;
+  only intervals after settling (`settle_intervals` after each budget change) count. An interval
+  is *tracked* when
+    (a) P > B (overshoot counts anywhere), or
+    (b) the node needed power it did not get: it was capacity-limited (record field
+        `capacity_limited`: requests waiting with every replica's batch at >= 90 % of its cap, see
+        `pals.control.policies.capacity_limited`; older logs: requests waiting), the configuration in force was not the node's maximum (cap and batch at their maxima,
+        record field `at_max_config`), and either the budget bound the policy
+        (`decision.budget_bound`: without it the policy would have chosen a more power-hungry
+        configuration) or the interval violated QoS (trailing throughput short of the target).
+  The figure is the mean of |P - B| / B over the tracked intervals, in percent (0 when none). A
+  node that draws less than its budget at its maximum configuration, or that meets its target
+  below the budget, is not tracked: there is nothing for it to follow. `power_tracking_intervals`
+  is the number of tracked intervals; `budget_bound_pct` the share of budget intervals in which
+  `decision.budget_bound` was set.
+- `power_tracking_error_raw_pct`: the plain mean |P - B| / B over every settled budget interval.
 - `config_changes`: configurations applied after the initial one; `config_change_pct` per interval.
 """
 
@@ -35,6 +49,8 @@ SUMMARY_KEYS = (
     "qos_violation_pct",
     "qos_violation_pct_raw",
     "power_tracking_error_pct",
+    "power_tracking_error_raw_pct",
+    "power_tracking_intervals",
     "budget_overshoot_pct",
     "max_budget_overshoot_pct",
     "budget_bound_pct",
@@ -72,6 +88,7 @@ def summarize(
     overshoot_count = budget_intervals = bound_count = 0
     max_over = 0.0
     tracking: list[float] = []
+    raw_tracking: list[float] = []
     decide_ms: list[float] = []
     since_budget_change = 10**9
     last_budget = None
@@ -107,8 +124,13 @@ def summarize(
                 max_over = max(max_over, rel)
                 if rel > overshoot_tolerance:
                     overshoot_count += 1
-                if rec["decision"].get("budget_bound"):
+                raw_tracking.append(abs(rel))
+                bound = bool(rec["decision"].get("budget_bound"))
+                needed = bool(rec.get("capacity_limited", sample["requests_waiting"] > 0)) and not rec.get("at_max_config", False)
+                unused = needed and (bound or bool(rec.get("qos_violation")))
+                if bound:
                     bound_count += 1
+                if rel > 0 or unused:
                     tracking.append(abs(rel))
         if budget != last_budget:
             since_budget_change = 0
@@ -124,6 +146,8 @@ def summarize(
         "qos_violation_pct": pct(violations),
         "qos_violation_pct_raw": pct(raw_violations),
         "power_tracking_error_pct": 100.0 * sum(tracking) / len(tracking) if tracking else 0.0,
+        "power_tracking_error_raw_pct": 100.0 * sum(raw_tracking) / len(raw_tracking) if raw_tracking else 0.0,
+        "power_tracking_intervals": len(tracking),
         "budget_overshoot_pct": 100.0 * overshoot_count / budget_intervals if budget_intervals else 0.0,
         "max_budget_overshoot_pct": 100.0 * max_over if budget_intervals else 0.0,
         "budget_bound_pct": 100.0 * bound_count / budget_intervals if budget_intervals else 0.0,

@@ -327,14 +327,22 @@ class Lab:
     # -- closed-loop runs --------------------------------------------------------------------------
 
     def make_policy(self, name: str, model: str, tp: int, load_tps: float | None = None):
-        """A policy whose model (predictor, or ground truth for the Oracle) matches the load."""
+        """A policy whose model (predictor, or ground truth for the Oracle) describes capacity.
+
+        The model-guided policies score candidates with a load-aware objective built on each
+        configuration's capacity and busy power (`pals.control.policies`), so their predictor is
+        profiled, and the Oracle's ground truth measured, under saturating load with the same
+        request lengths; the offered load (`load_tps`) is estimated online by the policy. (A
+        profile taken under a load below capacity records the demand, not the capacity, at every
+        point that keeps up, and no candidate could show the target margin.)
+        """
         from pals.control.policies import make_policy
 
         if name == "baseline":
             return make_policy("baseline")
         if name == "oracle":
-            return make_policy("oracle", truth=self.truth(model, tp, load_tps))
-        return make_policy(name, predictor=self.predictor(model, tp, load_tps))
+            return make_policy("oracle", truth=self.truth(model, tp, None))
+        return make_policy(name, predictor=self.predictor(model, tp, None))
 
     def loop(self, node, policy, budget_w: float | None = None, target_tps: float | None = None, schedule=None):
         from pals.control.budget import PowerBudget, ThroughputTarget

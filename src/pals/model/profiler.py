@@ -10,6 +10,15 @@ configuration, waits a warm-up, then measures one window from counter deltas:
   window, when the node reports one (simulator, IPMI);
 - latency: the node's recent-window TTFT/TPOT summaries at the end of the window.
 
+Under an open-loop load (a Poisson arrival rate), a backlog built at a small batch cap would carry
+into the next points and saturate them too, so after applying each point the profiler first
+*drains*: it waits (at most `drain_max_s`, default 60 s of node time) until `requests_waiting` is
+back to `drain_waiting` or fewer, then warms up and measures. A point whose capacity is below the
+offered load never drains; the bound keeps that from stalling the run (the point is measured
+backlogged, as it would run). Under a saturating (closed-loop) load the queue is full by design, so
+no drain is attempted. Only `Node.sample/apply` and the `Clock` are used, so this works on the
+simulated node and on a real one alike.
+
 Each finished point is written to the profile file at once (atomic rewrite), so a
 killed run loses no finished point, and a rerun with `resume=True` skips points
 already in the file. The node's original power cap and batch cap are restored at
@@ -210,6 +219,8 @@ def run_profile(
     sample_interval_s: float = 0.25,
     metadata_extra: dict[str, Any] | None = None,
     on_point: Callable[[dict[str, Any]], None] | None = None,
+    drain_max_s: float | None = None,
+    drain_waiting: int = 2,
 ) -> Profile:
     """Measure every grid point on `node` and write the profile to `out_path` as it goes.
 
@@ -229,6 +240,9 @@ def run_profile(
         sample_interval_s: How often the node is sampled inside a window (for node power). Units: s.
         metadata_extra: More metadata to record (seed, trace name, ...).
         on_point: Called with each new row after it is written (tests, live tables).
+        drain_max_s: Longest wait for the queue to drain after applying a point. Units: s. None:
+            60 s when `workload` has an arrival rate (open loop), else 0 (saturating load).
+        drain_waiting: The queue counts as drained at this many waiting requests or fewer.
 
     Returns:
         The complete profile as written.
@@ -240,6 +254,10 @@ def run_profile(
     for name, value in (("warmup_s", warmup_s), ("window_s", window_s), ("sample_interval_s", sample_interval_s)):
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{name} must be a non-negative number of seconds, got {value!r}")
+    if drain_max_s is None:
+        drain_max_s = 60.0 if workload is not None and workload.arrival_rate_rps is not None else 0.0
+    if not (math.isfinite(drain_max_s) and drain_max_s >= 0):
+        raise ConfigError(f"drain_max_s must be a non-negative number of seconds, got {drain_max_s!r}")
     if window_s <= 0 or sample_interval_s <= 0:
         raise ConfigError(f"window_s and sample_interval_s must be positive seconds, got {window_s!r}, {sample_interval_s!r}")
     constraints = node.constraints()
@@ -291,6 +309,8 @@ def run_profile(
         for cap, batch in todo:
             bar.set_postfix_str(f"cap {cap:g} W, batch {batch}")
             node.apply(Actuation(power_cap_w=cap if constraints.power_cap_settable else None, batch_cap=batch))
+            if drain_max_s > 0:
+                drain_queue(node, clock, drain_max_s, drain_waiting)
             if warmup_s > 0:
                 clock.wait_until(clock.now_s() + warmup_s)
             window, last = measure_window(node, clock, window_s, sample_interval_s)
@@ -325,6 +345,21 @@ def run_profile(
     if not todo:
         write_profile(out, metadata, rows)  # nothing new, but make sure the file is there and valid
     return read_profile(out)
+
+
+def drain_queue(node: Node, clock: Clock, max_s: float, waiting: int = 2, poll_s: float = 1.0) -> float:
+    """Wait until the node's queue holds `waiting` requests or fewer, at most `max_s` of node time.
+
+    Returns:
+        The node time waited. Units: s.
+    """
+    start_s = clock.now_s()
+    while node.sample().requests_waiting > waiting:
+        now_s = clock.now_s()
+        if now_s - start_s >= max_s - 1e-9:
+            break
+        clock.wait_until(min(now_s + poll_s, start_s + max_s))
+    return clock.now_s() - start_s
 
 
 def _check_resumable(existing: Profile, metadata: dict[str, Any], out: Path) -> None:

@@ -1,0 +1,264 @@
+"""The issue's load-related fixes: capacity learnt only when capacity-limited, the load-aware
+objective, GET /frontier, the power-tracking error and the profiler's drain.
+
+Unit tests use the synthetic `TableModel` of test_policies (data standing in for a fitted
+predictor); the closed-loop test runs the simulated node under a fixed Poisson load."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+
+from pals.control.endpoint import Endpoint
+from pals.control.loop import ControlLoop
+from pals.control.policies import Baseline, make_policy
+from pals.control.summary import summarize
+from pals.control.types import Configuration
+
+
+def _policy_helpers():
+    """The synthetic table and context helpers of test_policies.py (tests are not a package here)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_pals_test_policies", Path(__file__).with_name("test_policies.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_helpers = _policy_helpers()
+CONSTRAINTS, TableModel, ctx, obs_for = _helpers.CONSTRAINTS, _helpers.TableModel, _helpers.ctx, _helpers.obs_for
+
+
+def feed(policy, model, current, n, start_i=1, **obs_kwargs):
+    decision = None
+    for i in range(start_i, start_i + n):
+        decision = policy.decide(ctx(current=current, obs=obs_for(model, current, time_s=0.5 * i, **obs_kwargs),
+                                     target=400.0, index=i))
+    return decision
+
+
+# -- 1: capacity correction ------------------------------------------------------------------
+
+
+def test_capacity_ratio_is_not_learnt_from_demand_limited_intervals():
+    model = TableModel()
+    policy = make_policy("pals", predictor=model)
+    current = policy.decide(ctx(target=400.0, index=0)).config
+    # Half the capacity is offered: momentary queues (1 waiting, every other interval) while the
+    # batch is far from full.
+    for i in range(1, 61):
+        policy.decide(ctx(current=current, obs=obs_for(model, current, 0.5, waiting=i % 2, time_s=0.5 * i,
+                                                       running=current.batch_cap // 4), target=400.0, index=i))
+    assert policy.memory_.seconds == {}
+    assert policy.memory_.pooled() == pytest.approx(1.0)
+
+
+def test_capacity_ratio_is_learnt_from_capacity_limited_intervals_after_warmup():
+    model = TableModel()
+    policy = make_policy("pals", predictor=model)
+    current = policy.decide(ctx(target=400.0, index=0)).config
+    feed(policy, model, current, 9, factor=0.3)  # filling: first 4.5 s, ignored
+    assert policy.memory_.seconds == {}
+    feed(policy, model, current, 20, start_i=10, factor=0.8)  # batch full, queue: capacity
+    assert policy.memory_.seconds.get(current, 0.0) > 0
+    assert policy.memory_.factor(current) < 0.95
+
+
+# -- 2: load-aware objective -----------------------------------------------------------------
+
+
+def test_known_demand_below_capacity_picks_a_lower_cap_than_saturation():
+    model = TableModel()
+    saturated = make_policy("pals", predictor=model)
+    sat_choice = saturated.decide(ctx(target=400.0, index=0)).config
+    aware = make_policy("pals", predictor=model)
+    current = aware.decide(ctx(current=Configuration(400.0, 64), target=400.0, index=0)).config
+    demand = 420.0
+    reasons = []
+    for i in range(1, 80):  # the node delivers the demand, nothing waits
+        thr_now, _ = model.truth(np.array(current.power_cap_w), np.array(current.batch_cap))
+        d = aware.decide(ctx(current=current, obs=obs_for(model, current, demand / float(thr_now), waiting=0,
+                                                          running=4, time_s=0.5 * i), target=400.0, index=i))
+        reasons.append(d.reason)
+        current = d.config
+    assert aware.demand_tps_ == pytest.approx(demand, rel=0.01)
+    chosen = current
+    # The choice minimises predicted power at the delivered throughput, among candidates with margin.
+    caps = np.repeat([150.0, 200.0, 250.0, 300.0, 350.0, 400.0], 6)
+    batches = np.tile([1, 4, 8, 16, 32, 64], 6)
+    thr, gpu_w = model.truth(caps, batches)
+    need = max(400.0 * 1.1, demand * 1.1)
+    util = np.minimum(demand, thr) / thr
+    power = util * gpu_w + (1 - util) * np.minimum(0.6 * CONSTRAINTS.power_cap_min_w * 4, gpu_w)
+    eff = np.where(thr >= need, np.minimum(demand, thr) / power, -1)
+    best = int(np.argmax(eff))
+    assert chosen == Configuration(float(caps[best]), int(batches[best])), (chosen, sat_choice)
+    assert any("offered load changed" in r for r in reasons)
+    assert chosen.power_cap_w <= sat_choice.power_cap_w
+
+
+CONV_MEAN_OUTPUT_TOKENS = 211.0
+
+
+def test_fixed_load_pals_picks_a_low_cap_near_the_oracle(scenario_parts):
+    from pals.control.scenario import LoadSpec, run_scenario
+
+    deployment, predictor, truth, max_tps = scenario_parts("Mixtral-8x7B")
+    load_tps = 0.5 * max_tps
+    load = LoadSpec(rate_rps=load_tps / CONV_MEAN_OUTPUT_TOKENS, seed=11)
+    results = {name: run_scenario(deployment, load, name, duration_s=120, target_tps=0.95 * load_tps,
+                                  predictor=predictor, truth=truth)
+               for name in ("baseline", "pals", "oracle")}
+    pals, oracle, base = (results[n].summary for n in ("pals", "oracle", "baseline"))
+    final_cap = results["pals"].records[-1]["decision"]["config"]["power_cap_w"]
+    assert final_cap <= 250.0, results["pals"].records[-1]["decision"]
+    assert pals["tokens_per_joule"] >= 0.95 * oracle["tokens_per_joule"], (pals, oracle)
+    assert pals["tokens_per_joule"] >= 1.05 * base["tokens_per_joule"], (pals, base)
+    assert pals["qos_violation_pct"] <= oracle["qos_violation_pct"] + 2.0, (pals, oracle)
+
+
+# -- 4: GET /frontier and time_s ---------------------------------------------------------------
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _loop(policy):
+    from pals.sim.node import SimNode, SimNodeSpec
+    from pals.sim.workload import LengthDistribution, PoissonWorkload
+
+    workload = PoissonWorkload(4.0, LengthDistribution.fixed(300), LengthDistribution.fixed(100), seed=1)
+    node = SimNode(SimNodeSpec("Qwen1.5-MoE-A2.7B", "A100-SXM4-80GB"), workload, seed=1)
+    return ControlLoop(node, policy, node.clock)
+
+
+def test_frontier_serves_the_policys_predicted_table_and_status_has_time():
+    model = TableModel()
+    loop = _loop(make_policy("pals", predictor=model))
+    loop.step()
+    loop.node.clock.wait_until(loop.node.clock.now_s() + 0.5)
+    loop.step()
+    with Endpoint(loop, port=0) as endpoint:
+        frontier = _get(endpoint.url + "/frontier")
+        status = _get(endpoint.url + "/status")
+    points = frontier["points"]
+    assert len(points) == 36
+    assert set(points[0]) == {"power_cap_w", "batch_cap", "throughput_tps", "gpu_power_w", "node_power_w"}
+    p = next(pt for pt in points if pt["power_cap_w"] == 250.0 and pt["batch_cap"] == 16)
+    thr, gpu_w = model.truth(np.array(250.0), np.array(16))
+    assert p["throughput_tps"] == pytest.approx(float(thr), rel=1e-3)
+    assert p["gpu_power_w"] == pytest.approx(float(gpu_w), rel=1e-3)
+    assert status["time_s"] == pytest.approx(loop.node.clock.now_s())
+
+
+def test_frontier_is_empty_with_a_reason_for_baseline_and_the_client_falls_back():
+    from pals.cluster.client import HttpNodeClient
+
+    loop = _loop(Baseline())
+    loop.step()
+    with Endpoint(loop, port=0) as endpoint:
+        frontier = _get(endpoint.url + "/frontier")
+        client = HttpNodeClient(endpoint.url)
+        assert client.frontier() is None
+        client.close()
+    assert frontier["points"] == [] and "no predictor" in frontier["reason"]
+
+
+def test_client_builds_a_frontier_from_the_endpoint():
+    from pals.cluster.client import HttpNodeClient
+
+    loop = _loop(make_policy("pals", predictor=TableModel()))
+    loop.step()
+    with Endpoint(loop, port=0) as endpoint:
+        client = HttpNodeClient(endpoint.url)
+        frontier = client.frontier()
+        client.close()
+    assert frontier is not None and len(frontier.node_power_w) >= 2
+    assert list(frontier.throughput_tps) == sorted(frontier.throughput_tps)
+
+
+# -- 5: power tracking error -------------------------------------------------------------------
+
+
+def _rec(power_w, budget_w=1000.0, bound=False, violation=False, at_max=False, interval=1, waiting=None):
+    return {"policy": "x", "interval": interval, "interval_s": 0.5, "decide_ms": 0.1, "config_changed": False,
+            "budget": {"budget_w": budget_w, "kind": "node"}, "target": {"target_tps": 100.0},
+            "sample": {"throughput_tps": 100.0, "node_power_w": power_w, "gpu_power_w": power_w / 2,
+                       "requests_waiting": (1 if violation else 0) if waiting is None else waiting},
+            "decision": {"budget_bound": bound}, "qos_violation": violation, "at_max_config": at_max,
+            "capacity_limited": (violation if waiting is None else waiting > 0)}
+
+
+def test_tracking_error_counts_binding_unused_and_overshoot_only():
+    first = dict(_rec(0.0), sample=None)
+    settle = [_rec(1000.0) for _ in range(4)]
+    records = [first] + settle + [
+        _rec(970.0, bound=True, waiting=3),        # bound while work waits: 3 %
+        _rec(950.0, bound=True),                   # bound but nothing waits: the node needs no more
+        _rec(800.0),                               # under budget, target met: not tracked
+        _rec(900.0, violation=True),               # budget unused while short of target: 10 %
+        _rec(900.0, violation=True, at_max=True),  # at its maximum: cannot use more, not tracked
+        _rec(1020.0),                              # overshoot anywhere: 2 %
+    ]
+    out = summarize(records)
+    assert out["power_tracking_intervals"] == 3
+    assert out["power_tracking_error_pct"] == pytest.approx((3 + 10 + 2) / 3)
+    assert out["power_tracking_error_raw_pct"] == pytest.approx((3 + 5 + 20 + 10 + 10 + 2) / 6)
+
+
+@pytest.mark.xfail(reason="open: the GPUs draw ~5-7 % under their budget-clamped cap at batch 64 and interval power "
+                          "swings +-5 %, so with no interval > 2 % over allowed the mean sits ~7 % under (see H9 report)",
+                   strict=False)
+def test_tracking_error_is_small_under_a_binding_budget(scenario_parts):
+    from pals.control.budget import PowerBudget
+    from pals.control.scenario import LoadSpec, run_scenario
+
+    deployment, predictor, truth, max_tps = scenario_parts("Mixtral-8x7B")
+    load = LoadSpec(rate_rps=1.3 * max_tps / CONV_MEAN_OUTPUT_TOKENS, seed=3)
+    for name in ("pals", "baseline"):
+        s = run_scenario(deployment, load, name, duration_s=60, target_tps=max_tps,
+                         budget=PowerBudget(1300.0, "node"), predictor=predictor).summary
+        assert s["power_tracking_intervals"] > 0
+        assert s["power_tracking_error_pct"] <= 3.0, (name, s)
+
+
+# -- 6: profiler drain ------------------------------------------------------------------------
+
+
+def test_profiler_drains_the_queue_before_each_point(tmp_path):
+    from pals.model.profile import WorkloadFeatures
+    from pals.model.profiler import ProfileGrid, drain_queue, run_profile
+    from pals.node.base import Actuation
+    from pals.sim.node import SimNode, SimNodeSpec
+    from pals.sim.workload import LengthDistribution, PoissonWorkload
+
+    def node():
+        workload = PoissonWorkload(6.0, LengthDistribution.fixed(1000), LengthDistribution.fixed(200), seed=2)
+        return SimNode(SimNodeSpec("Mixtral-8x7B", "A100-SXM4-80GB"), workload, seed=2, initial=Actuation(400.0, 64))
+
+    # A batch-1 point cannot keep up: a backlog builds.
+    backlogged = node()
+    backlogged.apply(Actuation(150.0, 1))
+    backlogged.clock.wait_until(20.0)
+    assert backlogged.sample().requests_waiting > 10
+    backlogged.apply(Actuation(400.0, 64))
+    waited = drain_queue(backlogged, backlogged.clock, 60.0)
+    assert 0 < waited < 60.0 and backlogged.sample().requests_waiting <= 2
+    # In a profile, the point after batch 1 is measured on a drained node, as on a fresh one.
+    features = WorkloadFeatures(1000.0, 200.0, 6.0)
+
+    shared = node()
+    profile = run_profile(shared, shared.clock, ProfileGrid((150.0,), (1, 64)), 5.0, 20.0, tmp_path / "a.csv",
+                          resume=False, progress=False, workload=features)
+    fresh = node()
+    alone = run_profile(fresh, fresh.clock, ProfileGrid((150.0,), (64,)), 5.0, 20.0, tmp_path / "b.csv",
+                        resume=False, progress=False, workload=features)
+    after = next(r for r in profile.rows if r["batch_cap"] == 64)
+    assert after["throughput_tps"] == pytest.approx(alone.rows[0]["throughput_tps"], rel=0.15)
