@@ -1,0 +1,348 @@
+"""The real node: a vLLM server plus the host's GPUs, behind the `Node` protocol.
+
+- Engine side: telemetry from vLLM's /metrics (`pals.node.vllm_metrics`); the
+  batch cap through the cap channel to `PalsScheduler` running inside vLLM
+  (`pals.integrations.cap_channel`), whose applied report is read back.
+- GPU side: `pals.node.gpu.GpuBackend` (Zeus, raw NVML, or the simulated GPU
+  TEST DOUBLE on hosts without a GPU), with every power-limit write going
+  through `PowerLimitGuard`, so the original limits come back on `close()`,
+  on exit and through `pals restore`.
+
+With the simulated GPU test double, its load follows the engine: utilisation
+is set from the running-request count on each sample, so GPU power rises with
+the batch and is clipped by the cap, as the simulator's physics say. Those
+watts are simulated and the samples say so in `notes`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from pals.clock import WallClock
+from pals.errors import ConfigError, EngineUnreachable
+from pals.node.base import Actuation, Constraints, Sample
+from pals.node.vllm_metrics import EngineMetrics, MetricsScraper, window
+
+SIMULATED_GPU_NOTE = "GPU power and energy come from simulated GPUs (test double), not hardware"
+
+
+@dataclass(frozen=True)
+class BatchCapState:
+    """What the node knows about the batch cap."""
+
+    requested: int | None
+    """Last cap written to the channel (None: not written by this node)."""
+    applied: int | None
+    """Target cap the scheduler last reported applying."""
+    effective: int | None
+    """Limit the scheduler set on its last step (above `applied` while draining)."""
+    applied_seq: int
+    requested_seq: int
+
+
+class VllmNode:
+    """A vLLM server and its GPUs as one `Node`.
+
+    Args:
+        url: vLLM's base URL, e.g. http://127.0.0.1:8000.
+        gpus: the host's GPUs (`pals.node.gpu.open_gpus(...)`).
+        cap_channel_path: the file `PalsScheduler` polls ($PALS_CAP_CHANNEL of the server).
+        batch_cap_max: the server's --max-num-seqs; None reads it from the
+            scheduler's applied report (the scheduler writes one at start-up).
+        guard: the `PowerLimitGuard` for `gpus`; None makes one (signal handlers
+            off: the caller owns SIGINT/SIGTERM; restore at exit stays on).
+        model_name: for constraints; default: the model_name label on /metrics.
+        tp: tensor-parallel degree of the engine.
+        scrape_timeout_s: timeout of one /metrics request.
+
+    Raises:
+        EngineUnreachable: /metrics cannot be read or lacks vLLM's families.
+        ConfigError: the batch-cap channel has no report and no batch_cap_max was given.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        gpus,
+        cap_channel_path: str | os.PathLike,
+        *,
+        batch_cap_max: int | None = None,
+        guard=None,
+        model_name: str | None = None,
+        tp: int = 1,
+        scrape_timeout_s: float = 2.0,
+    ) -> None:
+        from pals.integrations.cap_channel import CapWriter
+        from pals.node.hwstate import PowerLimitGuard
+
+        self.url = url.rstrip("/")
+        self.scraper = MetricsScraper(self.url, timeout_s=scrape_timeout_s)
+        self.gpus = gpus
+        self.guard = guard if guard is not None else PowerLimitGuard(gpus, handle_signals=False)
+        self.writer = CapWriter(cap_channel_path)
+        self.clock = WallClock()
+        first = self.scraper.scrape()  # fails early, with one clear line, if this is not vLLM
+        if batch_cap_max is None:
+            applied = self.writer.read_applied()
+            if applied is None or applied.max_cap < 1:
+                raise ConfigError(
+                    f"no report from PalsScheduler in {self.writer.applied_path}: start vLLM with "
+                    "--scheduler-cls pals.integrations.vllm_scheduler.PalsScheduler and "
+                    f"PALS_CAP_CHANNEL={self.writer.path} (as `pals serve` does), or pass batch_cap_max"
+                )
+            batch_cap_max = applied.max_cap
+        self.batch_cap_max = int(batch_cap_max)
+        self.tp = int(tp)
+        self._simulated = getattr(gpus, "kind", None) == "simulated"
+        self._model_name = model_name or (first.model_names[0] if first.model_names else "unknown")
+        self._constraints = self._build_constraints()
+        self._previous: EngineMetrics = first
+        self._requested_cap: int | None = None
+        self._closed = False
+
+    # -- Node ----------------------------------------------------------------------------
+
+    def _build_constraints(self) -> Constraints:
+        gpus = self.gpus
+        lo_w, hi_w = gpus.power_limit_range_w(0)
+        return Constraints(
+            num_gpus=gpus.count(),
+            power_cap_min_w=lo_w,
+            power_cap_max_w=hi_w,
+            batch_cap_max=self.batch_cap_max,
+            power_cap_settable=gpus.can_set_power_limit(),
+            tp=self.tp,
+            gpu_name=gpus.name(0),
+            model_name=self._model_name,
+        )
+
+    def constraints(self) -> Constraints:
+        return self._constraints
+
+    def batch_cap_state(self) -> BatchCapState:
+        applied = self.writer.read_applied()
+        return BatchCapState(
+            requested=self._requested_cap,
+            applied=None if applied is None else applied.cap,
+            effective=None if applied is None else applied.effective_cap,
+            applied_seq=0 if applied is None else applied.seq,
+            requested_seq=self.writer.last_seq,
+        )
+
+    def sample(self) -> Sample:
+        t_start_s = self.clock.now_s()
+        metrics = self.scraper.scrape()
+        win = window(self._previous, metrics) if metrics.time_s > self._previous.time_s else None
+        self._previous = metrics
+        n = self.gpus.count()
+        if self._simulated:
+            self._feed_simulated_gpus(metrics)
+        # time_s is when the GPU energy counters are read, so energy deltas and time
+        # deltas cover the same span; the engine counters are `age_s` older (a scrape
+        # can take hundreds of ms on a busy host), from the middle of the scrape.
+        energy_j = tuple(self.gpus.energy_j(i) for i in range(n))
+        time_s = self.clock.now_s()
+        power_w = tuple(self.gpus.power_w(i) for i in range(n))
+        caps_w = tuple(self.gpus.get_power_limit_w(i) for i in range(n))
+        age_s = max(0.0, time_s - 0.5 * (t_start_s + metrics.time_s))
+        state = self.batch_cap_state()
+        batch_cap = state.applied if state.applied is not None else (state.requested or self.batch_cap_max)
+        notes = []
+        if self._simulated:
+            notes.append(SIMULATED_GPU_NOTE)
+        if not self._constraints.power_cap_settable:
+            notes.append("power caps not settable: batch-only control")
+        if state.requested_seq > state.applied_seq:
+            notes.append(f"batch cap {state.requested} written, not yet applied by the engine")
+        return Sample(
+            time_s=time_s,
+            gpu_power_w=power_w,
+            gpu_energy_j_total=energy_j,
+            gpu_power_cap_w=caps_w,
+            batch_cap=int(batch_cap),
+            generated_tokens_total=metrics.generation_tokens_total,
+            prompt_tokens_total=metrics.prompt_tokens_total,
+            requests_running=metrics.requests_running,
+            requests_waiting=metrics.requests_waiting,
+            requests_finished_total=int(metrics.requests_finished_total),
+            kv_cache_usage=metrics.kv_cache_usage,
+            ttft=None if win is None else win.ttft,
+            tpot=None if win is None else (win.tpot or win.itl),
+            mean_prompt_tokens=None if win is None else win.mean_prompt_tokens,
+            mean_output_tokens=None if win is None else win.mean_output_tokens,
+            age_s=age_s,
+            notes=tuple(notes),
+        )
+
+    def apply(self, actuation: Actuation) -> None:
+        if self._closed:
+            raise ConfigError("this VllmNode is closed")
+        self._constraints.check(actuation)
+        if actuation.power_cap_w is not None and self._constraints.power_cap_settable:
+            target_w = float(actuation.power_cap_w)
+            if any(self.gpus.get_power_limit_w(i) != target_w for i in range(self.gpus.count())):
+                self.guard.set_all_power_limits_w(target_w)
+        if actuation.batch_cap is not None and actuation.batch_cap != self._requested_cap:
+            self.writer.write(int(actuation.batch_cap))
+            self._requested_cap = int(actuation.batch_cap)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Put the batch cap back to the maximum and restore the GPUs' original limits."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._requested_cap is not None and self._requested_cap != self.batch_cap_max:
+                self.writer.write(self.batch_cap_max)
+                self._requested_cap = self.batch_cap_max
+        finally:
+            self.guard.close()
+
+    def wait_applied(self, timeout_s: float = 5.0, poll_s: float = 0.01) -> bool:
+        """Wait until the scheduler reports the last written cap (True) or `timeout_s` passes."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = self.batch_cap_state()
+            if state.applied_seq >= state.requested_seq:
+                return True
+            time.sleep(poll_s)
+        return False
+
+    def _feed_simulated_gpus(self, metrics: EngineMetrics) -> None:
+        # The test double's draw follows the engine's load: idle with nothing
+        # running, rising with the running batch (concave, as measured GPU power
+        # curves are) up to full draw at max_num_seqs.
+        share = min(1.0, metrics.requests_running / max(1, self.batch_cap_max))
+        utilisation = 0.0 if metrics.requests_running == 0 else 0.35 + 0.65 * share**0.5
+        self.gpus.set_utilisation(min(1.0, utilisation))
+
+
+def default_channel_path(port: int) -> str:
+    """Where `pals serve` puts the cap channel of a server on `port` (so `pals profile` finds it)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join("/tmp", f"pals-{os.getuid()}")
+    return os.path.join(base, f"pals-cap-{port}")
+
+
+def channel_path_for(url: str, explicit: str | None = None) -> str:
+    """The cap channel of the server at `url`: explicit, $PALS_CAP_CHANNEL, or pals serve's default."""
+    from urllib.parse import urlsplit
+
+    from pals.integrations.cap_channel import ENV_VAR
+
+    if explicit:
+        return explicit
+    if os.environ.get(ENV_VAR):
+        return os.environ[ENV_VAR]
+    try:
+        port = urlsplit(url).port or 80
+    except ValueError:
+        raise ConfigError(f"vLLM URL {url!r} is not a valid URL; use http://HOST:PORT") from None
+    return default_channel_path(port)
+
+
+def open_gpu_backend(
+    kind: str, sim_gpu: str | None = None, sim_gpus: int = 1, sim_state: str | None = None, settable: bool = True
+):
+    """Open GPUs; `kind` "simulated" builds the test double from a simulator GPU preset.
+
+    `sim_state` (the double's driver-state file) and `settable` (False plays a
+    process without permission to set limits) apply to the test double only.
+    """
+    from pals.node.gpu import open_gpus
+
+    if kind == "simulated":
+        kwargs = {"sim_gpus": sim_gpus, "driver_state_path": sim_state, "settable": settable}
+        if sim_gpu:
+            kwargs["sim_gpu"] = sim_gpu
+        return open_gpus("simulated", **kwargs)
+    return open_gpus(kind)
+
+
+class ProfilingVllmNode(VllmNode):
+    """A `VllmNode` that also runs a load generator while it is profiled.
+
+    The generator starts on the first `sample()` and stops on `close()`;
+    client-side counts are in `load.stats()` and are recorded next to the
+    server's (see `client_vs_server()`).
+    """
+
+    def __init__(self, *args, load=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.load = load
+        self._load_started = False
+        self._server_tokens_at_start: float | None = None
+
+    def sample(self) -> Sample:
+        if self.load is not None and not self._load_started:
+            self._server_tokens_at_start = self._previous.generation_tokens_total
+            self.load.start()
+            self._load_started = True
+        return super().sample()
+
+    def client_vs_server(self) -> tuple[int, float] | None:
+        """(client completion tokens, server generated tokens) since the load started."""
+        if not self._load_started:
+            return None
+        metrics = self.scraper.scrape()
+        return self.load.stats().completion_tokens_total, metrics.generation_tokens_total - self._server_tokens_at_start
+
+    def close(self) -> None:
+        try:
+            if self.load is not None and self._load_started:
+                self.load.stop()
+                self.load.join(timeout_s=120)
+        finally:
+            super().close()
+
+
+def connect_for_profiling(url: str, args) -> VllmNode:
+    """The node `pals profile --node vllm --url URL` measures.
+
+    Reads from `args` (attributes missing are defaults): cap_channel,
+    gpu_backend ("auto", or "simulated" with gpu / num_gpus as the test
+    double's preset), rate / trace / rate_scale / prompt_tokens /
+    output_tokens / seed (the load to offer: Poisson, trace, else a closed
+    loop with concurrency = 2 x max_num_seqs), max_prompt_tokens /
+    max_output_tokens / vocab_size (clip lengths to the served model).
+    """
+    from pals.loadgen import LoadGenerator, served_model_info
+
+    gpu_kind = getattr(args, "gpu_backend", None) or os.environ.get("PALS_GPU_BACKEND", "auto")
+    gpus = open_gpu_backend(gpu_kind, getattr(args, "gpu", None), int(getattr(args, "num_gpus", 1) or 1))
+    node = ProfilingVllmNode(url, gpus, channel_path_for(url, getattr(args, "cap_channel", None)), tp=getattr(args, "tp", None) or 1)
+    workload = build_workload(args)
+    model, max_model_len = served_model_info(url)
+    # Trace prompts can exceed a small model's context: by default each side gets half of it.
+    half = None if max_model_len is None else max(1, max_model_len // 2)
+    load = LoadGenerator(
+        url,
+        workload,
+        concurrency=None if workload is not None and not workload.closed_loop else 2 * node.batch_cap_max,
+        model=model,
+        max_prompt_tokens=getattr(args, "max_prompt_tokens", None) or half,
+        max_output_tokens=getattr(args, "max_output_tokens", None) or half,
+        vocab_size=int(getattr(args, "vocab_size", None) or 1000),
+        seed=int(getattr(args, "seed", 0) or 0),
+    )
+    node.load = load
+    return node
+
+
+def build_workload(args):
+    """The load `args` describe: a trace, a Poisson rate, else saturating (closed loop) lengths."""
+    from pals.sim.workload import LengthDistribution, PoissonWorkload, SaturatingWorkload, TraceWorkload
+
+    seed = int(getattr(args, "seed", 0) or 0)
+    prompt = float(getattr(args, "prompt_tokens", None) or 256)
+    output = float(getattr(args, "output_tokens", None) or 64)
+    if getattr(args, "trace", None):
+        return TraceWorkload.from_csv(args.trace, rate_scale=float(getattr(args, "rate_scale", 1.0) or 1.0), loop=True)
+    prompts = LengthDistribution.lognormal(prompt, 0.5)
+    outputs = LengthDistribution.lognormal(output, 0.5)
+    if getattr(args, "rate", None):
+        return PoissonWorkload(float(args.rate), prompts, outputs, seed=seed)
+    return SaturatingWorkload(prompts, outputs, seed=seed)

@@ -1,0 +1,2 @@
+class AsyncScheduler:
+    pass

@@ -1,0 +1,228 @@
+"""VllmNode against a stand-in /metrics server, the load generator, and `pals serve`'s bad inputs.
+
+No vLLM here (these run in the main test venv): the /metrics page is the real
+captured one served by a local http.server, and the scheduler end of the cap
+channel is played by a `CapReader` in the test. `pals serve`'s error paths use
+FAKE vllm packages in tests/data/fake_vllm (test doubles for an old vLLM and
+for a server that never becomes healthy). Real-vLLM tests are in tests/vllm/.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from pals.cli import main
+from pals.errors import ConfigError, EngineUnreachable
+from pals.integrations.cap_channel import CapReader, read_record
+from pals.node.base import Actuation, Node
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+PAGE = (DATA / "metrics-sample-vllm-0.32-cpu.txt").read_text()
+PROFILE = DATA / "profile-tiny-mixtral-cpu-simgpu.csv"
+
+
+class FakeVllmServer:
+    """Serves the captured /metrics page and an OpenAI completions stand-in (no model)."""
+
+    def __init__(self, page: str = PAGE) -> None:
+        self.page = page
+        self.completions = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path == "/metrics":
+                    self._send(200, outer.page.encode(), "text/plain")
+                elif self.path == "/v1/models":
+                    self._send(200, json.dumps({"data": [{"id": "tiny", "max_model_len": 512}]}).encode())
+                else:
+                    self._send(404, b"{}")
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with threading.Lock():
+                    outer.completions += 1
+                usage = {"prompt_tokens": len(body["prompt"]), "completion_tokens": body["max_tokens"]}
+                self._send(200, json.dumps({"choices": [{"text": ""}], "usage": usage}).encode())
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _sim_gpus(tmp_path, settable=True):
+    from pals.node.vllm_node import open_gpu_backend
+
+    return open_gpu_backend("simulated", "A100-SXM4-80GB", 2, str(tmp_path / "sim" / "driver.json"), settable=settable)
+
+
+def test_node_samples_applies_and_restores(tmp_path):
+    from pals.node.hwstate import PowerLimitGuard
+    from pals.node.vllm_node import SIMULATED_GPU_NOTE, VllmNode
+
+    channel = tmp_path / "cap"
+    scheduler_end = CapReader(channel, min_interval_s=0.0)
+    scheduler_end.report_applied(seq=0, cap=16, effective_cap=16, running=0, max_cap=16)  # as at engine start
+    gpus = _sim_gpus(tmp_path)
+    guard = PowerLimitGuard(gpus, handle_signals=False, register_atexit=False)
+    with FakeVllmServer() as server:
+        node = VllmNode(server.url, gpus, channel, guard=guard)
+        assert isinstance(node, Node)
+        c = node.constraints()
+        assert c.batch_cap_max == 16  # read from the scheduler's report
+        assert c.num_gpus == 2 and c.model_name == "tiny-llama" and "simulated" in c.gpu_name
+        s = node.sample()
+        assert s.generated_tokens_total == 16.0 and s.requests_running == 0 and s.batch_cap == 16
+        assert SIMULATED_GPU_NOTE in s.notes
+        assert len(s.gpu_power_cap_w) == 2 and s.gpu_power_cap_w[0] == 400.0
+
+        node.apply(Actuation(power_cap_w=250.0, batch_cap=4))
+        assert [gpus.get_power_limit_w(i) for i in range(2)] == [250.0, 250.0]
+        assert read_record(str(channel)).cap == 4
+        assert any("not yet applied" in n for n in node.sample().notes)
+        rec = scheduler_end.poll()  # the scheduler picks it up and reports
+        scheduler_end.report_applied(rec.seq, rec.cap, effective_cap=6, running=6, max_cap=16)
+        s = node.sample()
+        assert s.batch_cap == 4 and not any("not yet applied" in n for n in s.notes)
+        assert node.batch_cap_state().effective == 6
+        node.apply(Actuation(batch_cap=4))  # unchanged: no new record
+        assert read_record(str(channel)).seq == rec.seq
+        with pytest.raises(ConfigError):
+            node.apply(Actuation(batch_cap=17))
+
+        node.close()
+    assert read_record(str(channel)).cap == 16  # batch cap back to max_num_seqs
+    assert [gpus.get_power_limit_w(i) for i in range(2)] == [400.0, 400.0]  # originals back
+
+
+def test_node_without_scheduler_report_says_how_to_start_vllm(tmp_path):
+    from pals.node.vllm_node import VllmNode
+
+    with FakeVllmServer() as server:
+        with pytest.raises(ConfigError, match="--scheduler-cls pals.integrations.vllm_scheduler.PalsScheduler"):
+            VllmNode(server.url, _sim_gpus(tmp_path), tmp_path / "cap")
+
+
+def test_node_rejects_a_page_without_vllm_families(tmp_path):
+    from pals.node.vllm_node import VllmNode
+
+    with FakeVllmServer(page="# TYPE up gauge\nup 1\n") as server:
+        with pytest.raises(EngineUnreachable, match="lacks vllm:generation_tokens"):
+            VllmNode(server.url, _sim_gpus(tmp_path), tmp_path / "cap", batch_cap_max=8)
+
+
+def test_unreachable_url_for_profiling(tmp_path):
+    import argparse
+
+    from pals.node.vllm_node import connect_for_profiling
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = argparse.Namespace(gpu_backend="simulated", gpu="A100-SXM4-80GB", num_gpus=1, cap_channel=str(tmp_path / "c"))
+    with pytest.raises(EngineUnreachable, match="cannot reach"):
+        connect_for_profiling(f"http://127.0.0.1:{port}", args)
+
+
+def test_loadgen_counts_open_and_closed_loop():
+    from pals.loadgen import LoadGenerator
+    from pals.sim.workload import LengthDistribution, PoissonWorkload
+
+    with FakeVllmServer() as server:
+        wl = PoissonWorkload(200.0, LengthDistribution.fixed(700), LengthDistribution.fixed(900), seed=1, duration_s=0.2)
+        gen = LoadGenerator(server.url, wl, max_prompt_tokens=256, max_output_tokens=64).start()
+        assert gen.join(timeout_s=30)
+        st = gen.stats()
+        assert st.sent == len(list(wl.requests())) and st.completed == st.sent and st.errors == 0
+        assert st.completion_tokens_total == 64 * st.sent  # clipped to the model's limit
+        assert server.completions == st.sent
+        closed = LoadGenerator(server.url, concurrency=3, prompt_tokens=5, output_tokens=7, max_requests=20).start()
+        assert closed.join(timeout_s=30)
+        assert closed.stats().completed == 20 and closed.stats().completion_tokens_total == 140
+
+
+def test_loadgen_counts_errors_from_a_dead_server():
+    from pals.loadgen import LoadGenerator
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gen = LoadGenerator(f"http://127.0.0.1:{port}", concurrency=2, model="m", max_requests=4, timeout_s=2).start()
+    assert gen.join(timeout_s=30)
+    assert gen.stats().errors == 4 and gen.stats().completed == 0
+
+
+# -- pals serve: one clear message per bad input, GPU caps never left changed ----------------
+
+
+def _serve(tmp_path, capsys, fake: str | None, *extra: str, env_extra: dict | None = None, monkeypatch=None) -> tuple[int, str]:
+    if fake is not None:
+        monkeypatch.setenv("PYTHONPATH", str(DATA / "fake_vllm" / fake))
+    for k, v in (env_extra or {}).items():
+        monkeypatch.setenv(k, v)
+    sim_state = tmp_path / "sim" / "driver.json"
+    rc = main([
+        "serve", "tiny", "--profile", str(PROFILE), "--vllm-python", sys.executable,
+        "--gpu-backend", "simulated", "--sim-state", str(sim_state), "--port", "1",
+        "--cap-channel", str(tmp_path / "cap"), *extra,
+    ])
+    err = capsys.readouterr().err
+    if sim_state.exists():  # whatever happened, the (simulated) GPU limits are the defaults
+        assert [g["power_limit_w"] for g in json.loads(sim_state.read_text())["gpus"]] == [400.0]
+        assert not (sim_state.parent / "power-limits.json").exists()
+    return rc, err
+
+
+def test_serve_without_vllm(tmp_path, capsys, monkeypatch):
+    rc, err = _serve(tmp_path, capsys, None, monkeypatch=monkeypatch)
+    assert rc == 2 and "vLLM is not installed" in err and err.count("\n") == 1
+
+
+def test_serve_with_vllm_lacking_the_scheduler_hook(tmp_path, capsys, monkeypatch):
+    rc, err = _serve(tmp_path, capsys, "old", monkeypatch=monkeypatch)
+    assert rc == 2 and "vLLM 0.5.0 has no --scheduler-cls hook" in err and err.count("\n") == 1
+
+
+def test_serve_when_vllm_never_gets_healthy(tmp_path, capsys, monkeypatch):
+    rc, err = _serve(tmp_path, capsys, "healthless", "--health-timeout-s", "3", monkeypatch=monkeypatch)
+    assert rc == 2 and "did not become healthy" in err
+    assert "restored" in err
+
+
+def test_serve_when_vllm_exits_at_start(tmp_path, capsys, monkeypatch):
+    rc, err = _serve(tmp_path, capsys, "healthless", env_extra={"FAKE_VLLM_EXIT_CODE": "3"}, monkeypatch=monkeypatch)
+    assert rc == 2 and "vLLM exited with code 3 while starting" in err and "failing on purpose" in err
+
+
+def test_serve_refuses_flags_it_owns(tmp_path, capsys, monkeypatch):
+    rc, err = _serve(tmp_path, capsys, None, "--", "--max-num-seqs", "4", monkeypatch=monkeypatch)
+    assert rc == 2 and "do not pass --max-num-seqs" in err
