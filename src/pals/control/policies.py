@@ -591,7 +591,8 @@ class ModelGuidedPolicy:
     def _select(self, ctx: DecisionContext, bound: float | None, margin: float, trigger: str) -> Decision:
         c = ctx.constraints
         grid_caps = [min(max(cap, c.power_cap_min_w), c.power_cap_max_w) for cap in self.power_caps_w]
-        if not c.power_cap_settable:  # batch-only control: the cap in force is the only one
+        batch_only = not c.power_cap_settable
+        if batch_only:  # batch-only control: the cap in force is the only one
             grid_caps = [ctx.current.power_cap_w]
             bound = None
         caps = sorted(set(grid_caps))
@@ -628,6 +629,13 @@ class ModelGuidedPolicy:
             # without it the choice falls to the grid point below, leaving budget unused.
             at_bound = np.abs(cap_arr - max(bound, c.power_cap_min_w)) <= 0.5
             feasible = allowed & (fits | at_bound)
+        elif batch_only and ctx.budget is not None:
+            # Without settable caps only the batch can hold power under the budget: keep the
+            # batches whose predicted draw (plus the learned bias) fits, else the smallest batch.
+            power_kind = gpu_w if ctx.budget.kind == "gpu" else node_w
+            feasible = power_kind + self.power_bias_w_ <= ctx.budget.budget_w * (1 - self.guard.margin_frac)
+            if not feasible.any():
+                feasible = batch_arr == batch_arr.min()
         else:
             feasible = np.ones(len(configs), dtype=bool)
         warnings: list[str] = list(_budget_warning(bound, ctx))
