@@ -13,6 +13,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -122,6 +123,30 @@ def test_node_samples_applies_and_restores(tmp_path):
         node.close()
     assert read_record(str(channel)).cap == 16  # batch cap back to max_num_seqs
     assert [gpus.get_power_limit_w(i) for i in range(2)] == [400.0, 400.0]  # originals back
+
+
+def test_a_dropped_scrape_is_bridged_then_reported(tmp_path):
+    """A busy host may drop one /metrics scrape: the node reuses the last engine data (with its
+    age and a note) instead of stopping the controller, and raises once it is too stale."""
+    from pals.node.hwstate import PowerLimitGuard
+    from pals.node.vllm_node import VllmNode
+
+    channel = tmp_path / "cap"
+    CapReader(channel, min_interval_s=0.0).report_applied(seq=0, cap=16, effective_cap=16, running=0, max_cap=16)
+    gpus = _sim_gpus(tmp_path)
+    guard = PowerLimitGuard(gpus, handle_signals=False, register_atexit=False)
+    with FakeVllmServer() as server:
+        node = VllmNode(server.url, gpus, channel, guard=guard, stale_limit_s=0.3)
+        good = node.sample()
+        server.page = "# no vLLM families here\n"
+        bridged = node.sample()
+        assert bridged.generated_tokens_total == good.generated_tokens_total
+        assert any("did not answer" in n for n in bridged.notes)
+        assert bridged.age_s >= bridged.time_s - good.time_s - 1e-6
+        time.sleep(0.35)
+        with pytest.raises(EngineUnreachable):
+            node.sample()
+        node.close()
 
 
 def test_node_without_scheduler_report_says_how_to_start_vllm(tmp_path):

@@ -56,6 +56,8 @@ class VllmNode:
         model_name: for constraints; default: the model_name label on /metrics.
         tp: tensor-parallel degree of the engine.
         scrape_timeout_s: timeout of one /metrics request.
+        stale_limit_s: how long failed scrapes are bridged with the last good engine
+            metrics (marked by their age) before `sample()` gives up.
 
     Raises:
         EngineUnreachable: /metrics cannot be read or lacks vLLM's families.
@@ -73,6 +75,7 @@ class VllmNode:
         model_name: str | None = None,
         tp: int = 1,
         scrape_timeout_s: float = 2.0,
+        stale_limit_s: float = 15.0,
     ) -> None:
         from pals.integrations.cap_channel import CapWriter
         from pals.node.hwstate import PowerLimitGuard
@@ -84,6 +87,7 @@ class VllmNode:
         self.writer = CapWriter(cap_channel_path)
         self.clock = WallClock()
         first = self.scraper.scrape()  # fails early, with one clear line, if this is not vLLM
+        self.stale_limit_s = float(stale_limit_s)
         if batch_cap_max is None:
             applied = self.writer.read_applied()
             if applied is None or applied.max_cap < 1:
@@ -133,7 +137,17 @@ class VllmNode:
 
     def sample(self) -> Sample:
         t_start_s = self.clock.now_s()
-        metrics = self.scraper.scrape()
+        notes = []
+        try:
+            metrics = self.scraper.scrape()
+        except EngineUnreachable as error:
+            # One slow or dropped scrape (a busy host, a GC pause in the API server) must not
+            # stop the controller: reuse the last engine metrics, whose age says how stale they
+            # are, and give up only when none has come for `stale_limit_s`.
+            if t_start_s - self._previous.time_s > self.stale_limit_s:
+                raise
+            metrics = self._previous
+            notes.append(f"vLLM /metrics did not answer ({error}); engine data {t_start_s - metrics.time_s:.1f} s old")
         win = window(self._previous, metrics) if metrics.time_s > self._previous.time_s else None
         self._previous = metrics
         n = self.gpus.count()
@@ -146,10 +160,10 @@ class VllmNode:
         time_s = self.clock.now_s()
         power_w = tuple(self.gpus.power_w(i) for i in range(n))
         caps_w = tuple(self.gpus.get_power_limit_w(i) for i in range(n))
-        age_s = max(0.0, time_s - 0.5 * (t_start_s + metrics.time_s))
+        fresh = not notes
+        age_s = max(0.0, time_s - (0.5 * (t_start_s + metrics.time_s) if fresh else metrics.time_s))
         state = self.batch_cap_state()
         batch_cap = state.applied if state.applied is not None else (state.requested or self.batch_cap_max)
-        notes = []
         if self._simulated:
             notes.append(SIMULATED_GPU_NOTE)
         if not self._constraints.power_cap_settable:
