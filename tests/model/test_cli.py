@@ -109,6 +109,9 @@ def test_fit_of_another_model_is_refused(tmp_path, capsys):
         (["profile", "--model", "GPT-2", "--caps", "50", "--out", "X"], "outside this GPU's range"),
         (["profile", "--node", "vllm", "--out", "X"], "--url"),
         (["profile", "--model", "GPT-2", "--url", "http://x", "--out", "X"], "only to --node vllm"),
+        (["profile", "--model", "GPT-2", "--gpu-backend", "nvml", "--max-output-tokens", "64", "--out", "X"],
+         "--gpu-backend, --max-output-tokens apply only to --node vllm"),
+        (["profile", "--model", "GPT-2", "--cap-channel", "c", "--out", "X"], "--cap-channel applies only to --node vllm"),
         (["profile", "--model", "GPT-2", "--trace", "conv", "--prompt-tokens", "10", "--out", "X"], "do not apply"),
     ],
 )
@@ -125,9 +128,39 @@ def test_vllm_node_without_its_module_names_the_missing_piece(tmp_path, capsys, 
     assert "pals.node.vllm_node.connect_for_profiling" in _error_line(capsys)
 
 
+def test_vllm_only_flags_reach_connect_for_profiling(tmp_path, capsys, monkeypatch):
+    import pals.node.vllm_node as vllm_node
+    from pals.errors import EngineUnreachable
+
+    seen = {}
+
+    def connect(url, args):  # stands in for the server: record what the real node would read
+        seen.update(url=url, **{k: getattr(args, k) for k in
+                                ("gpu_backend", "cap_channel", "max_prompt_tokens", "max_output_tokens")})
+        raise EngineUnreachable("no server in this test")
+
+    monkeypatch.setattr(vllm_node, "connect_for_profiling", connect)
+    channel = str(tmp_path / "caps.json")
+    assert main(["profile", "--node", "vllm", "--url", "http://localhost:8000", "--gpu-backend", "simulated",
+                 "--cap-channel", channel, "--max-prompt-tokens", "512", "--max-output-tokens", "64",
+                 "--out", str(tmp_path / "p.csv")]) == 2
+    assert "no server in this test" in _error_line(capsys)
+    assert seen == {"url": "http://localhost:8000", "gpu_backend": "simulated", "cap_channel": channel,
+                    "max_prompt_tokens": 512, "max_output_tokens": 64}
+
+
+def test_vllm_only_flags_default_to_none_so_the_env_vars_apply():
+    from pals.cli import build_parser
+
+    args = build_parser().parse_args(["profile", "--node", "vllm", "--url", "http://x", "--out", "p.csv"])
+    assert (args.gpu_backend, args.cap_channel, args.max_prompt_tokens, args.max_output_tokens) == (None,) * 4
+
+
 @pytest.mark.parametrize(
     "argv",
     [
+        ["profile", "--node", "vllm", "--gpu-backend", "cuda", "--out", "X"],
+        ["profile", "--node", "vllm", "--max-prompt-tokens", "0", "--out", "X"],
         ["profile", "--caps", "abc", "--out", "X"],
         ["profile", "--batches", "0,4", "--out", "X"],
         ["profile", "--window-s", "-3", "--out", "X"],

@@ -8,7 +8,7 @@ import pynvml as real_pynvml
 import pytest
 
 import pals.node.nvml_gpu as nvml_gpu
-from pals.errors import HardwareUnavailable, PermissionDenied
+from pals.errors import ConfigError, HardwareUnavailable, PermissionDenied
 
 
 @pytest.fixture
@@ -50,3 +50,11 @@ def test_units_and_visible_devices(fake_nvml, monkeypatch):
     assert backend.energy_j(0) == pytest.approx(12345.678)
     backend.set_power_limit_w(0, 400.0)
     fake_nvml.nvmlDeviceSetPowerManagementLimit.assert_called_once_with("handle1", 400_000)
+
+
+def test_unchanged_or_out_of_range_limit_never_reaches_nvml(fake_nvml):
+    backend = nvml_gpu.NvmlGpuBackend()
+    backend.set_power_limit_w(0, 700.0)  # the limit in force
+    with pytest.raises(ConfigError, match="outside GPU 1's range"):
+        backend.set_power_limit_w(1, 100.0)
+    fake_nvml.nvmlDeviceSetPowerManagementLimit.assert_not_called()

@@ -14,6 +14,7 @@ from typing import Any
 
 from pals.cli._common import add_command, int_list, positive_float, positive_int
 from pals.errors import ConfigError
+from pals.node.gpu import BACKEND_KINDS
 
 DEFAULT_GPU = "A100-SXM4-80GB"
 DEFAULT_PROMPT_TOKENS = 1000.0
@@ -34,6 +35,7 @@ Examples:
   pals profile --model Mixtral-8x7B --tp 2 --out mixtral.csv
   pals profile --model OLMoE-1B-7B --rate 4 --caps 150,250,400 --batches 8,64 --out olmoe.csv
   pals profile --node vllm --url http://localhost:8000 --out real.csv
+  pals profile --node vllm --url http://localhost:8000 --gpu-backend nvml --max-output-tokens 256 --out real.csv
 """
 
 
@@ -153,26 +155,43 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--node", choices=("sim", "vllm"), default="sim", help="node to profile: simulated (default) or real vLLM"
     )
-    parser.add_argument("--url", default=None, metavar="URL", help="with --node vllm: the vLLM server URL, e.g. http://localhost:8000")
+    real = parser.add_argument_group("real vLLM node (only with --node vllm)")
+    real.add_argument("--url", default=None, metavar="URL", help="the vLLM server URL, e.g. http://localhost:8000")
+    real.add_argument(
+        "--gpu-backend", choices=BACKEND_KINDS, default=None,
+        help="how to read and set the GPUs' power: zeus, nvml, simulated (the GPU test double, preset --gpu x "
+        "--num-gpus) or auto (Zeus, then raw NVML) (default: $PALS_GPU_BACKEND, else auto)",
+    )
+    real.add_argument(
+        "--cap-channel", metavar="PATH", default=None,
+        help="file through which the server's PALS scheduler reads the batch cap "
+        "(default: $PALS_CAP_CHANNEL, else the path `pals serve` uses for the URL's port)",
+    )
+    real.add_argument(
+        "--max-prompt-tokens", metavar="TOKENS", type=positive_int, default=None,
+        help="clip generated prompts to this many tokens (default: half the served model's context length)",
+    )
+    real.add_argument(
+        "--max-output-tokens", metavar="TOKENS", type=positive_int, default=None,
+        help="clip requested outputs to this many tokens (default: half the served model's context length)",
+    )
     add_deployment_arguments(parser, model_required=False)
     parser.add_argument("--out", required=True, metavar="PROFILE.csv", help="profile file to write (CSV); an existing one is resumed")
     parser.add_argument("--fresh", action="store_true", help="replace an existing --out instead of resuming it")
 
 
+VLLM_ONLY_FLAGS = {"url": "--url", "gpu_backend": "--gpu-backend", "cap_channel": "--cap-channel",
+                   "max_prompt_tokens": "--max-prompt-tokens", "max_output_tokens": "--max-output-tokens"}
+"""Attributes read only by `connect_for_profiling` (the real node), with their flags."""
+
+
 def smallest_tp(model: str, gpu: str, num_gpus: int) -> int:
     """The smallest TP of 1, 2, 4, 8 (dividing num_gpus) at which the model fits the GPUs' memory."""
-    from pals.sim.node import SimNodeSpec
+    from pals.model.characterize import fits_node
 
     for tp in (1, 2, 4, 8):
-        if tp > num_gpus or num_gpus % tp:
-            continue
-        try:
-            spec = SimNodeSpec(model, gpu, num_gpus=num_gpus, tp=tp)
-            if spec.step_model().kv_cache_tokens(spec.gpu_memory_utilization) >= 1:
-                return tp
-        except ConfigError as error:
-            if "fit" not in str(error):
-                raise  # an unknown model or GPU, not a memory question
+        if tp <= num_gpus and num_gpus % tp == 0 and fits_node(model, gpu, tp, num_gpus):
+            return tp
     raise ConfigError(f"{model} does not fit on {num_gpus} x {gpu} at any TP; use more GPUs or a larger GPU")
 
 
@@ -270,29 +289,45 @@ def format_table(profile) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
+def measure_grid(args, node, clock, features, metadata_extra: dict[str, Any], node_kind: str, resume: bool):
+    """Profile the grid of --caps/--batches (default: the paper's within the node's ranges) into --out.
+
+    Args:
+        args: Parsed deployment, grid and timing arguments (`add_deployment_arguments`) plus --out.
+        node / clock / features / metadata_extra: What `build_sim` or `build_vllm` returns.
+        node_kind: "sim" or "vllm", recorded in the profile.
+        resume: Keep the points already in --out.
+
+    Returns:
+        The profile written.
+    """
     from pals.model.profiler import run_profile
 
-    if args.node == "vllm":
-        node, clock, features, extra = build_vllm(args)
-    else:
-        if args.url:
-            raise ConfigError("--url applies only to --node vllm")
-        node, clock, features, extra = build_sim(args)
-    grid = grid_from_args(args, node.constraints())
-    profile = run_profile(
+    return run_profile(
         node,
         clock,
-        grid,
+        grid_from_args(args, node.constraints()),
         warmup_s=args.warmup_s,
         window_s=args.window_s,
         out_path=args.out,
-        resume=not args.fresh,
+        resume=resume,
         progress=not args.no_progress,
         workload=features,
-        node_kind=args.node,
-        metadata_extra=extra,
+        node_kind=node_kind,
+        metadata_extra=metadata_extra,
     )
+
+
+def run(args) -> int:
+    if args.node == "vllm":
+        node, clock, features, extra = build_vllm(args)
+    else:
+        used = [flag for attr, flag in VLLM_ONLY_FLAGS.items() if getattr(args, attr, None) is not None]
+        if used:
+            verb, pronoun = ("applies", "it") if len(used) == 1 else ("apply", "them")
+            raise ConfigError(f"{', '.join(used)} {verb} only to --node vllm; add --node vllm --url URL or drop {pronoun}")
+        node, clock, features, extra = build_sim(args)
+    profile = measure_grid(args, node, clock, features, extra, args.node, resume=not args.fresh)
     print(format_table(profile))
     print(f"wrote {len(profile)} points to {args.out}", file=sys.stderr)
     return 0

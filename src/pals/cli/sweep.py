@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pals.cli._common import add_command
 from pals.errors import ConfigError
-from pals.cli.profile import add_deployment_arguments, build_sim, format_table, grid_from_args
+from pals.cli.profile import add_deployment_arguments, build_sim, format_table, measure_grid
 
 DESCRIPTION = """\
 Sweep every (power cap, batch cap) pair on the simulated node, print a table,
@@ -54,25 +54,11 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from pals.model.plots import plot_profile, write_characterization_report
-    from pals.model.profiler import run_profile
 
     if args.report_quick and not args.report:
         raise ConfigError("--report-quick only applies with --report; add --report or drop --report-quick")
     node, clock, features, extra = build_sim(args)
-    grid = grid_from_args(args, node.constraints())
-    profile = run_profile(
-        node,
-        clock,
-        grid,
-        warmup_s=args.warmup_s,
-        window_s=args.window_s,
-        out_path=args.out,
-        resume=args.resume,
-        progress=not args.no_progress,
-        workload=features,
-        node_kind="sim",
-        metadata_extra=dict(extra, kind="sweep"),
-    )
+    profile = measure_grid(args, node, clock, features, dict(extra, kind="sweep"), "sim", resume=args.resume)
     print(format_table(profile))
     out = Path(args.out)
     written = [out]

@@ -369,19 +369,64 @@ class _Runner:
         return sweep
 
 
-def _fitting_tp(model: str, gpu: str, preferred: int) -> int | None:
-    """`preferred`, or the next larger TP (2, 4) at which the model's weights fit a 4-GPU node; None if none does."""
+def fits_node(model: str, gpu: str, tp: int, num_gpus: int = 4) -> bool:
+    """Whether the model's weights and some KV cache fit `num_gpus` x `gpu` at TP `tp`.
+
+    Raises:
+        ConfigError: an unknown model or GPU, or a TP the node cannot hold (not a memory question).
+    """
     from pals.sim.node import SimNodeSpec
 
-    for tp in (t for t in (1, 2, 4) if t >= preferred):
-        try:
-            spec = SimNodeSpec(model, gpu, num_gpus=4, tp=tp)
-            if spec.step_model().kv_cache_tokens(spec.gpu_memory_utilization) >= 1:
-                return tp
-        except ConfigError as error:
-            if "fit" not in str(error):
-                raise
-    return None
+    try:
+        spec = SimNodeSpec(model, gpu, num_gpus=num_gpus, tp=tp)
+        return spec.step_model().kv_cache_tokens(spec.gpu_memory_utilization) >= 1
+    except ConfigError as error:
+        if "fit" not in str(error):
+            raise
+        return False
+
+
+def _fitting_tp(model: str, gpu: str, preferred: int) -> int | None:
+    """`preferred`, or the next larger TP (2, 4) at which the model's weights fit a 4-GPU node; None if none does."""
+    return next((tp for tp in (1, 2, 4) if tp >= preferred and fits_node(model, gpu, tp)), None)
+
+
+def measure_sweep(
+    model: str,
+    tp: int,
+    points: Sequence[tuple[float, int]],
+    profiles_dir: str | os.PathLike,
+    *,
+    gpu: str = DEFAULT_GPU,
+    rate_rps: float | None = None,
+    seed: int = 0,
+    warmup_s: float = 30.0,
+    window_s: float = 60.0,
+    tag: str = "saturation",
+    prompt_tokens: float = DEFAULT_PROMPT_TOKENS,
+    output_tokens: float = DEFAULT_OUTPUT_TOKENS,
+) -> Sweep:
+    """Measure (cap W, batch) points of one deployment exactly as `characterize` does (for extra sweeps).
+
+    Args:
+        model / tp / gpu: The deployment (a 4-GPU node).
+        points: (power cap in W, batch cap) pairs, one fresh SimNode each.
+        profiles_dir: Folder of the profile CSV (`<model>_tp<tp>_<tag>.csv`, rewritten).
+        rate_rps: Poisson arrivals in requests/s; None saturates.
+        seed: Workload seed (common to every point).
+        warmup_s / window_s: Simulated seconds per point.
+        tag: Profile file suffix and load label.
+        prompt_tokens / output_tokens: Mean lengths (log-normal, cv 0.5).
+
+    Returns:
+        The sweep, tokens/J per node joule as in `characterize`.
+    """
+    from pals.sim.hardware import get_gpu
+
+    directory = Path(profiles_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    runner = _Runner(get_gpu(gpu).name, seed, prompt_tokens, output_tokens, directory, bar=None)
+    return runner.sweep(model, tp, points, rate_rps, warmup_s, window_s, tag)
 
 
 def _slug(name: str) -> str:

@@ -31,7 +31,8 @@ through `pals restore` after a crash.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import os
+from typing import Callable, Protocol, runtime_checkable
 
 from pals.errors import ConfigError, HardwareUnavailable
 
@@ -94,6 +95,38 @@ def check_limit_in_range(backend: GpuBackend, index: int, watts: float) -> None:
             f"power limit {watts:g} W is outside GPU {index}'s range {low_w:g}-{high_w:g} W; "
             "pick a value inside it"
         )
+
+
+def set_limit_mw_if_changed(backend: GpuBackend, index: int, watts: float, write_mw: Callable[[int], None]) -> None:
+    """The vendor backends' `set_power_limit_w`: validate, then write in mW unless already in force.
+
+    Checks the index and the range before the driver sees anything, and skips the
+    write when the limit in force equals `watts` to the milliwatt, so restoring
+    an unchanged limit works without permission.
+
+    Args:
+        backend: The backend (its `power_limit_range_w` and `get_power_limit_w` are read).
+        index: GPU index.
+        watts: The requested limit. Units: W.
+        write_mw: The vendor call that sets the limit, given milliwatts.
+    """
+    from pals.units import w_to_mw
+
+    check_index(backend, index)
+    check_limit_in_range(backend, index, watts)
+    target_mw = w_to_mw(watts)
+    if w_to_mw(backend.get_power_limit_w(index)) != target_mw:
+        write_mw(target_mw)
+
+
+def process_has_sys_admin() -> bool:
+    """True if this process has CAP_SYS_ADMIN (root has it), which NVML needs to set limits."""
+    try:
+        from zeus.device.common import has_sys_admin
+
+        return bool(has_sys_admin())
+    except Exception:
+        return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def check_index(backend: GpuBackend, index: int) -> None:

@@ -20,9 +20,9 @@ from typing import Callable, TypeVar
 import pynvml
 
 from pals.errors import ActuationError, ConfigError, HardwareUnavailable, PalsError, PermissionDenied
-from pals.node.gpu import check_index, check_limit_in_range
+from pals.node.gpu import check_index, process_has_sys_admin, set_limit_mw_if_changed
 from pals.node.zeus_gpu import NO_LIBRARY_FIX, NO_PERMISSION_FIX
-from pals.units import mj_to_j, mw_to_w, w_to_mw
+from pals.units import mj_to_j, mw_to_w
 
 T = TypeVar("T")
 
@@ -125,15 +125,10 @@ class NvmlGpuBackend:
         )
 
     def set_power_limit_w(self, index: int, watts: float) -> None:
-        check_index(self, index)
-        check_limit_in_range(self, index, watts)
-        target_mw = w_to_mw(watts)
-        if w_to_mw(self.get_power_limit_w(index)) == target_mw:
-            return
-        self._call(
+        set_limit_mw_if_changed(self, index, watts, lambda target_mw: self._call(
             f"set GPU {index}'s power limit to {watts:g} W",
             lambda: pynvml.nvmlDeviceSetPowerManagementLimit(self._handles[index], target_mw),
-        )
+        ))
 
     def power_w(self, index: int) -> float:
         check_index(self, index)
@@ -149,14 +144,5 @@ class NvmlGpuBackend:
         )
 
     def can_set_power_limit(self) -> bool:
-        from pals.node.zeus_gpu import zeus_can_set_power_limit
-
         # zeusd does not help this backend: only CAP_SYS_ADMIN counts.
-        if os.environ.get("ZEUSD_SOCK_PATH") or os.environ.get("ZEUSD_HOST_PORT"):
-            try:
-                from zeus.device.common import has_sys_admin
-
-                return bool(has_sys_admin())
-            except Exception:
-                return hasattr(os, "geteuid") and os.geteuid() == 0
-        return zeus_can_set_power_limit()
+        return process_has_sys_admin()

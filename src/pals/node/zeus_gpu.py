@@ -28,8 +28,8 @@ import time
 from typing import Any, Callable, TypeVar
 
 from pals.errors import ActuationError, ConfigError, HardwareUnavailable, PermissionDenied, PalsError
-from pals.node.gpu import check_index, check_limit_in_range
-from pals.units import mj_to_j, mw_to_w, w_to_mw
+from pals.node.gpu import check_index, process_has_sys_admin, set_limit_mw_if_changed
+from pals.units import mj_to_j, mw_to_w
 
 NO_LIBRARY_FIX = (
     "no NVIDIA/AMD GPU management library found: install the NVIDIA driver (NVML) or ROCm 6.3+ "
@@ -162,17 +162,12 @@ class ZeusGpuBackend:
         )
 
     def set_power_limit_w(self, index: int, watts: float) -> None:
-        check_index(self, index)
-        check_limit_in_range(self, index, watts)
-        target_mw = w_to_mw(watts)
-        # Zeus's NVML setter skips an unchanged limit too; checking here keeps that
+        # Zeus's NVML setter skips an unchanged limit too; the shared check keeps that
         # guarantee for AMD and keeps restore idempotent without permission.
-        if w_to_mw(self.get_power_limit_w(index)) == target_mw:
-            return
-        self._call(
+        set_limit_mw_if_changed(self, index, watts, lambda target_mw: self._call(
             f"set GPU {index}'s power limit to {watts:g} W",
             lambda: self._gpus.set_power_management_limit(index, target_mw, block=True),
-        )
+        ))
 
     def power_w(self, index: int) -> float:
         check_index(self, index)
@@ -228,12 +223,7 @@ def zeus_can_set_power_limit() -> bool:
     """True if zeusd is configured or the process has CAP_SYS_ADMIN (root has it)."""
     if os.environ.get("ZEUSD_SOCK_PATH") or os.environ.get("ZEUSD_HOST_PORT"):
         return True
-    try:
-        from zeus.device.common import has_sys_admin
-
-        return bool(has_sys_admin())
-    except Exception:
-        return hasattr(os, "geteuid") and os.geteuid() == 0
+    return process_has_sys_admin()
 
 
 def _translate_or_reraise(error: Exception, action: str) -> Exception:
