@@ -213,8 +213,10 @@ def test_tracking_error_counts_binding_unused_and_overshoot_only():
     assert out["power_tracking_error_raw_pct"] == pytest.approx((3 + 5 + 20 + 10 + 10 + 2) / 6)
 
 
-@pytest.mark.xfail(reason="open: the GPUs draw ~5-7 % under their budget-clamped cap at batch 64 and interval power "
-                          "swings +-5 %, so with no interval > 2 % over allowed the mean sits ~7 % under (see H9 report)",
+@pytest.mark.xfail(reason="open: with the budget governor (BudgetGuard) the mean sits 5.8-6.2 % under 1300 W (was 7 %). "
+                          "Interval power swings +-4 % (sd) at a fixed cap with no autocorrelation, and its peaks reach the "
+                          "caps (per-step limiter), so no interval > +2 % forces the caps to sum to <= B x 1.02 and the mean "
+                          "to ~0.91 x that: <= 3 % needs a smoother load or a windowed metric (see H10 report)",
                    strict=False)
 def test_tracking_error_is_small_under_a_binding_budget(scenario_parts):
     from pals.control.budget import PowerBudget
@@ -227,6 +229,62 @@ def test_tracking_error_is_small_under_a_binding_budget(scenario_parts):
                          budget=PowerBudget(1300.0, "node"), predictor=predictor).summary
         assert s["power_tracking_intervals"] > 0
         assert s["power_tracking_error_pct"] <= 3.0, (name, s)
+
+
+def test_budget_governor_lifts_the_cap_over_the_naive_share_without_overshoot(scenario_parts):
+    from pals.control.budget import PowerBudget
+    from pals.control.scenario import LoadSpec, run_scenario
+
+    deployment, predictor, truth, max_tps = scenario_parts("Mixtral-8x7B")
+    load = LoadSpec(rate_rps=1.3 * max_tps / CONV_MEAN_OUTPUT_TOKENS, seed=3)
+    budget_w = 1300.0
+    for name in ("baseline", "pals"):
+        result = run_scenario(deployment, load, name, duration_s=60, target_tps=max_tps,
+                              budget=PowerBudget(budget_w, "node"), predictor=predictor)
+        alpha, beta_w = predictor.syspower_.alpha, predictor.syspower_.beta_w
+        naive_cap_w = (budget_w - beta_w) / alpha / 4
+        caps = [r["decision"]["config"]["power_cap_w"] for r in result.records]
+        power = np.array([r["measured"]["budget_power_w"] for r in result.records if r["sample"] is not None])
+        # Lifted over the naive share (the GPUs draw under their caps) ...
+        assert caps[-1] > naive_cap_w + 2.0, (name, caps[-1], naive_cap_w)
+        # ... but never to caps that could sum over the budget's peak tolerance (1.5 %).
+        assert max(caps) <= (1.015 * budget_w - beta_w) / alpha / 4 + 0.01, (name, max(caps))  # logged to 1 mW
+        assert power.max() <= 1.02 * budget_w, (name, power.max())
+        assert result.summary["budget_overshoot_pct"] == 0.0
+
+
+def test_budget_guard_integrates_only_when_binding_and_busy():
+    from pals.control.budget import PowerBudget
+    from pals.control.policies import BudgetGuard
+    from pals.control.types import DecisionContext, NodePowerModel, Observation
+
+    budget = PowerBudget(1300.0, "node")
+
+    def context(node_w, waiting=10, running=64, changed=False, cap_w=None):
+        gpu_w = NodePowerModel().gpu_w(node_w)
+        cap = guard.last_bound_w_ if cap_w is None else cap_w
+        obs = Observation(time_s=1.0, interval_s=0.5, throughput_tps=100.0, prompt_tps=0.0, gpu_power_w=gpu_w,
+                          node_power_w=node_w, node_power_reading_w=None, generated_tokens=50.0,
+                          gpu_energy_j=gpu_w / 2, node_energy_j=node_w / 2, requests_waiting=waiting,
+                          requests_running=running, power_cap_w=cap, batch_cap=64)
+        return DecisionContext(CONSTRAINTS, Configuration(cap, 64), obs, budget, None, changed, 1)
+
+    guard = BudgetGuard()
+    naive = guard.cap_bound_w(context(1200.0, cap_w=400.0))
+    for _ in range(20):  # binding, capacity-limited, 7 % under: the bound rises
+        guard.update(context(1209.0))
+        guard.cap_bound_w(context(1209.0))
+    lifted = guard.last_bound_w_
+    assert lifted > naive + 2.0
+    assert lifted <= (1.015 * 1300.0 - 345.0) / 1.05 / 4 + 1e-6  # the peak tolerance bounds the lift
+    guard.update(context(1100.0, waiting=0, running=20))  # a lull: no wind-up
+    assert guard.cap_bound_w(context(1100.0)) == pytest.approx(lifted)
+    guard.update(context(1100.0, cap_w=200.0))  # not at the bound (another choice): no wind-up
+    assert guard.cap_bound_w(context(1100.0)) == pytest.approx(lifted)
+    guard.update(context(1320.0))  # 1.5 % over: back under at once
+    assert guard.cap_bound_w(context(1320.0)) < lifted - 4.0
+    guard.update(context(1250.0, changed=True))  # a new budget: the lift is dropped
+    assert guard.cap_bound_w(context(1250.0)) <= naive + 1e-6
 
 
 # -- 6: profiler drain ------------------------------------------------------------------------
