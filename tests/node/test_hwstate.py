@@ -122,14 +122,32 @@ def test_without_permission_limits_stay_and_close_is_clean(a100, driver_path, st
 
 
 def test_sigint_restores_before_keyboard_interrupt_propagates(sim, state_path):
-    previous = signal.getsignal(signal.SIGINT)
-    guard = PowerLimitGuard(sim, state_path)
-    guard.set_all_power_limits_w(120.0)
-    with pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
-    assert limits(sim) == [400.0] * 4 and not state_path.exists()
-    guard.close()
-    assert signal.getsignal(signal.SIGINT) == previous
+    # Python's own SIGINT handler, as in a foreground process (CI may start us with SIGINT ignored).
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        guard = PowerLimitGuard(sim, state_path)
+        guard.set_all_power_limits_w(120.0)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        assert limits(sim) == [400.0] * 4 and not state_path.exists()
+        guard.close()
+        assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
+def test_an_ignored_sigint_stays_ignored(sim, state_path):
+    outer = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup or in a background job
+    try:
+        guard = PowerLimitGuard(sim, state_path)
+        guard.set_all_power_limits_w(120.0)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)  # ignored: nothing stops, nothing is restored yet
+        assert limits(sim) == [120.0] * 4
+        guard.close()
+        assert limits(sim) == [400.0] * 4
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_signal_handlers_chain_to_the_previous_one(sim, state_path):

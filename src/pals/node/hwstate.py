@@ -453,7 +453,12 @@ class PowerLimitGuard:
             self.notes.append("not in the main thread: SIGINT/SIGTERM restore relies on the caller")
             return
         for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous_handlers[signum] = signal.getsignal(signum)
+            previous = signal.getsignal(signum)
+            if previous == signal.SIG_IGN:
+                # The parent chose to ignore it (nohup, a background job): the process will not
+                # stop on it, so there is nothing to restore for; keep ignoring it.
+                continue
+            self._previous_handlers[signum] = previous
             signal.signal(signum, self._on_signal)
 
     def _uninstall_signal_handlers(self) -> None:
