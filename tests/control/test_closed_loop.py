@@ -47,9 +47,15 @@ def test_budget_step_down_is_met_within_four_intervals(scenario_parts, policy, k
                           budget_schedule=schedule, predictor=predictor)
     after = [r for r in result.records if r["sample"] is not None and r["t_s"] > step_s + 1e-6]
     power = np.array([r["measured"]["budget_power_w"] for r in after])
+    # Interval power is under the new budget within 4 intervals (2 s) ...
     first_under = next(i for i, p in enumerate(power) if p <= budgets[1])
     assert first_under < 4, power[:6]
-    assert power[first_under:].max() <= 1.02 * budgets[1], power.max()
+    # ... and from the settling time on, the 5 s mean (the QoS window, restarted at the step) stays
+    # within +2 % of it, while no single interval exceeds it by more than 10 % (spikes are bounded).
+    window = 10
+    window_mean = np.array([power[max(0, k - window + 1):k + 1].mean() for k in range(len(power))])
+    assert window_mean[4:].max() <= 1.02 * budgets[1], window_mean.max()
+    assert power[first_under:].max() <= 1.10 * budgets[1], power.max()
     assert result.summary["budget_overshoot_pct"] == 0.0
 
 
