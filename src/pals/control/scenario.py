@@ -51,8 +51,25 @@ class Deployment:
                            batch_cap_max=self.batch_cap_max)
 
     def key(self) -> str:
+        """Cache key: the deployment plus a fingerprint of the simulator that measures it."""
         name = f"{self.model}_{self.gpu}_{self.num_gpus}x_tp{self.tp}_ep{self.ep}_b{self.batch_cap_max}"
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + f"_sim{simulator_fingerprint(repr(self.spec()))}"
+
+
+def simulator_fingerprint(extra: str = "") -> str:
+    """Short hash of the simulator's and profiler's source (plus `extra`).
+
+    Profiles and ground truth built on the fly are cached across runs; a cached one measured by
+    another version of the physics or the profiler must not be reused, so the key changes
+    whenever that code does.
+    """
+    import pals.model.profiler as profiler
+    import pals.sim as sim
+
+    digest = hashlib.sha256(extra.encode())
+    for path in sorted(Path(sim.__file__).parent.glob("*.py")) + [Path(profiler.__file__)]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 @dataclass(frozen=True)
