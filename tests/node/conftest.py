@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
+import pynvml as real_pynvml
 import pytest
 
 from pals.node.simulated_gpu import SimulatedGpuBackend
@@ -49,3 +52,23 @@ def driver_path(tmp_path):
 def sim(a100, driver_path, clock):
     """Four simulated A100s (GPU test double) sharing one driver-state file."""
     return SimulatedGpuBackend(a100, 4, driver_path, utilisation=0.5, clock=clock)
+
+
+@pytest.fixture
+def make_fake_pynvml():
+    """Factory of fake pynvml modules (see `_make_fake_pynvml`)."""
+    return _make_fake_pynvml
+
+
+def _make_fake_pynvml(limit_range_mw: tuple[int, int], limit_mw: int, count: int = 2):
+    """An autospec'd pynvml that keeps the real constants and exception classes (stands in for
+    the driver library of a GPU host; each test sets the calls it exercises)."""
+    fake = mock.create_autospec(real_pynvml)
+    for name in dir(real_pynvml):
+        if name.startswith(("NVML_", "NVMLError")):
+            setattr(fake, name, getattr(real_pynvml, name))
+    fake.nvmlDeviceGetCount.return_value = count
+    fake.nvmlDeviceGetHandleByIndex.side_effect = lambda i: f"handle{i}"
+    fake.nvmlDeviceGetPowerManagementLimitConstraints.return_value = limit_range_mw
+    fake.nvmlDeviceGetPowerManagementLimit.return_value = limit_mw
+    return fake

@@ -12,15 +12,8 @@ from pals.errors import ConfigError, HardwareUnavailable, PermissionDenied
 
 
 @pytest.fixture
-def fake_nvml():
-    fake = mock.create_autospec(real_pynvml)
-    for name in dir(real_pynvml):
-        if name.startswith(("NVML_", "NVMLError")):
-            setattr(fake, name, getattr(real_pynvml, name))
-    fake.nvmlDeviceGetCount.return_value = 2
-    fake.nvmlDeviceGetHandleByIndex.side_effect = lambda i: f"handle{i}"
-    fake.nvmlDeviceGetPowerManagementLimitConstraints.return_value = (150_000, 700_000)
-    fake.nvmlDeviceGetPowerManagementLimit.return_value = 700_000
+def fake_nvml(make_fake_pynvml):
+    fake = make_fake_pynvml((150_000, 700_000), 700_000)
     fake.nvmlDeviceGetTotalEnergyConsumption.return_value = 12_345_678
     with mock.patch.object(nvml_gpu, "pynvml", fake):
         yield fake

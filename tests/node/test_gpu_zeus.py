@@ -103,17 +103,10 @@ def test_zero_gpus_is_hardware_unavailable():
 
 
 @pytest.fixture
-def fake_nvml():
+def fake_nvml(make_fake_pynvml):
     """An autospec'd pynvml that keeps the real constants and exception classes."""
-    fake = mock.create_autospec(real_pynvml)
-    for name in dir(real_pynvml):
-        if name.startswith(("NVML_", "NVMLError")):
-            setattr(fake, name, getattr(real_pynvml, name))
-    fake.nvmlDeviceGetCount.return_value = 2
-    fake.nvmlDeviceGetHandleByIndex.side_effect = lambda i: f"handle{i}"
+    fake = make_fake_pynvml((100_000, 400_000), 400_000)
     fake.nvmlDeviceGetC2cModeInfoV.side_effect = real_pynvml.NVMLError(real_pynvml.NVML_ERROR_NOT_SUPPORTED)
-    fake.nvmlDeviceGetPowerManagementLimitConstraints.return_value = (100_000, 400_000)
-    fake.nvmlDeviceGetPowerManagementLimit.return_value = 400_000
     with mock.patch.object(zeus_nvidia, "pynvml", fake), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Zeus warns once when SYS_ADMIN is missing
         yield fake
