@@ -105,6 +105,7 @@ COLUMNS = (
     ("budget_overshoot_pct", "over budget %", "{:.1f}"),
     ("mean_power_w", "mean W", "{:.0f}"),
     ("config_changes", "changes", "{}"),
+    ("governor_trims", "cap trims", "{}"),
 )
 
 

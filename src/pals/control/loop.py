@@ -90,6 +90,7 @@ class ControlLoop:
         self.interval_index = 0
         self.start_time_s: float | None = None
         self.config_changes = 0
+        self.governor_trims = 0
 
     # -- external constraints (thread-safe) ------------------------------------------------
 
@@ -162,7 +163,10 @@ class ControlLoop:
             try:
                 self.constraints.check(actuation)
                 self.node.apply(actuation)
-                self.config_changes += 1
+                if decision.governor_trim:
+                    self.governor_trims += 1
+                else:
+                    self.config_changes += 1
             except PalsError as error:  # keep controlling; say so loudly
                 warnings.append(f"could not apply {chosen.as_dict()}: {error}")
                 changed_config = False
@@ -177,6 +181,7 @@ class ControlLoop:
             "target": None if target is None else {"target_tps": target.target_tps},
             "decision": decision.as_dict(),
             "config_changed": changed_config,
+            "governor_trim": bool(changed_config and decision.governor_trim),
             "at_max_config": bool(
                 (not self.constraints.power_cap_settable or current.power_cap_w >= self.constraints.power_cap_max_w - 0.5)
                 and current.batch_cap >= self.constraints.batch_cap_max
@@ -275,6 +280,7 @@ class ControlLoop:
                     "model": self.constraints.model_name,
                 },
                 "config_changes": self.config_changes,
+                "governor_trims": self.governor_trims,
                 "warnings": list(self._current_warnings),
             }
 

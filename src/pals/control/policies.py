@@ -320,6 +320,7 @@ class Baseline:
             config=Configuration(cap, batch),
             reason=reason,
             budget_bound=bound_hit,
+            governor_trim=bound_hit and batch == ctx.current.batch_cap,
             warnings=_budget_warning(bound, ctx),
         )
 
@@ -726,7 +727,7 @@ class ModelGuidedPolicy:
                 self.since_change_ = 0
                 return Decision(config=config, reason=f"cap follows the budget governor: {follow_w:.1f} W",
                                 candidates_considered=0, candidates_feasible=0, budget_bound=bool(self._last_bound),
-                                warnings=self._last_warnings,
+                                governor_trim=True, warnings=self._last_warnings,
                                 extra={"pid_margin": round(margin, 4), "budget_cap_bound_w": round(bound, 2)})
 
         if trigger is None:

@@ -38,6 +38,8 @@ first one, are skipped):
 - `power_tracking_error_raw_pct`: the plain mean |P - B| / B over every settled budget interval,
   P each interval's own power.
 - `config_changes`: configurations applied after the initial one; `config_change_pct` per interval.
+  Cap moves that only follow the budget governor's bound are budget enforcement, not new choices:
+  they are counted apart as `governor_trims`.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def summarize(
     records = list(records)
     policy = records[0]["policy"] if records else None
     duration_s = tokens = node_j = gpu_j = 0.0
-    intervals = violations = raw_violations = changes = 0
+    intervals = violations = raw_violations = changes = trims = 0
     overshoot_count = overshoot_interval_count = budget_intervals = bound_count = 0
     max_over = max_over_interval = 0.0
     tracking: list[float] = []
@@ -114,7 +116,10 @@ def summarize(
     for index, rec in enumerate(records):
         decide_ms.append(float(rec.get("decide_ms", 0.0)))
         if index > 0 and rec.get("config_changed"):
-            changes += 1
+            if rec.get("governor_trim"):
+                trims += 1
+            else:
+                changes += 1
         budget = rec.get("budget")
         # A budget set at this record's decision applies from the next interval on.
         sample = rec.get("sample")
@@ -185,6 +190,7 @@ def summarize(
         "generated_tokens": tokens,
         "config_changes": changes,
         "config_change_pct": pct(changes),
+        "governor_trims": trims,
         "decide_ms_p50": _percentile(decide_ms, 50),
         "decide_ms_p99": _percentile(decide_ms, 99),
     }

@@ -177,6 +177,9 @@ class Decision:
     predicted_tokens_per_joule: float | None = None
     budget_bound: bool = False
     """True when the budget kept the policy from the configuration it would otherwise choose."""
+    governor_trim: bool = False
+    """True when only the cap moves, following the budget governor's bound: budget enforcement,
+    not a new choice (counted apart from configuration changes)."""
     warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
