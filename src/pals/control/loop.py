@@ -18,6 +18,7 @@ passes its steps.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -31,6 +32,9 @@ from pals.control.qos import DEFAULT_QOS_TOLERANCE, DEFAULT_QOS_WINDOW_S, QosWin
 from pals.control.types import Configuration, DecisionContext, NodePowerModel, observe
 from pals.errors import ConfigError, PalsError
 from pals.node.base import Actuation, Node, Sample
+
+_WARNING_NUMBERS = re.compile(r"\d[\d.,]*")
+"""Numbers inside a warning's text; warnings that differ only in them are one kind."""
 
 
 class ControlLoop:
@@ -85,7 +89,7 @@ class ControlLoop:
         self._previous: Sample | None = None
         self._last_record: dict[str, Any] | None = None
         self._in_force_prediction: dict[str, float | None] = {}
-        self._warnings: dict[str, int] = {}
+        self._warnings: dict[str, tuple[str, int]] = {}  # kind -> (latest text, intervals raised)
         self._current_warnings: tuple[str, ...] = ()
         self.interval_index = 0
         self.start_time_s: float | None = None
@@ -219,7 +223,11 @@ class ControlLoop:
             self._last_record = record
             self._current_warnings = tuple(warnings)
             for w in warnings:
-                self._warnings[w] = self._warnings.get(w, 0) + 1
+                # One entry per kind of warning: the live numbers in a text (a predicted maximum
+                # that moves with every correction) would otherwise make each interval's unique.
+                kind = _WARNING_NUMBERS.sub("#", w)
+                _, count = self._warnings.get(kind, (w, 0))
+                self._warnings[kind] = (w, count + 1)
         self.interval_index += 1
         return record
 
@@ -306,12 +314,13 @@ class ControlLoop:
     def warnings_seen(self) -> dict[str, int]:
         """Every warning raised during the run, with the number of intervals it was raised in."""
         with self._lock:
-            return dict(self._warnings)
+            return {latest: count for latest, count in self._warnings.values()}
 
     def summary(self) -> dict[str, Any]:
         """Run figures from the records held in memory (see `pals.control.summary`)."""
         from pals.control.summary import summarize
 
         out = summarize(self.log.recent(), qos_tolerance=self.qos_tolerance)
-        out["warnings"] = sorted(self.warnings_seen(), key=lambda w: -self.warnings_seen()[w])
+        seen = self.warnings_seen()
+        out["warnings"] = sorted(seen, key=lambda w: -seen[w])
         return out
