@@ -62,8 +62,8 @@ class SimNodeSpec:
             raise ConfigError(f"SimNodeSpec num_gpus must be at least 1, got {self.num_gpus}")
         if self.tp < 1 or self.num_gpus % self.tp:
             raise ConfigError(
-                f"SimNodeSpec num_gpus={self.num_gpus} is not divisible by tp={self.tp}; "
-                f"use a tp that divides the GPU count"
+                f"the node's {self.num_gpus} GPUs are not divisible by tp={self.tp} (TP groups must fill the node); "
+                f"use a tp of {', '.join(str(t) for t in range(1, self.num_gpus + 1) if self.num_gpus % t == 0)}"
             )
         if self.ep < 1:
             raise ConfigError(f"SimNodeSpec ep must be at least 1, got {self.ep}")
