@@ -267,8 +267,8 @@ class Lab:
         As in the paper, the profile is taken under the workload the node will serve: saturating
         (`load_tps` None) or Poisson at `load_tps` offered output tokens/s.
         """
-        from pals.model.profile import WorkloadFeatures, read_profile, write_profile
-        from pals.model.profiler import ProfileGrid, run_profile
+        from pals.model.profile import WorkloadFeatures, read_profile
+        from pals.model.profiler import profile_on_fresh_nodes
 
         key = (model, tp, load_tps, tuple(caps), tuple(batches))
         if key not in self._profiles:
@@ -282,27 +282,16 @@ class Lab:
             if load_tps is not None:
                 # An open-loop load needs longer to reach steady state and more requests per window.
                 warmup_s, window_s = (15.0, 40.0) if self.quick else (30.0, 90.0)
-            rows, metadata = [], None
             # One fresh node per point: under an open-loop load a backlog built at a small batch
             # would otherwise carry over and saturate the next points.
-            for index, (cap, batch) in enumerate((c, b) for c in caps for b in batches):
-                node = self.node(model, tp, self.workload(load_tps, self.seed + 101 + index), noise=True,
+            def make_node(index: int, cap: float, batch: int):
+                return self.node(model, tp, self.workload(load_tps, self.seed + 101 + index), noise=True,
                                  initial=Actuation(cap, batch), seed_offset=101 + index)
-                point = run_profile(
-                    node,
-                    node.clock,
-                    ProfileGrid((float(cap),), (int(batch),)),
-                    warmup_s=warmup_s,
-                    window_s=window_s,
-                    out_path=out,
-                    resume=False,
-                    progress=False,
-                    workload=features,
-                    metadata_extra={"seed": self.seed + 101, "experiment": True},
-                )
-                rows.extend(point.rows)
-                metadata = metadata or dict(point.metadata)
-            write_profile(out, metadata, rows)
+
+            points = [(float(c), int(b)) for c in caps for b in batches]
+            for _ in profile_on_fresh_nodes(make_node, points, warmup_s, window_s, out, workload=features,
+                                            metadata_extra={"seed": self.seed + 101, "experiment": True}):
+                pass
             self._profiles[key] = read_profile(out)
         return self._profiles[key]
 

@@ -327,36 +327,29 @@ class _Runner:
         mechanisms=None,
     ) -> Sweep:
         from pals.model.profile import WorkloadFeatures
-        from pals.model.profiler import ProfileGrid, run_profile
+        from pals.model.profiler import profile_on_fresh_nodes
         from pals.node.base import Actuation
         from pals.sim.node import NoiseConfig, SimNode, SimNodeSpec
 
         spec = SimNodeSpec(model, self.gpu, num_gpus=4, tp=tp, mechanisms=mechanisms)
         step_model = spec.step_model()
         features = WorkloadFeatures(self.prompt_tokens, self.output_tokens, rate_rps)
-        path = self.profiles_dir / f"{_slug(model)}_tp{tp}_{tag}.csv"
-        path.unlink(missing_ok=True)  # a characterization always measures afresh (settings may differ)
+        path = self.profiles_dir / f"{_slug(model)}_tp{tp}_{tag}.csv"  # measured afresh (settings may differ)
         sweep = Sweep(model, tp, "saturation" if rate_rps is None else "fixed", rate_rps, profile_path=path, window_s=window_s)
-        for cap_w, batch in points:
-            if self.bar is not None:
-                self.bar.set_postfix_str(f"{model} {tag} {cap_w:g} W b{batch}")
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{model} {tag}")
+
+        def make_node(index: int, cap_w: float, batch: int) -> SimNode:
             # Exact telemetry: the report compares shapes whose margins are ~1 %; sensor noise is the
             # controller's problem, not the physics'. The energy counters are exact either way.
-            node = SimNode(spec, self.workload(rate_rps), seed=self.seed, noise=NoiseConfig.none(),
+            return SimNode(spec, self.workload(rate_rps), seed=self.seed, noise=NoiseConfig.none(),
                            initial=Actuation(cap_w, batch))
-            profile = run_profile(
-                node,
-                node.clock,
-                ProfileGrid((cap_w,), (batch,)),
-                warmup_s=warmup_s,
-                window_s=window_s,
-                out_path=path,
-                resume=True,
-                progress=False,
-                workload=features,
-                node_kind="sim",
-                metadata_extra={"seed": self.seed, "kind": "characterization", "tag": tag},
-            )
+
+        measured = profile_on_fresh_nodes(
+            make_node, points, warmup_s, window_s, path, workload=features, node_kind="sim",
+            metadata_extra={"seed": self.seed, "kind": "characterization", "tag": tag},
+        )
+        for cap_w, batch, profile in measured:
             row = next(r for r in profile.rows if r["power_cap_w"] == cap_w and int(r["batch_cap"]) == batch)
             gpu_total_w = float(row["gpu_power_total_w"])
             node_w = step_model.node_power_w(gpu_total_w)

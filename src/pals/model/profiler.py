@@ -204,6 +204,44 @@ def build_row(
     }
 
 
+def profile_on_fresh_nodes(
+    make_node: Callable[[int, float, int], Any],
+    points,
+    warmup_s: float,
+    window_s: float,
+    out_path: str | os.PathLike,
+    *,
+    workload: WorkloadFeatures | None = None,
+    node_kind: str = "sim",
+    metadata_extra: dict[str, Any] | None = None,
+):
+    """Measure each (power cap W, batch cap) point on its own fresh node; yield (cap, batch, profile).
+
+    A simulator can start every point clean, so a backlog built at one point (a small batch under an
+    open-loop load) never carries into the next; a real node drains instead (`run_profile`).
+    `make_node(index, cap_w, batch)` returns a node with a `.clock`, started at that point. The
+    profile at `out_path` is started afresh and grows by one row per point (the profile yielded).
+    """
+    path = Path(out_path)
+    path.unlink(missing_ok=True)
+    for index, (cap_w, batch) in enumerate(points):
+        node = make_node(index, cap_w, batch)
+        profile = run_profile(
+            node,
+            node.clock,
+            ProfileGrid((float(cap_w),), (int(batch),)),
+            warmup_s=warmup_s,
+            window_s=window_s,
+            out_path=path,
+            resume=True,
+            progress=False,
+            workload=workload,
+            node_kind=node_kind,
+            metadata_extra=metadata_extra,
+        )
+        yield cap_w, batch, profile
+
+
 def run_profile(
     node: Node,
     clock: Clock,
