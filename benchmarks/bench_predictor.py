@@ -27,7 +27,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from pals.model.predictor import PowerPerfPredictor
-    from pals.model.profile import WorkloadFeatures
+    from pals.core.workload import WorkloadDescriptor
     from pals.model.profiler import ProfileGrid, run_profile
     from pals.sim.node import SimNode, SimNodeSpec
     from pals.sim.workload import LengthDistribution, SaturatingWorkload
@@ -39,14 +39,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         d = workload.descriptor
         profile = run_profile(node, node.clock, ProfileGrid(), 10.0, 30.0, Path(tmp) / "p.csv", progress=False,
-                              workload=WorkloadFeatures(d.mean_prompt_tokens, d.mean_output_tokens, None))
+                              workload=WorkloadDescriptor(d.mean_prompt_tokens, d.mean_output_tokens, None))
     t0 = time.perf_counter()
     predictor = PowerPerfPredictor(n_estimators=100, random_state=0).fit(profile)
     fit_s = time.perf_counter() - t0
 
     caps = np.repeat([150.0, 200.0, 250.0, 300.0, 350.0, 400.0], 6)
     batches = np.tile([1, 4, 8, 16, 32, 64], 6)
-    live = WorkloadFeatures(900.0, 220.0, None)
+    live = WorkloadDescriptor(900.0, 220.0, None)
 
     def timed(fn) -> np.ndarray:
         for _ in range(20):

@@ -25,7 +25,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from pals.cli.profile import smallest_tp
-    from pals.model.profile import WorkloadFeatures
+    from pals.core.workload import WorkloadDescriptor
     from pals.model.profiler import ProfileGrid, run_profile
     from pals.sim.node import SimNode, SimNodeSpec
     from pals.sim.workload import LengthDistribution, SaturatingWorkload
@@ -41,7 +41,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             profile = run_profile(node, node.clock, ProfileGrid(), args.warmup_s, args.window_s, Path(tmp) / "p.csv",
                                   progress=False,
-                                  workload=WorkloadFeatures(d.mean_prompt_tokens, d.mean_output_tokens, None))
+                                  workload=WorkloadDescriptor(d.mean_prompt_tokens, d.mean_output_tokens, None))
         wall_s = time.perf_counter() - start
         worst = max(worst, wall_s)
         print(f"{model:<20} {tp:>2} {len(profile):>6} {wall_s:>7.1f} {node.clock.now_s():>11.0f}", flush=True)

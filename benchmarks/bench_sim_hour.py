@@ -16,7 +16,7 @@ import time
 
 
 def run(hours: float, rate_scale: float, interval_s: float) -> dict[str, float]:
-    from pals.node.base import Actuation
+    from pals.core.node import Actuation
     from pals.sim.node import SimNode, SimNodeSpec
     from pals.sim.workload import TraceWorkload
 

@@ -284,7 +284,8 @@ def test_budget_governor_lifts_the_cap_over_the_naive_share_without_overshoot(sc
 def test_budget_guard_integrates_only_when_binding_and_busy():
     from pals.control.budget import PowerBudget
     from pals.control.policies import BudgetGuard
-    from pals.control.types import DecisionContext, NodePowerModel, Observation
+    from pals.core.power import NodePowerModel
+    from pals.control.types import DecisionContext, Observation
 
     budget = PowerBudget(1300.0, "node")
 
@@ -333,7 +334,8 @@ def test_budget_guard_integrates_only_when_binding_and_busy():
 def test_budget_guard_cuts_on_any_interval_over_while_the_window_is_young():
     from pals.control.budget import PowerBudget
     from pals.control.policies import BudgetGuard
-    from pals.control.types import DecisionContext, NodePowerModel, Observation
+    from pals.core.power import NodePowerModel
+    from pals.control.types import DecisionContext, Observation
 
     budget = PowerBudget(1100.0, "node")
     guard = BudgetGuard()
@@ -357,9 +359,9 @@ def test_budget_guard_cuts_on_any_interval_over_while_the_window_is_young():
 
 
 def test_profiler_drains_the_queue_before_each_point(tmp_path):
-    from pals.model.profile import WorkloadFeatures
+    from pals.core.workload import WorkloadDescriptor
     from pals.model.profiler import ProfileGrid, drain_queue, run_profile
-    from pals.node.base import Actuation
+    from pals.core.node import Actuation
     from pals.sim.node import SimNode, SimNodeSpec
     from pals.sim.workload import LengthDistribution, PoissonWorkload
 
@@ -376,7 +378,7 @@ def test_profiler_drains_the_queue_before_each_point(tmp_path):
     waited = drain_queue(backlogged, backlogged.clock, 60.0)
     assert 0 < waited < 60.0 and backlogged.sample().requests_waiting <= 2
     # In a profile, the point after batch 1 is measured on a drained node, as on a fresh one.
-    features = WorkloadFeatures(1000.0, 200.0, 6.0)
+    features = WorkloadDescriptor(1000.0, 200.0, 6.0)
 
     shared = node()
     profile = run_profile(shared, shared.clock, ProfileGrid((150.0,), (1, 64)), 5.0, 20.0, tmp_path / "a.csv",

@@ -10,9 +10,10 @@ import pytest
 
 from pals.control.budget import PowerBudget, ThroughputTarget
 from pals.control.policies import DEFAULT_BURST_CV, Baseline, make_policy
-from pals.control.types import Configuration, DecisionContext, NodePowerModel, Observation
+from pals.core.power import NodePowerModel
+from pals.control.types import Configuration, DecisionContext, Observation
 from pals.errors import ConfigError
-from pals.node.base import Constraints
+from pals.core.node import Constraints
 
 CONSTRAINTS = Constraints(num_gpus=4, power_cap_min_w=100, power_cap_max_w=400, batch_cap_max=64, tp=4)
 CAPS = (150.0, 200.0, 250.0, 300.0, 350.0, 400.0)

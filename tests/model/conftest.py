@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pals.model.profile import WorkloadFeatures
+from pals.core.workload import WorkloadDescriptor
 from pals.model.profiler import ProfileGrid, run_profile
 
 SIM_MODEL = "OLMoE-1B-7B"
@@ -36,4 +36,4 @@ def sim_profile(tmp_path_factory):
     node = make_sim_node()
     path = tmp_path_factory.mktemp("profiles") / "sim.csv"
     return run_profile(node, node.clock, ProfileGrid(), warmup_s=2.0, window_s=5.0, out_path=path,
-                       progress=False, workload=WorkloadFeatures(1000.0, 200.0, None))
+                       progress=False, workload=WorkloadDescriptor(1000.0, 200.0, None))

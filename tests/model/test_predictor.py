@@ -14,7 +14,7 @@ from pals.model.predictor import (
     SATURATING_RATE_RPS,
     PowerPerfPredictor,
     Prediction,
-    WorkloadFeatures,
+    WorkloadDescriptor,
     evaluate,
     features_from_profile,
 )
@@ -34,7 +34,7 @@ def test_fitted_attributes(fitted, sim_profile):
     assert fitted.feature_names_ == FEATURES
     assert list(fitted.caps_) == [150.0, 200.0, 250.0, 300.0, 350.0, 400.0]
     assert list(fitted.batches_) == [1, 4, 8, 16, 32, 64]
-    assert fitted.workload_ == WorkloadFeatures(1000.0, 200.0, None)
+    assert fitted.workload_ == WorkloadDescriptor(1000.0, 200.0, None)
     assert fitted.profile_hash_ == sim_profile.content_hash()
     assert fitted.syspower_.source == "fitted"
     # the simulated wall meter is 1.05 x GPU power + 345 W, read at 4 Hz with 1 % noise
@@ -78,7 +78,7 @@ def test_fast_path_equals_sklearn_predict(fitted):
 def test_workload_and_parallelism_arguments(fitted):
     base = fitted.candidate_features(CAPS[:3], BATCHES[:3])
     assert np.all(base[:, 6] == SATURATING_RATE_RPS) and np.all(base[:, 2] == 1)  # the profile's TP by default
-    X = fitted.candidate_features(CAPS[:3], BATCHES[:3], WorkloadFeatures(500.0, 100.0, 2.5), tp=2, ep=4)
+    X = fitted.candidate_features(CAPS[:3], BATCHES[:3], WorkloadDescriptor(500.0, 100.0, 2.5), tp=2, ep=4)
     assert list(X[0]) == [150.0, 1.0, 2.0, 4.0, 500.0, 100.0, 2.5]
     one = fitted.predict_candidates(300.0, np.array([1, 8, 64]))  # scalars broadcast
     assert one.throughput_tps.shape == (3,)

@@ -8,12 +8,13 @@ import math
 import pytest
 
 from pals.errors import ConfigError, ProfileError
-from pals.model.profile import WorkloadFeatures, read_profile
+from pals.core.workload import WorkloadDescriptor
+from pals.model.profile import read_profile
 from pals.model.profiler import ProfileGrid, paper_grid_within, run_profile
-from pals.node.base import Actuation
+from pals.core.node import Actuation
 
 GRID = ProfileGrid((150.0, 250.0, 400.0), (1, 8, 64))
-WORKLOAD = WorkloadFeatures(1000.0, 200.0, None)
+WORKLOAD = WorkloadDescriptor(1000.0, 200.0, None)
 
 
 class FaultInjectingNode:
@@ -153,7 +154,7 @@ def test_resume_refuses_another_deployment_or_model(tmp_path, sim_node):
     other_load = sim_node()
     with pytest.raises(ProfileError, match="another workload"):
         run_profile(other_load, other_load.clock, GRID, 1.0, 2.0, out, progress=False,
-                    workload=WorkloadFeatures(1000.0, 200.0, 5.0))
+                    workload=WorkloadDescriptor(1000.0, 200.0, 5.0))
 
 
 def test_point_outside_the_node_range_fails_before_anything_runs(tmp_path, sim_node):

@@ -7,6 +7,7 @@ from unittest import mock
 import pynvml as real_pynvml
 import pytest
 
+from pals.core.paper import PAPER_GPU
 from pals.node.simulated_gpu import SimulatedGpuBackend
 from pals.sim.hardware import get_gpu
 
@@ -40,7 +41,7 @@ def clock():
 
 @pytest.fixture
 def a100():
-    return get_gpu("A100-SXM4-40GB")
+    return get_gpu(PAPER_GPU)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 from pals.cli import main
 from pals.errors import ConfigError, EngineUnreachable
 from pals.integrations.cap_channel import CapReader, read_record
-from pals.node.base import Actuation, Node
+from pals.core.node import Actuation, Node
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 PAGE = (DATA / "metrics-sample-vllm-0.32-cpu.txt").read_text()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pals.errors import ConfigError
-from pals.node.base import Actuation, Node
+from pals.core.node import Actuation, Node
 from pals.sim.hardware import get_gpu
 from pals.sim.llm import get_llm
 from pals.sim.node import NoiseConfig, SimNode, SimNodeSpec

@@ -69,7 +69,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from pals.clock import WallClock
+    from pals.core.clock import WallClock
     from pals.cluster.client import HttpNodeClient
     from pals.cluster.coordinator import Coordinator
 

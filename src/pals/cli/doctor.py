@@ -19,6 +19,7 @@ import os
 import platform
 from dataclasses import asdict, dataclass
 
+from pals.core.paper import PAPER_GPU as DEFAULT_SIM_GPU
 from pals.cli._common import add_command, positive_int
 
 DESCRIPTION = """\
@@ -56,7 +57,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="GPU to run the cap check on (default: 0)")
     parser.add_argument("--state", metavar="PATH", help="state file for the saved limit (default: PALS's state dir)")
     parser.add_argument("--sim-gpus", type=positive_int, default=4, help="test double: number of GPUs (default: 4)")
-    parser.add_argument("--sim-gpu", default="A100-SXM4-40GB", help="test double: GPU preset (default: A100-SXM4-40GB)")
+    parser.add_argument("--sim-gpu", default=DEFAULT_SIM_GPU, help=f"test double: GPU preset (default: {DEFAULT_SIM_GPU})")
     parser.add_argument("--sim-state", metavar="PATH", help="test double: its driver-state file")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser

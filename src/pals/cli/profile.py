@@ -12,11 +12,12 @@ import math
 import sys
 from typing import Any
 
+from pals.core.paper import PAPER_GPU
 from pals.cli._common import add_command, int_list, positive_float, positive_int
 from pals.errors import ConfigError
 from pals.node.gpu import BACKEND_KINDS
 
-DEFAULT_GPU = "A100-SXM4-80GB"
+DEFAULT_GPU = PAPER_GPU
 DEFAULT_PROMPT_TOKENS = 1000.0
 DEFAULT_OUTPUT_TOKENS = 200.0
 LENGTH_CV = 0.5
@@ -197,7 +198,7 @@ def smallest_tp(model: str, gpu: str, num_gpus: int) -> int:
 
 def build_sim(args) -> tuple[Any, Any, Any, dict[str, Any]]:
     """The simulated node, its clock, the workload descriptor and metadata for the profile."""
-    from pals.model.profile import WorkloadFeatures
+    from pals.core.workload import WorkloadDescriptor
     from pals.sim.node import NoiseConfig, SimNode, SimNodeSpec
     from pals.sim.workload import LengthDistribution, PoissonWorkload, SaturatingWorkload, TraceWorkload
 
@@ -222,7 +223,7 @@ def build_sim(args) -> tuple[Any, Any, Any, dict[str, Any]]:
             workload = SaturatingWorkload(prompts, outputs, seed=args.seed)
             load_name = "saturating"
     descriptor = workload.descriptor
-    features = WorkloadFeatures(
+    features = WorkloadDescriptor(
         mean_prompt_tokens=float(descriptor.mean_prompt_tokens),
         mean_output_tokens=float(descriptor.mean_output_tokens),
         arrival_rate_rps=None if descriptor.arrival_rate_rps is None else float(descriptor.arrival_rate_rps),
@@ -238,8 +239,8 @@ def build_vllm(args) -> tuple[Any, Any, Any, dict[str, Any]]:
 
     `connect_for_profiling` may return a Node (a `WallClock` is used) or a (node, clock) pair.
     """
-    from pals.clock import WallClock
-    from pals.model.profile import WorkloadFeatures
+    from pals.core.clock import WallClock
+    from pals.core.workload import WorkloadDescriptor
 
     if not args.url:
         raise ConfigError("--node vllm needs --url, the vLLM server's address (e.g. --url http://localhost:8000)")
@@ -258,7 +259,7 @@ def build_vllm(args) -> tuple[Any, Any, Any, dict[str, Any]]:
     features = None
     if args.prompt_tokens and args.output_tokens:
         # The load generator is outside PALS: record what the user says it offers.
-        features = WorkloadFeatures(args.prompt_tokens, args.output_tokens, args.rate)
+        features = WorkloadDescriptor(args.prompt_tokens, args.output_tokens, args.rate)
     return node, clock, features, {"url": args.url}
 
 

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from pals.core.paper import PAPER_GPU
 from pals.cli._common import add_command, positive_float, positive_int
 
 DESCRIPTION = """\
@@ -28,7 +29,7 @@ def add_parser(subparsers):
     dep = parser.add_argument_group("deployment")
     dep.add_argument("--node", choices=["sim"], default="sim", help="node kind (real GPUs: `pals serve`)")
     dep.add_argument("--model", required=True, help="model preset (e.g. Mixtral-8x7B, Qwen1.5-MoE-A2.7B) or a HF config.json")
-    dep.add_argument("--gpu", default="A100-SXM4-80GB", help="GPU preset (default A100-SXM4-80GB)")
+    dep.add_argument("--gpu", default=PAPER_GPU, help=f"GPU preset (default {PAPER_GPU})")
     dep.add_argument("--tp", type=positive_int, default=4, help="tensor-parallel degree per replica (default 4)")
     dep.add_argument("--num-gpus", type=positive_int, default=4, help="GPUs in the node (default 4)")
     ctl = parser.add_argument_group("control")

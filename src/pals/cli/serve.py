@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from pals.core.paper import PAPER_GPU
 import pals
 
 from pals.cli._common import add_command, positive_float, positive_int
@@ -102,7 +103,7 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     gpu = parser.add_argument_group("GPUs")
     gpu.add_argument("--gpu-backend", default="auto", choices=("auto", "zeus", "nvml", "simulated"),
                      help="GPU access; 'simulated' is a test double for hosts without a GPU (default: auto)")
-    gpu.add_argument("--sim-gpu", default="A100-SXM4-80GB", help="with --gpu-backend simulated: the GPU preset")
+    gpu.add_argument("--sim-gpu", default=PAPER_GPU, help="with --gpu-backend simulated: the GPU preset")
     gpu.add_argument("--sim-gpus", type=positive_int, default=1, help="with --gpu-backend simulated: how many")
     gpu.add_argument("--sim-caps-not-settable", action="store_true",
                      help="with --gpu-backend simulated: play a process without permission to set power limits "
@@ -250,7 +251,7 @@ def _load_predictor(args):
 
 
 def run(args) -> int:
-    from pals.clock import WallClock
+    from pals.core.clock import WallClock
     from pals.control.budget import PowerBudget, ThroughputTarget
     from pals.control.endpoint import Endpoint
     from pals.control.loop import ControlLoop

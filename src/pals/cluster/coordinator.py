@@ -26,19 +26,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from pals.clock import Clock
+from pals.core.power import PAPER_ALPHA, PAPER_BETA_W
+from pals.core.clock import Clock
 from pals.cluster.allocation import Allocation, Frontier, NodeDemand, allocate
 from pals.cluster.client import NodeClient, NodeStatus
 from pals.errors import ConfigError
 
 FrontierSource = Callable[[NodeStatus], Frontier]
 
-ALPHA = 1.05
-BETA_W = 345.0
-"""Node power = ALPHA * sum(GPU power) + BETA_W (PALS paper section 3.1) for the linear fallback."""
 
 
-def linear_frontier(status: NodeStatus, alpha: float = ALPHA, beta_w: float = BETA_W) -> Frontier:
+def linear_frontier(status: NodeStatus, alpha: float = PAPER_ALPHA, beta_w: float = PAPER_BETA_W) -> Frontier:
     """Last-resort frontier from one status: throughput proportional to GPU power.
 
     Spans the node power at the lowest and highest GPU caps; throughput scales

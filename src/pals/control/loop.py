@@ -23,15 +23,16 @@ import threading
 import time
 from typing import Any
 
-from pals.clock import Clock
+from pals.core.clock import Clock
 from pals.control.budget import BudgetSchedule, PowerBudget, ThroughputTarget
 from pals.control.decision_log import DecisionLog
 from pals.control.metrics import ControllerMetrics
 from pals.control.policies import Policy, capacity_limited
 from pals.control.qos import DEFAULT_QOS_TOLERANCE, DEFAULT_QOS_WINDOW_S, QosWindow
-from pals.control.types import Configuration, DecisionContext, NodePowerModel, observe
+from pals.core.power import NodePowerModel
+from pals.control.types import Configuration, DecisionContext, observe
 from pals.errors import ConfigError, PalsError
-from pals.node.base import Actuation, Node, Sample
+from pals.core.node import Actuation, Node, Sample
 
 _WARNING_NUMBERS = re.compile(r"\d[\d.,]*")
 """Numbers inside a warning's text; warnings that differ only in them are one kind."""

@@ -78,11 +78,9 @@ from pals.control.pid import PID
 from pals.control.qos import DEFAULT_QOS_WINDOW_S
 from pals.control.types import Configuration, Decision, DecisionContext, Observation
 from pals.control.window import TrailingMeanPower
+from pals.core.paper import PAPER_BATCH_CAPS, PAPER_POWER_CAPS_W
 from pals.errors import ConfigError
 
-#: The paper's runtime grid (Table 1).
-PAPER_POWER_CAPS_W = (150.0, 200.0, 250.0, 300.0, 350.0, 400.0)
-PAPER_BATCH_CAPS = (1, 4, 8, 16, 32, 64)
 
 POLICY_NAMES = ("baseline", "adaptive-batch", "adaptive-cap", "pals", "oracle")
 

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pals.core.paper import PAPER_BATCH_CAPS, PAPER_GPU, PAPER_POWER_CAPS_W
 from pals.errors import ConfigError
 
 
@@ -38,7 +39,7 @@ class Deployment:
     """The static deployment of a simulated node."""
 
     model: str
-    gpu: str = "A100-SXM4-80GB"
+    gpu: str = PAPER_GPU
     tp: int = 4
     num_gpus: int = 4
     ep: int = 1
@@ -154,7 +155,8 @@ def get_predictor(deployment: Deployment, load: LoadSpec, progress: bool = False
                   log: Callable[[str], None] | None = None):
     """A predictor for `deployment` under `load`'s lengths: cached, else profiled on the simulated node and fitted."""
     from pals.model.predictor import PowerPerfPredictor
-    from pals.model.profile import WorkloadFeatures, read_profile
+    from pals.core.workload import WorkloadDescriptor
+    from pals.model.profile import read_profile
     from pals.model.profiler import ProfileGrid, run_profile
     from pals.sim.node import SimNode
 
@@ -176,16 +178,16 @@ def get_predictor(deployment: Deployment, load: LoadSpec, progress: bool = False
         log(f"profiling {deployment.model} on {deployment.num_gpus}x {deployment.gpu} TP{deployment.tp} "
             f"(simulated, 36 points, cached in {folder})")
     constraints = node.constraints()
-    caps = tuple(c for c in (150.0, 200.0, 250.0, 300.0, 350.0, 400.0)
+    caps = tuple(c for c in PAPER_POWER_CAPS_W
                  if constraints.power_cap_min_w <= c <= constraints.power_cap_max_w)
     if len(caps) < 2:
         from pals.model.profiler import paper_grid_within
 
         grid = paper_grid_within(constraints.power_cap_min_w, constraints.power_cap_max_w, constraints.batch_cap_max)
     else:
-        grid = ProfileGrid(caps, tuple(b for b in (1, 4, 8, 16, 32, 64) if b <= constraints.batch_cap_max))
+        grid = ProfileGrid(caps, tuple(b for b in PAPER_BATCH_CAPS if b <= constraints.batch_cap_max))
     descriptor = workload.descriptor
-    features = WorkloadFeatures(descriptor.mean_prompt_tokens, descriptor.mean_output_tokens, None)
+    features = WorkloadDescriptor(descriptor.mean_prompt_tokens, descriptor.mean_output_tokens, None)
     run_profile(node, node.clock, grid, PROFILE_WARMUP_S, PROFILE_WINDOW_S, profile_path, resume=True,
                 progress=progress, workload=features, node_kind="sim",
                 metadata_extra={"seed": 1234, "lengths": load.length_source})
@@ -225,12 +227,12 @@ class TruthModel:
                 self._table.clear()
         from pals.sim.step import StepModel  # noqa: F401  (fail early if the simulator is missing)
 
-        self.caps_ = np.array([150.0, 200.0, 250.0, 300.0, 350.0, 400.0])
-        self.batches_ = np.array([b for b in (1, 4, 8, 16, 32, 64) if b <= deployment.batch_cap_max])
+        self.caps_ = np.array(PAPER_POWER_CAPS_W)
+        self.batches_ = np.array([b for b in PAPER_BATCH_CAPS if b <= deployment.batch_cap_max])
         self._node_power = None
 
     def _measure(self, cap_w: float, batch: int) -> tuple[float, float]:
-        from pals.node.base import Actuation
+        from pals.core.node import Actuation
         from pals.sim.node import NoiseConfig, SimNode
 
         node = SimNode(self.deployment.spec(), self.load.saturating_equivalent(seed=self.seed), seed=self.seed,
@@ -258,13 +260,13 @@ class TruthModel:
             return self._table[key]
 
     def predict_candidates(self, power_cap_w, batch_cap, workload: Any = None):
-        from pals.node.base import node_power_estimate_w
+        from pals.core.power import NodePowerModel
 
         caps = np.asarray(power_cap_w, dtype=float).reshape(-1)
         batches = np.asarray(batch_cap, dtype=int).reshape(-1)
         values = np.array([self.lookup(c, b) for c, b in zip(caps, batches)], dtype=float).reshape(-1, 2)
         thr, gpu_w = values[:, 0], values[:, 1]
-        node_w = np.array([node_power_estimate_w(g) for g in gpu_w])
+        node_w = np.array([NodePowerModel().node_w(g) for g in gpu_w])
         return SimpleNamespace(throughput_tps=thr, gpu_power_total_w=gpu_w, node_power_w=node_w,
                                tokens_per_joule=thr / node_w)
 
@@ -312,7 +314,7 @@ def run_scenario(
     from pals.control.endpoint import Endpoint
     from pals.control.loop import ControlLoop
     from pals.control.policies import make_policy
-    from pals.control.types import NodePowerModel
+    from pals.core.power import NodePowerModel
     from pals.sim.node import SimNode
 
     node = SimNode(deployment.spec(), load.workload(), seed=seed, noise=noise)

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pals.control.budget import PowerBudget, ThroughputTarget
-from pals.node.base import Constraints, Sample, node_power_estimate_w
+from pals.core.node import Constraints, Sample
+from pals.core.power import NodePowerModel
 
 
 @dataclass(frozen=True, order=True)
@@ -25,21 +26,6 @@ class Configuration:
 
     def as_dict(self) -> dict[str, Any]:
         return {"power_cap_w": round(float(self.power_cap_w), 3), "batch_cap": int(self.batch_cap)}
-
-
-@dataclass(frozen=True)
-class NodePowerModel:
-    """P_node = alpha * sum(P_gpu) + beta_w, used when the node reports no wall power."""
-
-    alpha: float = 1.05
-    beta_w: float = 345.0
-
-    def node_w(self, gpu_power_total_w: float) -> float:
-        return node_power_estimate_w(gpu_power_total_w, self.alpha, self.beta_w)
-
-    def gpu_w(self, node_power_w: float) -> float:
-        """Inverse: the GPU total that gives `node_power_w`."""
-        return (node_power_w - self.beta_w) / self.alpha
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pals.node.base import Actuation
+from pals.core.node import Actuation
+from pals.core.paper import PAPER_BATCH_CAPS, PAPER_GPU, PAPER_POWER_CAPS_W
 
-GPU = "A100-SXM4-80GB"
-"""The paper's nodes are 4x A100 with 400 W limits (SXM4); 80 GB so that Mixtral fits at TP 4."""
-
-PAPER_CAPS_W = (150.0, 200.0, 250.0, 300.0, 350.0, 400.0)
-PAPER_BATCHES = (1, 4, 8, 16, 32, 64)
+GPU = PAPER_GPU
+PAPER_CAPS_W = PAPER_POWER_CAPS_W
+PAPER_BATCHES = PAPER_BATCH_CAPS
 
 MOE_MODELS: dict[str, int] = {
     "OLMoE-1B-7B": 4,
@@ -95,7 +94,7 @@ class VaryingPoisson:
 
     @property
     def descriptor(self):
-        from pals.sim.workload import WorkloadDescriptor
+        from pals.core.workload import WorkloadDescriptor
 
         return WorkloadDescriptor(self.prompt_tokens.mean, self.output_tokens.mean, self.max_rate_rps, "varying-poisson")
 
@@ -267,14 +266,15 @@ class Lab:
         As in the paper, the profile is taken under the workload the node will serve: saturating
         (`load_tps` None) or Poisson at `load_tps` offered output tokens/s.
         """
-        from pals.model.profile import WorkloadFeatures, read_profile
+        from pals.core.workload import WorkloadDescriptor
+        from pals.model.profile import read_profile
         from pals.model.profiler import profile_on_fresh_nodes
 
         key = (model, tp, load_tps, tuple(caps), tuple(batches))
         if key not in self._profiles:
             prompt, output = lengths()
             rate = None if load_tps is None else load_tps / mean_output_tokens()
-            features = WorkloadFeatures(prompt.mean, output.mean, rate)
+            features = WorkloadDescriptor(prompt.mean, output.mean, rate)
             tag = "sat" if load_tps is None else f"{load_tps:.0f}tps"
             out = self.work_dir / f"profile_{model}_tp{tp}_{tag}_{len(caps)}x{len(batches)}.csv"
             warmup_s = 5.0 if self.quick else 10.0

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pals.errors import ConfigError
-from pals.model._atomic import atomic_write_text
+from pals.core.io import atomic_write_text
 
 
 @dataclass

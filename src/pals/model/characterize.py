@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pals.core.paper import PAPER_BATCH_CAPS, PAPER_GPU
 from pals.errors import ConfigError
 
 PAPER_MODEL_TP: dict[str, int] = {
@@ -74,7 +75,7 @@ LOAD_FACTOR = 2.0
 SW_ONLY_BUDGET_CAP_W = 300.0
 """The paper also describes the software-only sweep as "capped by the fixed 300 W budget"."""
 
-DEFAULT_GPU = "A100-SXM4-80GB"
+DEFAULT_GPU = PAPER_GPU
 DEFAULT_PROMPT_TOKENS = 1000.0
 DEFAULT_OUTPUT_TOKENS = 200.0
 LENGTH_CV = 0.5
@@ -100,7 +101,7 @@ class CharacterizationSettings:
     """
 
     power_caps_w: tuple[float, ...] | None = None
-    batch_caps: tuple[int, ...] = (1, 4, 8, 16, 32, 64)
+    batch_caps: tuple[int, ...] = PAPER_BATCH_CAPS
     ratio_batches: tuple[int, ...] = (1, 32, 64)
     saturation_warmup_s: float = 30.0
     saturation_window_s: float = 60.0
@@ -326,14 +327,14 @@ class _Runner:
         tag: str,
         mechanisms=None,
     ) -> Sweep:
-        from pals.model.profile import WorkloadFeatures
+        from pals.core.workload import WorkloadDescriptor
         from pals.model.profiler import profile_on_fresh_nodes
-        from pals.node.base import Actuation
+        from pals.core.node import Actuation
         from pals.sim.node import NoiseConfig, SimNode, SimNodeSpec
 
         spec = SimNodeSpec(model, self.gpu, num_gpus=4, tp=tp, mechanisms=mechanisms)
         step_model = spec.step_model()
-        features = WorkloadFeatures(self.prompt_tokens, self.output_tokens, rate_rps)
+        features = WorkloadDescriptor(self.prompt_tokens, self.output_tokens, rate_rps)
         path = self.profiles_dir / f"{_slug(model)}_tp{tp}_{tag}.csv"  # measured afresh (settings may differ)
         sweep = Sweep(model, tp, "saturation" if rate_rps is None else "fixed", rate_rps, profile_path=path, window_s=window_s)
         if self.bar is not None:
@@ -762,7 +763,7 @@ def write_report(result: CharacterizationResult, out_dir: str | os.PathLike) -> 
     Returns:
         The Markdown file's path.
     """
-    from pals.model._atomic import atomic_write_text
+    from pals.core.io import atomic_write_text
     from pals.model.plots import plot_grouped_bars, plot_profile, plot_relative_curves
 
     start = time.perf_counter()

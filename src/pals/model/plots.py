@@ -171,7 +171,7 @@ def write_characterization_report(
 
     Minimal on purpose (the experiments report extends it).
     """
-    from pals.model._atomic import atomic_write_text
+    from pals.core.io import atomic_write_text
 
     summary = characterization_summary(profile)
     out = Path(out_path)

@@ -44,8 +44,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from pals.errors import ConfigError, ModelMismatchError, ProfileError
-from pals.model._atomic import atomic_write_bytes, atomic_write_text
-from pals.model.profile import Profile, WorkloadFeatures
+from pals.core.io import atomic_write_bytes, atomic_write_text
+from pals.core.workload import WorkloadDescriptor
+from pals.model.profile import Profile
 from pals.model.syspower import SysPowerFit, syspower_from_profile
 
 __all__ = [
@@ -55,7 +56,7 @@ __all__ = [
     "EvaluationReport",
     "PowerPerfPredictor",
     "Prediction",
-    "WorkloadFeatures",
+    "WorkloadDescriptor",
     "evaluate",
     "features_from_profile",
 ]
@@ -312,7 +313,7 @@ class PowerPerfPredictor:
         self,
         power_cap_w,
         batch_cap,
-        workload: WorkloadFeatures | None = None,
+        workload: WorkloadDescriptor | None = None,
         tp: int | None = None,
         ep: int | None = None,
     ) -> np.ndarray:
@@ -343,7 +344,7 @@ class PowerPerfPredictor:
         self,
         power_cap_w: np.ndarray,
         batch_cap: np.ndarray,
-        workload: WorkloadFeatures | None = None,
+        workload: WorkloadDescriptor | None = None,
         tp: int | None = None,
         ep: int | None = None,
     ) -> Prediction:
@@ -484,14 +485,14 @@ def _minor(version: str | None) -> str | None:
     return None if version is None else ".".join(str(version).split(".")[:2])
 
 
-def _workload_from_rows(profile: Profile) -> WorkloadFeatures | None:
+def _workload_from_rows(profile: Profile) -> WorkloadDescriptor | None:
     prompt = profile.column("mean_prompt_tokens")
     output = profile.column("mean_output_tokens")
     rate = profile.column("arrival_rate_rps")
     if not (np.all(np.isfinite(prompt)) and np.all(np.isfinite(output))) or np.any(prompt <= 0) or np.any(output <= 0):
         return None
     finite_rate = rate[np.isfinite(rate)]
-    return WorkloadFeatures(
+    return WorkloadDescriptor(
         mean_prompt_tokens=float(np.mean(prompt)),
         mean_output_tokens=float(np.mean(output)),
         arrival_rate_rps=float(np.mean(finite_rate)) if finite_rate.size == rate.size and rate.size else None,

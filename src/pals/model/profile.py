@@ -31,8 +31,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from pals.core.workload import WorkloadDescriptor
 from pals.errors import ConfigError, ProfileError
-from pals.model._atomic import atomic_write_text
+from pals.core.io import atomic_write_text
 
 SCHEMA_VERSION = 1
 MAGIC = "# pals-profile"
@@ -96,53 +97,6 @@ NUMERIC_COLUMNS = REQUIRED_NUMERIC_COLUMNS + OPTIONAL_NUMERIC_COLUMNS
 REQUIRED_METADATA = ("model", "gpu", "num_gpus", "tp", "ep")
 
 
-@dataclass(frozen=True)
-class WorkloadFeatures:
-    """The workload a configuration is measured (or predicted) under.
-
-    Attributes:
-        mean_prompt_tokens: Mean prompt length. Units: tokens.
-        mean_output_tokens: Mean generated length. Units: tokens.
-        arrival_rate_rps: Offered load in requests/s; None means saturating (requests
-            always waiting, so the batch cap is always full).
-    """
-
-    mean_prompt_tokens: float
-    mean_output_tokens: float
-    arrival_rate_rps: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("mean_prompt_tokens", "mean_output_tokens"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"WorkloadFeatures.{name} must be a positive number of tokens, got {value!r}")
-        rate = self.arrival_rate_rps
-        if rate is not None and not (math.isfinite(rate) and rate > 0):
-            raise ConfigError(
-                f"WorkloadFeatures.arrival_rate_rps must be positive requests/s or None for saturating, got {rate!r}"
-            )
-
-    @property
-    def saturating(self) -> bool:
-        return self.arrival_rate_rps is None
-
-    def to_dict(self) -> dict[str, float | None]:
-        return {
-            "mean_prompt_tokens": float(self.mean_prompt_tokens),
-            "mean_output_tokens": float(self.mean_output_tokens),
-            "arrival_rate_rps": None if self.arrival_rate_rps is None else float(self.arrival_rate_rps),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "WorkloadFeatures":
-        rate = data.get("arrival_rate_rps")
-        return cls(
-            mean_prompt_tokens=float(data["mean_prompt_tokens"]),
-            mean_output_tokens=float(data["mean_output_tokens"]),
-            arrival_rate_rps=None if rate is None else float(rate),
-        )
-
-
 @dataclass
 class Profile:
     """A validated profile: metadata plus rows (strings for model/gpu, floats elsewhere, NaN = empty).
@@ -186,12 +140,12 @@ class Profile:
         return {"model": self.model, "gpu": self.gpu, "num_gpus": self.num_gpus, "tp": self.tp, "ep": self.ep}
 
     @property
-    def workload(self) -> WorkloadFeatures | None:
+    def workload(self) -> WorkloadDescriptor | None:
         """The profiled workload from the metadata (None when the metadata does not say)."""
         data = self.metadata.get("workload")
         if not data or data.get("mean_prompt_tokens") is None or data.get("mean_output_tokens") is None:
             return None
-        return WorkloadFeatures.from_dict(data)
+        return WorkloadDescriptor.from_dict(data)
 
     def column(self, name: str) -> np.ndarray:
         """One column as an array (float64 for numeric columns, object for strings)."""
@@ -221,7 +175,7 @@ def new_metadata(
     tp: int,
     ep: int,
     node: str,
-    workload: WorkloadFeatures | None,
+    workload: WorkloadDescriptor | None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Metadata for a new profile (schema, deployment, workload descriptor, creation time, pals version)."""

@@ -34,20 +34,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pals.clock import Clock
+from pals.core.clock import Clock
+from pals.core.paper import PAPER_BATCH_CAPS, PAPER_POWER_CAPS_W
+from pals.core.workload import WorkloadDescriptor
 from pals.errors import ConfigError, ProfileError
 from pals.model.profile import (
     Profile,
-    WorkloadFeatures,
     new_metadata,
     read_profile,
     write_profile,
 )
-from pals.node.base import Actuation, Node, Sample
+from pals.core.node import Actuation, Node, Sample
 
-PAPER_CAPS_W = (150.0, 200.0, 250.0, 300.0, 350.0, 400.0)
+PAPER_CAPS_W = PAPER_POWER_CAPS_W
 """The PALS paper's power-cap grid on A100 (W)."""
-PAPER_BATCHES = (1, 4, 8, 16, 32, 64)
+PAPER_BATCHES = PAPER_BATCH_CAPS
 """The PALS paper's batch-cap grid."""
 
 
@@ -158,7 +159,7 @@ def build_row(
     batch_cap: int,
     window: Window,
     last: Sample,
-    workload: WorkloadFeatures | None,
+    workload: WorkloadDescriptor | None,
 ) -> dict[str, Any]:
     """One profile row from a measured window."""
     gpu_total_w = window.gpu_power_total_w
@@ -211,7 +212,7 @@ def profile_on_fresh_nodes(
     window_s: float,
     out_path: str | os.PathLike,
     *,
-    workload: WorkloadFeatures | None = None,
+    workload: WorkloadDescriptor | None = None,
     node_kind: str = "sim",
     metadata_extra: dict[str, Any] | None = None,
 ):
@@ -252,7 +253,7 @@ def run_profile(
     resume: bool = True,
     progress: bool = True,
     *,
-    workload: WorkloadFeatures | None = None,
+    workload: WorkloadDescriptor | None = None,
     node_kind: str = "sim",
     sample_interval_s: float = 0.25,
     metadata_extra: dict[str, Any] | None = None,

@@ -12,12 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pals.core.power import PAPER_ALPHA, PAPER_BETA_W
 from pals.errors import ProfileError
-
-PAPER_ALPHA = 1.05
-"""Paper's fitted slope: node W per GPU W."""
-PAPER_BETA_W = 345.0
-"""Paper's fitted intercept (CPU, memory, fans, PSU losses at zero GPU power). Units: W."""
 
 
 @dataclass(frozen=True)

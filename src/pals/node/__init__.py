@@ -1,5 +1,4 @@
-"""Nodes: the platform as the controller sees it (real GPUs + vLLM, or the simulator)."""
+"""Nodes: the platform as the controller sees it (real GPUs + vLLM, or the simulated GPU test double).
 
-from pals.node.base import Actuation, Constraints, Node, Sample
-
-__all__ = ["Actuation", "Constraints", "Node", "Sample"]
+The contract itself (`Node`, `Sample`, `Actuation`, `Constraints`) lives in `pals.core.node`.
+"""

@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pals.core.paper import PAPER_GPU as DEFAULT_SIM_GPU
 from pals.errors import ActuationError, ConfigError, PalsError
 from pals.node.gpu import GpuBackend
 
@@ -298,7 +299,7 @@ def open_backend_for_state(state: SavedState, kind: str = "auto", sim_state: str
         return open_gpus(
             "simulated",
             sim_gpus=int(info.get("sim_gpus", len(state.gpus))),
-            sim_gpu=str(info.get("sim_gpu", "A100-SXM4-40GB")),
+            sim_gpu=str(info.get("sim_gpu", DEFAULT_SIM_GPU)),
             driver_state_path=sim_state or info.get("driver_state_path"),
         )
     return open_gpus(kind)

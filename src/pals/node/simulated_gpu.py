@@ -39,13 +39,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from pals.clock import Clock, WallClock
+from pals.core.paper import PAPER_GPU
+from pals.core.clock import Clock, WallClock
 from pals.errors import ConfigError, PalsError, PermissionDenied
 from pals.node.gpu import check_index, check_limit_in_range
 from pals.node.zeus_gpu import NO_PERMISSION_FIX
 
 DRIVER_SCHEMA = "pals-simulated-gpu-driver/1"
-DEFAULT_SIM_GPU = "A100-SXM4-40GB"
+DEFAULT_SIM_GPU = PAPER_GPU
 
 
 def default_driver_state_path() -> Path:

@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from pals.errors import EngineUnreachable
-from pals.node.base import LatencySummary
+from pals.core.node import LatencySummary
 
 # Family names as prometheus-client's parser reports them: counters lose `_total`.
 _REQUIRED = {

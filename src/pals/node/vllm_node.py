@@ -20,9 +20,9 @@ import os
 import time
 from dataclasses import dataclass
 
-from pals.clock import WallClock
+from pals.core.clock import WallClock
 from pals.errors import ConfigError, EngineUnreachable
-from pals.node.base import Actuation, Constraints, Sample
+from pals.core.node import Actuation, Constraints, Sample
 from pals.node.vllm_metrics import EngineMetrics, MetricsScraper, window
 
 SIMULATED_GPU_NOTE = "GPU power and energy come from simulated GPUs (test double), not hardware"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pals.errors import ConfigError
-from pals.node.base import Actuation, Constraints, LatencySummary, Sample
+from pals.core.node import Actuation, Constraints, LatencySummary, Sample
 from pals.sim.engine import Engine
 from pals.sim.hardware import GpuSpec, get_gpu
 from pals.sim.llm import LlmSpec, get_llm
@@ -196,7 +196,7 @@ class _Snapshot:
 
 
 class SimNode:
-    """A simulated node implementing the `pals.node.base.Node` protocol.
+    """A simulated node implementing the `pals.core.node.Node` protocol.
 
     Args:
         spec: deployment (model, GPU, parallelism, engine limits).

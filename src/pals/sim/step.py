@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, fields
 
 from pals.errors import ConfigError
-from pals.node.base import node_power_estimate_w
+from pals.core.power import NodePowerModel
 from pals.sim.hardware import GpuSpec
 from pals.sim.llm import LlmSpec
 
@@ -529,7 +529,7 @@ class StepModel:
 
     def node_power_w(self, gpu_power_total_w: float) -> float:
         """Wall power of a node from the sum of its GPUs' power: 1.05 x sum + 345 W (PALS section 3.1)."""
-        return node_power_estimate_w(gpu_power_total_w)
+        return NodePowerModel().node_w(gpu_power_total_w)
 
 
 class PowerLimiter:

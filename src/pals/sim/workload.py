@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from pals.core.workload import WorkloadDescriptor
 from pals.errors import ConfigError
 
 _BLOCK = 4096
@@ -48,17 +49,6 @@ class Request:
     """Prompt length (prefill work). At least 1."""
     output_tokens: int
     """Tokens to generate, the first one included. At least 1."""
-
-
-@dataclass(frozen=True)
-class WorkloadDescriptor:
-    """What a predictor may know about a workload (means, not the sequence)."""
-
-    mean_prompt_tokens: float
-    mean_output_tokens: float
-    arrival_rate_rps: float | None
-    """Mean offered load in requests per second; None for a saturating (closed-loop) workload."""
-    name: str = "workload"
 
 
 @dataclass(frozen=True)

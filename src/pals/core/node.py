@@ -153,11 +153,3 @@ class Node(Protocol):
 
     def apply(self, actuation: Actuation) -> None: ...
 
-
-def node_power_estimate_w(gpu_power_total_w: float, alpha: float = 1.05, beta_w: float = 345.0) -> float:
-    """Wall power from GPU power: P_node = alpha * sum(P_gpu) + beta (PALS paper section 3.1).
-
-    The defaults are the paper's fit (alpha ~ 1.05, beta ~ 340-350 W on 4x A100);
-    `pals fit` refits them from profiles that carry measured node power.
-    """
-    return alpha * gpu_power_total_w + beta_w
