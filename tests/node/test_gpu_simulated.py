@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pals.errors import ConfigError, HardwareUnavailable, PermissionDenied
-from pals.node.gpu import GpuBackend, open_gpus
+from pals.node.gpu import open_gpus
+from pals.node.gpu_backend import GpuBackend
 from pals.node.simulated_gpu import SimulatedGpuBackend
 
 

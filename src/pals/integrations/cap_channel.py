@@ -3,16 +3,18 @@
 The controller (in the `pals` process) writes a command record; the vLLM
 scheduler subclass (in vLLM's engine-core process) polls it at most every
 `min_interval_s` and writes back what it applied. Both records are one small
-fixed-size binary file each, replaced atomically (write a temporary file, then
-`os.replace`), so a reader sees the old record or the new one, never a mix.
+fixed-size binary file each, replaced atomically (`pals.core.io.atomic_write_bytes`:
+a temporary file, then `os.replace`), so a reader sees the old record or the new
+one, never a mix.
 
 A reader still checks every record, because files can be written by hand or by
 an older writer: a record with the wrong length, magic, format or CRC-32 is
 *torn* and ignored; a record whose sequence number is not newer than the last
 one applied is *stale* and ignored. Nothing is ever applied half.
 
-Standard library only: vLLM's engine-core process imports this module, and it
-must not pull anything heavy (or anything vLLM lacks) into that process.
+Standard library and `pals.core.io` only: vLLM's engine-core process imports
+this module, and it must not pull anything heavy (or anything vLLM lacks) into
+that process.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import time
 import zlib
 from dataclasses import dataclass
 from typing import Callable
+
+from pals.core.io import atomic_write_bytes
 
 ENV_VAR = "PALS_CAP_CHANNEL"
 """Environment variable that names the command file; vLLM's engine process inherits it."""
@@ -103,16 +107,14 @@ def decode_record(data: bytes) -> CapRecord | None:
     return CapRecord(kind, seq, cap, time_s, effective_cap, running, max_cap, waiting, at_apply)
 
 
+_RECORD_FILE_MODE = 0o644
+"""Readable by the other end even when vLLM runs as another user than the controller."""
+
+
 def _write_atomic(path: str, data: bytes) -> None:
-    # The temporary name is unique per process and thread, so concurrent writers
-    # never share one; os.replace is atomic on POSIX within one file system.
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    # Not durable: a record matters only to the live processes at both ends, and an fsync
+    # per write would stall the scheduler step that reports.
+    atomic_write_bytes(path, data, durable=False, mode=_RECORD_FILE_MODE)
 
 
 def _read(path: str) -> bytes | None:

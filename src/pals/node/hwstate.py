@@ -1,6 +1,6 @@
 """Save GPU power limits before the first write; always put them back.
 
-`PowerLimitGuard` wraps a `pals.node.gpu.GpuBackend`. Every power-limit write
+`PowerLimitGuard` wraps a `pals.node.gpu_backend.GpuBackend`. Every power-limit write
 must go through it:
 
     with PowerLimitGuard(backend) as guard:        # state file: default_state_path(backend)
@@ -9,8 +9,8 @@ must go through it:
     # limits are back to the saved originals here, and the state file is gone
 
 Guarantees (GEOPM's save/restore discipline):
-- Before the first write, every GPU's limit is saved atomically (temporary
-  file, fsync, rename) to a JSON state file with the backend kind, GPU index,
+- Before the first write, every GPU's limit is saved atomically and durably
+  (`pals.core.io.atomic_write_text`: temporary file, fsync, rename) to a JSON state file with the backend kind, GPU index,
   UUID, name, original limit (W), pid, host and time.
 - An existing state file is never overwritten: after a crash the live limits
   are PALS's own, so the first saved originals are the truth and are reused
@@ -46,9 +46,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pals.core.io import atomic_write_text
 from pals.core.paper import PAPER_GPU as DEFAULT_SIM_GPU
 from pals.errors import ActuationError, ConfigError, PalsError
-from pals.node.gpu import GpuBackend
+from pals.node.gpu import open_gpus
+from pals.node.gpu_backend import GpuBackend, check_index, check_limit_in_range
 
 STATE_SCHEMA = "pals-power-limits/1"
 STATE_FILE_NAME = "power-limits.json"
@@ -149,9 +151,9 @@ def load_state(path: str | os.PathLike) -> SavedState | None:
 
 
 def _write_state(path: Path, state: SavedState) -> None:
-    from pals.node.simulated_gpu import atomic_write_json  # one atomic writer for the package
-
-    atomic_write_json(path, state.to_json())
+    # The rename replaces any file at `path`; "never overwrite saved originals" is the guard's
+    # rule, kept by `PowerLimitGuard.save` reading the file first and reusing what it finds.
+    atomic_write_text(path, json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
 
 
 def pid_alive(pid: int) -> bool:
@@ -290,8 +292,6 @@ def restore_from_state(
 
 def open_backend_for_state(state: SavedState, kind: str = "auto", sim_state: str | None = None) -> GpuBackend:
     """Open the backend a saved state needs ('auto' follows the state's own kind)."""
-    from pals.node.gpu import open_gpus
-
     if kind == "auto":
         kind = state.backend_kind if state.backend_kind in ("simulated", "nvml", "zeus") else "auto"
     if kind == "simulated":
@@ -377,8 +377,6 @@ class PowerLimitGuard:
         """Set one GPU's limit (saving all originals first). Errors as `GpuBackend.set_power_limit_w`."""
         if self._closed:
             raise ActuationError("this PowerLimitGuard is closed; open a new one to change limits")
-        from pals.node.gpu import check_index, check_limit_in_range
-
         check_index(self.backend, index)
         check_limit_in_range(self.backend, index, watts)  # bad input never reaches the driver
         self.save()
@@ -386,8 +384,6 @@ class PowerLimitGuard:
 
     def set_all_power_limits_w(self, watts: float) -> None:
         """Set every GPU's limit to `watts` (all checked before any is written)."""
-        from pals.node.gpu import check_limit_in_range
-
         for i in range(self.backend.count()):
             check_limit_in_range(self.backend, i, watts)
         for i in range(self.backend.count()):

@@ -1,15 +1,14 @@
 """NVIDIA GPUs through raw pynvml (nvidia-ml-py), without Zeus.
 
-`NvmlGpuBackend` implements `pals.node.gpu.GpuBackend` with the NVML calls
+`NvmlGpuBackend` implements `pals.node.gpu_backend.GpuBackend` with the NVML calls
 Zeus itself uses. It is the fallback of `open_gpus("auto")` when Zeus cannot
 initialise, and `--gpu-backend nvml` selects it directly. It does not know
 zeusd: without root it can read but not set limits.
 
 The module refers to NVML only through the module-level name `pynvml`, which
 is the seam tests replace with an autospec'd mock. NVML errors are translated
-here (`raise ... from e`): library/driver missing -> `HardwareUnavailable`,
-no permission -> `PermissionDenied`, invalid argument -> `ConfigError`,
-anything else -> `ActuationError`. Units are converted from mW/mJ.
+here (`raise ... from e`) through the GPU layer's one table
+(`pals.node.gpu_backend.VENDOR_ERRORS`). Units are converted from mW/mJ.
 """
 
 from __future__ import annotations
@@ -19,25 +18,17 @@ from typing import Callable, TypeVar
 
 import pynvml
 
-from pals.errors import ActuationError, ConfigError, HardwareUnavailable, PalsError, PermissionDenied
-from pals.node.gpu import check_index, process_has_sys_admin, set_limit_mw_if_changed
-from pals.node.zeus_gpu import NO_LIBRARY_FIX, NO_PERMISSION_FIX
+from pals.errors import HardwareUnavailable
+from pals.node.gpu_backend import (
+    NO_LIBRARY_FIX,
+    check_index,
+    process_has_sys_admin,
+    set_limit_mw_if_changed,
+    translate_nvml_error,
+)
 from pals.units import mj_to_j, mw_to_w
 
 T = TypeVar("T")
-
-
-def translate_nvml_error(error: Exception, action: str) -> PalsError:
-    """Map one `pynvml.NVMLError` to the PalsError the caller should act on."""
-    code = getattr(error, "value", None)
-    detail = str(error)
-    if code in (pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, pynvml.NVML_ERROR_DRIVER_NOT_LOADED):
-        return HardwareUnavailable(f"{NO_LIBRARY_FIX} (NVML: {detail})")
-    if code == pynvml.NVML_ERROR_NO_PERMISSION:
-        return PermissionDenied(f"cannot {action} ({detail}): {NO_PERMISSION_FIX}")
-    if code == pynvml.NVML_ERROR_INVALID_ARGUMENT:
-        return ConfigError(f"cannot {action}: the driver rejected the value ({detail})")
-    return ActuationError(f"cannot {action}: NVML error: {detail}")
 
 
 class NvmlGpuBackend:

@@ -1,6 +1,6 @@
 """SimulatedGpuBackend: the GPU TEST DOUBLE, for hosts without a GPU.
 
-This is not a GPU. It stands in for one behind `pals.node.gpu.GpuBackend` so
+This is not a GPU. It stands in for one behind `pals.node.gpu_backend.GpuBackend` so
 that the power-limit guard, `pals restore`, `pals doctor` and the real-node
 code can be exercised on a CPU-only machine. Its numbers come from the
 simulator's GPU presets (`pals.sim.hardware.GpuSpec`: power-limit range, TDP,
@@ -17,8 +17,8 @@ idle draw with a context loaded), so they are physically consistent:
 The power limits themselves live in a small JSON "driver state" file, shared
 by every process that opens the same path: the double plays the driver, which
 outlives a killed PALS process. That is what makes the kill -9 followed by
-`pals restore` test meaningful. Writes are atomic (temporary file, fsync,
-rename) under an advisory lock.
+`pals restore` test meaningful. Writes go through `pals.core.io.atomic_write_text`
+(temporary file, fsync, rename, fsync of the folder) under an advisory lock.
 
 API (besides GpuBackend):
     SimulatedGpuBackend(spec, num_gpus, driver_state_path, *, utilisation=0.8,
@@ -33,17 +33,19 @@ API (besides GpuBackend):
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from pals.core.paper import PAPER_GPU
 from pals.core.clock import Clock, WallClock
+from pals.core.io import atomic_write_text
+from pals.core.paper import PAPER_GPU
 from pals.errors import ConfigError, PalsError, PermissionDenied
-from pals.node.gpu import check_index, check_limit_in_range
-from pals.node.zeus_gpu import NO_PERMISSION_FIX
+from pals.node.gpu_backend import NO_PERMISSION_FIX, check_index, check_limit_in_range
+from pals.sim.hardware import get_gpu
 
 DRIVER_SCHEMA = "pals-simulated-gpu-driver/1"
 DEFAULT_SIM_GPU = PAPER_GPU
@@ -55,28 +57,8 @@ def default_driver_state_path() -> Path:
     return Path(tempfile.gettempdir()) / f"pals-simulated-gpu-{uid}" / "driver-state.json"
 
 
-def atomic_write_json(path: Path, payload: Any) -> None:
-    """Write JSON to `path` atomically: temporary file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    # fsync the folder so the rename itself survives a power cut.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+def _write_driver_state(path: Path, payload: dict) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 class SimulatedGpuBackend:
@@ -137,16 +119,12 @@ class SimulatedGpuBackend:
         **kwargs: Any,
     ) -> "SimulatedGpuBackend":
         """Build the double from a simulator GPU preset name (e.g. 'A100-SXM4-40GB')."""
-        from pals.sim.hardware import get_gpu
-
         return cls(get_gpu(sim_gpu), sim_gpus, driver_state_path, **kwargs)
 
     # --- the 'driver' file ------------------------------------------------------
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        import fcntl
-
         if self._lock_depth:
             # Re-entered from a signal handler (the guard restoring on SIGTERM) while
             # this process already holds the lock: a second flock would deadlock.
@@ -184,7 +162,7 @@ class SimulatedGpuBackend:
             if self.driver_state_path.exists():
                 self._read()  # validates
                 return
-            atomic_write_json(
+            _write_driver_state(
                 self.driver_state_path,
                 {
                     "schema": DRIVER_SCHEMA,
@@ -264,7 +242,7 @@ class SimulatedGpuBackend:
         with self._locked():
             data = self._read()
             data["gpus"][index]["power_limit_w"] = float(watts)
-            atomic_write_json(self.driver_state_path, data)
+            _write_driver_state(self.driver_state_path, data)
 
     def power_w(self, index: int) -> float:
         check_index(self, index)

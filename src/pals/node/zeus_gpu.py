@@ -1,6 +1,6 @@
 """Real GPUs through Zeus: NVIDIA (NVML), AMD (amdsmi) and the zeusd daemon.
 
-`ZeusGpuBackend` implements `pals.node.gpu.GpuBackend` on top of
+`ZeusGpuBackend` implements `pals.node.gpu_backend.GpuBackend` on top of
 `zeus.device.gpu.get_gpus()`, which picks NVML, then amdsmi, and, when
 `ZEUSD_SOCK_PATH` or `ZEUSD_HOST_PORT` is set, routes the privileged setters
 through zeusd so the process needs no root. The returned Zeus `GPUs` object
@@ -8,13 +8,13 @@ is fetched once and held by the backend (or injected for tests); nothing here
 keeps module-level state.
 
 Units are converted at this boundary (Zeus speaks mW and mJ) and every Zeus
-exception is translated with `raise ... from e`:
+exception is translated with `raise ... from e` through the GPU layer's one
+table (`pals.node.gpu_backend.VENDOR_ERRORS`); anything else from Zeus (zeusd
+errors included), or from the call itself, becomes `ActuationError`.
 
-- `ZeusGPUInitError`, `ZeusGPULibraryNotFoundError`, driver not loaded
-  -> `HardwareUnavailable`
-- `ZeusGPUNoPermissionError` -> `PermissionDenied`
-- `ZeusGPUInvalidArgError` -> `ConfigError`
-- anything else from Zeus (zeusd errors included) -> `ActuationError`
+Zeus is imported on first use, not with this module: its device layer takes a
+noticeable fraction of a second to import, which the simulated backend and
+`pals --help` should not pay.
 
 Energy: `get_total_energy_consumption` (mJ since driver load) where the GPU
 supports it (NVIDIA Volta and newer); otherwise this backend integrates the
@@ -27,42 +27,17 @@ import os
 import time
 from typing import Any, Callable, TypeVar
 
-from pals.errors import ActuationError, ConfigError, HardwareUnavailable, PermissionDenied, PalsError
-from pals.node.gpu import check_index, process_has_sys_admin, set_limit_mw_if_changed
+from pals.errors import ActuationError, HardwareUnavailable, PalsError
+from pals.node.gpu_backend import (
+    NO_LIBRARY_FIX,
+    check_index,
+    process_has_sys_admin,
+    set_limit_mw_if_changed,
+    translate_zeus_error,
+)
 from pals.units import mj_to_j, mw_to_w
 
-NO_LIBRARY_FIX = (
-    "no NVIDIA/AMD GPU management library found: install the NVIDIA driver (NVML) or ROCm 6.3+ "
-    "(amdsmi) on a GPU host, or run with --node sim"
-)
-NO_PERMISSION_FIX = (
-    "no permission to set GPU power limits: run as root, grant CAP_SYS_ADMIN, "
-    "or run zeusd and set ZEUSD_SOCK_PATH"
-)
-
 T = TypeVar("T")
-
-
-def translate_zeus_error(error: BaseException, action: str) -> PalsError:
-    """Map one Zeus exception to the PalsError the caller should act on.
-
-    Args:
-        error: the exception Zeus raised.
-        action: what was being done, for the message (e.g. "set GPU 0's power limit").
-    """
-    from zeus.device.gpu import common as zc
-
-    detail = str(error).strip() or type(error).__name__
-    if isinstance(error, zc.ZeusGPUNoPermissionError):
-        return PermissionDenied(f"cannot {action} ({detail}): {NO_PERMISSION_FIX}")
-    if isinstance(
-        error,
-        (zc.ZeusGPUInitError, zc.ZeusGPULibraryNotFoundError, zc.ZeusGPUDriverNotLoadedError),
-    ):
-        return HardwareUnavailable(f"{NO_LIBRARY_FIX} (zeus: {detail})")
-    if isinstance(error, zc.ZeusGPUInvalidArgError):
-        return ConfigError(f"cannot {action}: the driver rejected the value ({detail})")
-    return ActuationError(f"cannot {action}: {type(error).__name__}: {detail}")
 
 
 class ZeusGpuBackend:
