@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from tqdm import tqdm
+
 from pals.core.clock import Clock
 from pals.core.paper import PAPER_BATCH_CAPS, PAPER_POWER_CAPS_W
 from pals.core.workload import WorkloadDescriptor
@@ -290,51 +292,17 @@ def run_profile(
         ConfigError: a grid point is outside the node's settable ranges, or bad timings.
         ProfileError: `out_path` holds a profile of another deployment or workload.
     """
-    for name, value in (("warmup_s", warmup_s), ("window_s", window_s), ("sample_interval_s", sample_interval_s)):
-        if not (math.isfinite(value) and value >= 0):
-            raise ConfigError(f"{name} must be a non-negative number of seconds, got {value!r}")
-    if drain_max_s is None:
-        drain_max_s = 60.0 if workload is not None and workload.arrival_rate_rps is not None else 0.0
-    if not (math.isfinite(drain_max_s) and drain_max_s >= 0):
-        raise ConfigError(f"drain_max_s must be a non-negative number of seconds, got {drain_max_s!r}")
-    if window_s <= 0 or sample_interval_s <= 0:
-        raise ConfigError(f"window_s and sample_interval_s must be positive seconds, got {window_s!r}, {sample_interval_s!r}")
+    timing = _check_timing(warmup_s, window_s, sample_interval_s, drain_max_s, drain_waiting, workload)
     constraints = node.constraints()
-    for cap, batch in grid.points():
-        constraints.check(Actuation(power_cap_w=cap, batch_cap=batch))
-    if not constraints.power_cap_settable and len(grid.power_caps_w) > 1:
-        raise ConfigError(
-            "this node cannot set power caps (no permission); profile one cap (--caps with one value) "
-            "or run with permission to set GPU power limits"
-        )
-
+    _check_grid(grid, constraints)
     out = Path(out_path)
-    metadata = new_metadata(
-        model=constraints.model_name,
-        gpu=constraints.gpu_name,
-        num_gpus=constraints.num_gpus,
-        tp=constraints.tp,
-        ep=constraints.ep,
-        node=node_kind,
-        workload=workload,
-        warmup_s=float(warmup_s),
-        window_s=float(window_s),
-        **(metadata_extra or {}),
-    )
-    rows: list[dict[str, Any]] = []
-    if resume and out.exists():
-        existing = read_profile(out, expect_model=constraints.model_name)
-        _check_resumable(existing, metadata, out)
-        rows = list(existing.rows)
-        metadata = dict(existing.metadata)  # keep the original creation time and settings
+    metadata, rows = _start_profile(node_kind, constraints, workload, timing, metadata_extra, out, resume)
     done = {(float(r["power_cap_w"]), int(r["batch_cap"])) for r in rows}
     todo = [point for point in grid.points() if point not in done]
 
     original = node.sample()
     original_cap_w = original.gpu_power_cap_w[0] if original.gpu_power_cap_w else None
     original_batch = original.batch_cap
-
-    from tqdm import tqdm
 
     bar = tqdm(
         total=len(grid),
@@ -347,24 +315,7 @@ def run_profile(
     try:
         for cap, batch in todo:
             bar.set_postfix_str(f"cap {cap:g} W, batch {batch}")
-            node.apply(Actuation(power_cap_w=cap if constraints.power_cap_settable else None, batch_cap=batch))
-            if drain_max_s > 0:
-                drain_queue(node, clock, drain_max_s, drain_waiting)
-            if warmup_s > 0:
-                clock.wait_until(clock.now_s() + warmup_s)
-            window, last = measure_window(node, clock, window_s, sample_interval_s)
-            row = build_row(
-                model=constraints.model_name,
-                gpu=constraints.gpu_name,
-                num_gpus=constraints.num_gpus,
-                tp=constraints.tp,
-                ep=constraints.ep,
-                power_cap_w=cap,
-                batch_cap=batch,
-                window=window,
-                last=last,
-                workload=workload,
-            )
+            row = _measure_point(node, clock, constraints, cap, batch, timing, workload)
             rows.append(row)
             write_profile(out, metadata, rows)
             bar.update(1)
@@ -384,6 +335,115 @@ def run_profile(
     if not todo:
         write_profile(out, metadata, rows)  # nothing new, but make sure the file is there and valid
     return read_profile(out)
+
+
+@dataclass(frozen=True)
+class _Timing:
+    """How each point is measured (the checked timing arguments of `run_profile`)."""
+
+    warmup_s: float
+    """Settling time after applying a point (and draining). Units: s."""
+    window_s: float
+    """Measurement window. Units: s."""
+    sample_interval_s: float
+    """Sampling period inside a window. Units: s."""
+    drain_max_s: float
+    """Longest wait for the queue to drain after applying a point; 0 skips the drain. Units: s."""
+    drain_waiting: int
+    """The queue counts as drained at this many waiting requests or fewer."""
+
+
+def _check_timing(
+    warmup_s: float,
+    window_s: float,
+    sample_interval_s: float,
+    drain_max_s: float | None,
+    drain_waiting: int,
+    workload: WorkloadDescriptor | None,
+) -> _Timing:
+    """Validate `run_profile`'s timings and resolve the default drain bound."""
+    for name, value in (("warmup_s", warmup_s), ("window_s", window_s), ("sample_interval_s", sample_interval_s)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name} must be a non-negative number of seconds, got {value!r}")
+    if drain_max_s is None:
+        drain_max_s = 60.0 if workload is not None and workload.arrival_rate_rps is not None else 0.0
+    if not (math.isfinite(drain_max_s) and drain_max_s >= 0):
+        raise ConfigError(f"drain_max_s must be a non-negative number of seconds, got {drain_max_s!r}")
+    if window_s <= 0 or sample_interval_s <= 0:
+        raise ConfigError(f"window_s and sample_interval_s must be positive seconds, got {window_s!r}, {sample_interval_s!r}")
+    return _Timing(warmup_s, window_s, sample_interval_s, drain_max_s, drain_waiting)
+
+
+def _check_grid(grid: ProfileGrid, constraints) -> None:
+    """Every point must be settable on this node (and more than one cap needs cap permission)."""
+    for cap, batch in grid.points():
+        constraints.check(Actuation(power_cap_w=cap, batch_cap=batch))
+    if not constraints.power_cap_settable and len(grid.power_caps_w) > 1:
+        raise ConfigError(
+            "this node cannot set power caps (no permission); profile one cap (--caps with one value) "
+            "or run with permission to set GPU power limits"
+        )
+
+
+def _start_profile(
+    node_kind: str,
+    constraints,
+    workload: WorkloadDescriptor | None,
+    timing: _Timing,
+    metadata_extra: dict[str, Any] | None,
+    out: Path,
+    resume: bool,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The metadata and rows to grow: new ones, or those already in `out` when resuming."""
+    metadata = new_metadata(
+        model=constraints.model_name,
+        gpu=constraints.gpu_name,
+        num_gpus=constraints.num_gpus,
+        tp=constraints.tp,
+        ep=constraints.ep,
+        node=node_kind,
+        workload=workload,
+        warmup_s=float(timing.warmup_s),
+        window_s=float(timing.window_s),
+        **(metadata_extra or {}),
+    )
+    rows: list[dict[str, Any]] = []
+    if resume and out.exists():
+        existing = read_profile(out, expect_model=constraints.model_name)
+        _check_resumable(existing, metadata, out)
+        rows = list(existing.rows)
+        metadata = dict(existing.metadata)  # keep the original creation time and settings
+    return metadata, rows
+
+
+def _measure_point(
+    node: Node,
+    clock: Clock,
+    constraints,
+    cap: float,
+    batch: int,
+    timing: _Timing,
+    workload: WorkloadDescriptor | None,
+) -> dict[str, Any]:
+    """Apply one point, drain, warm up, measure one window; return its profile row."""
+    node.apply(Actuation(power_cap_w=cap if constraints.power_cap_settable else None, batch_cap=batch))
+    if timing.drain_max_s > 0:
+        drain_queue(node, clock, timing.drain_max_s, timing.drain_waiting)
+    if timing.warmup_s > 0:
+        clock.wait_until(clock.now_s() + timing.warmup_s)
+    window, last = measure_window(node, clock, timing.window_s, timing.sample_interval_s)
+    return build_row(
+        model=constraints.model_name,
+        gpu=constraints.gpu_name,
+        num_gpus=constraints.num_gpus,
+        tp=constraints.tp,
+        ep=constraints.ep,
+        power_cap_w=cap,
+        batch_cap=batch,
+        window=window,
+        last=last,
+        workload=workload,
+    )
 
 
 def drain_queue(node: Node, clock: Clock, max_s: float, waiting: int = 2, poll_s: float = 1.0) -> float:

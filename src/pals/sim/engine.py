@@ -42,6 +42,21 @@ from pals.sim.step import StepShape
 from pals.sim.workload import Request
 
 
+def _check_sizes(kv_cache_tokens: int, batch_cap_max: int, max_num_batched_tokens: int) -> None:
+    """Raise ConfigError for an engine that could not run (vLLM refuses the same settings)."""
+    if batch_cap_max < 1:
+        raise ConfigError(f"batch_cap_max must be at least 1, got {batch_cap_max}")
+    if max_num_batched_tokens < batch_cap_max:
+        raise ConfigError(
+            f"max_num_batched_tokens ({max_num_batched_tokens}) must be >= batch_cap_max "
+            f"({batch_cap_max}), as vLLM requires; raise max_num_batched_tokens"
+        )
+    if kv_cache_tokens < 1:
+        raise ConfigError(
+            f"KV cache holds {kv_cache_tokens} tokens: the model does not fit; use a larger TP degree or GPU"
+        )
+
+
 class Engine:
     """One engine replica (one TP group) with continuous batching.
 
@@ -79,17 +94,7 @@ class Engine:
         record_segments: bool = False,
         cost_fn: Callable[[StepShape, float], Any] | None = None,
     ) -> None:
-        if batch_cap_max < 1:
-            raise ConfigError(f"batch_cap_max must be at least 1, got {batch_cap_max}")
-        if max_num_batched_tokens < batch_cap_max:
-            raise ConfigError(
-                f"max_num_batched_tokens ({max_num_batched_tokens}) must be >= batch_cap_max "
-                f"({batch_cap_max}), as vLLM requires; raise max_num_batched_tokens"
-            )
-        if kv_cache_tokens < 1:
-            raise ConfigError(
-                f"KV cache holds {kv_cache_tokens} tokens: the model does not fit; use a larger TP degree or GPU"
-            )
+        _check_sizes(kv_cache_tokens, batch_cap_max, max_num_batched_tokens)
         self._model = step_model
         self._cost = step_model.cost if cost_fn is None else cost_fn
         self._idle_w = float(step_model.idle_power_w)
@@ -101,7 +106,14 @@ class Engine:
         self._power_cap_w = float(power_cap_w)
         self._source = source
         self._min_waiting = int(min_waiting) if source is not None else 0
+        self._init_request_state()
+        self._init_step_state(start_s, record_segments)
+        self._init_counters_and_logs()
+        if source is not None:
+            self._try_start(self._now_s)
 
+    def _init_request_state(self) -> None:
+        """Per-request state, the queues, and the aggregates kept incrementally over them."""
         # Per-request state, indexed by request id (plain lists: fast in CPython).
         self._r_arrival: list[float] = []
         self._r_prompt: list[int] = []
@@ -124,6 +136,8 @@ class Engine:
         self._kv_used = 0  # KV tokens held by running requests
         self._kv_reserved = 0  # prompt tokens admitted but not yet prefilled
 
+    def _init_step_state(self, start_s: float, record_segments: bool) -> None:
+        """The in-flight step, the virtual clock and the power segments (needs the knobs set)."""
         self._steps = 0
         self._busy = False
         self._step_end_s = 0.0
@@ -140,6 +154,8 @@ class Engine:
         self._seg_power_w = min(self._idle_w, self._power_cap_w)
         self.segments: list[tuple[float, float, float]] | None = [] if record_segments else None
 
+    def _init_counters_and_logs(self) -> None:
+        """Cumulative counters and the time-ordered event logs the node computes windows over."""
         # Counters (cumulative).
         self.generated_tokens_total = 0
         self.prompt_tokens_total = 0
@@ -160,9 +176,6 @@ class Engine:
         self.tpot_log_s: list[float] = []  # their time per output token after the first
         self.finish_log_output: list[int] = []
         self.finish_log_prompt: list[int] = []
-
-        if source is not None:
-            self._try_start(self._now_s)
 
     # ------------------------------------------------------------------ knobs
 
