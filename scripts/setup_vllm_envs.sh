@@ -81,7 +81,7 @@ build_lean_033() {
     pipq "$py" -m pip install --quiet "$TORCH_SPEC"
     pipq "$py" -m pip install --quiet --no-deps vllm==0.33.0 xgrammar==0.2.8 apache-tvm-ffi==0.1.11
     # vllm's own Requires-Dist minus torch and the GPU-only packages (measured list, see
-    # shared/notes/vllm-and-gpu-on-cpu-machines.md "Recipes").
+    # docs/calibration.md §11).
     "$py" - >"$dir/lean-reqs.txt" <<'EOF'
 import importlib.metadata as m
 import re

@@ -55,7 +55,7 @@ def test_unknown_model_lists_the_known_ones():
         assert key in message
 
 
-# Values copied from the checkpoints' config.json files (calibration note section 4).
+# Values copied from the checkpoints' config.json files (docs/calibration.md §5).
 REAL_CONFIGS = {
     "Mixtral-8x7B": {
         "model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,

@@ -1,7 +1,6 @@
 """A vLLM-like continuous-batching engine on a virtual clock (one replica).
 
-What it copies from vLLM's V1 scheduler (0.33, see
-shared/notes/integration-facts.md):
+What it copies from vLLM's V1 scheduler (0.33; docs/calibration.md §9):
 
 - FIFO waiting queue. Each step first serves the running requests (one token
   per decoding sequence, then prefill chunks of requests still prefilling),
@@ -25,7 +24,7 @@ exactly as power x time per segment. A power-cap change in the middle of a
 step re-costs the rest of that step at the new cap.
 
 Speed: the hot loop uses plain Python lists and ints (numpy slot arrays were
-3-4x slower in the feasibility prototype). Aggregates (decoding sequences,
+3-4x slower in the feasibility prototype, docs/calibration.md §7). Aggregates (decoding sequences,
 their summed context, KV use) are kept incrementally, and each decoding
 request's finishing step is known when its decode starts (one token per step,
 every step), so a step costs O(prefilling + admitted + finishing requests),

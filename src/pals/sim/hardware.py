@@ -1,8 +1,8 @@
 """GPU presets for the simulator.
 
-Every constant names its source, as in /work/shared/notes/simulator-calibration.md
-section 1. Tags: [P] primary (vendor sheet, nvidia-smi dump, raw data file);
-[Q] a quote from a paper found in reading notes; [S] secondary (blog, summary);
+Every constant names its source; docs/calibration.md §3 has the full citations.
+Tags: [P] primary (vendor sheet, nvidia-smi dump, raw data file); [Q] a quote
+from a paper not yet checked against the PDF; [S] secondary (blog, summary);
 [D] derived by us from cited data; "assumption" where nothing was found.
 """
 
@@ -89,7 +89,7 @@ class GpuSpec:
         return grid
 
 
-# A100 efficiencies: the feasibility note's tuned set (eta_c 0.65: Vidur prefill layers reach 68-72 %,
+# A100 efficiencies: the tuned set of docs/calibration.md §7 (eta_c 0.65: Vidur prefill layers reach 68-72 %,
 # cuBLASLt 82 %; eta_m 0.83: STREAM triad 1.70 of 2.04 TB/s) [P -> D]. 0.70-0.80 / 0.75 also pass its checks.
 # A100 all-reduce: vidur data/profiling/network/a100_dgx/all_reduce.csv, small messages 20-60 us,
 # large-message busbw 172 / 190 / 198 GB/s for 2 / 4 / 8 GPUs [D]; latency 60 us is the tuned value.

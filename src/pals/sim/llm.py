@@ -1,6 +1,6 @@
 """Model architectures for the simulator: presets and Hugging Face config.json loading.
 
-Parameter counts follow simulator-calibration.md section 4: attention (q, o = h x heads*head_dim;
+Parameter counts follow docs/calibration.md §5: attention (q, o = h x heads*head_dim;
 k, v = h x kv_heads*head_dim), a gated MLP of 3*h*ffn per (active) expert (2*h*ffn for GPT-2),
 the router (h x experts), shared experts, and embeddings (untied: input + LM head). Biases and
 norms are left out (under 0.1 % for every preset). Weights are BF16 (2 bytes).
@@ -152,7 +152,7 @@ def _dense(name: str, layers: int, hidden: int, heads: int, kv_heads: int, ffn: 
                    head_dim=hidden // heads, vocab_size=vocab, ffn_size=ffn, **kw)
 
 
-# Values: simulator-calibration.md section 4 (transformers config classes whose defaults are the reference
+# Values: docs/calibration.md §5 (transformers config classes whose defaults are the reference
 # checkpoints; OLMoE expert FFN 1024 from the checkpoint; DeepSeek from its README / HF config.json).
 LLM_PRESETS: dict[str, LlmSpec] = {
     "GPT-2": _dense("GPT-2", 12, 768, 12, 12, 3072, 50257, tied_embeddings=True, gated_mlp=False,

@@ -1,7 +1,7 @@
 """Cost and power of one engine step on one GPU of a tensor-parallel group, under a power cap.
 
-The model is the one in simulator-calibration.md section 6 as prototyped and tuned in
-simulator-feasibility.md (docs/simulator.md has the equations in words):
+The model is the one of docs/calibration.md §6 as prototyped and tuned in its §7
+(docs/simulator.md has the equations in words):
 
 - Work per GPU per layer: dense linears (attention projections, router, shared experts or the dense
   FFN), the routed experts actually touched by the step's tokens, attention over the KV cache, and
@@ -78,9 +78,9 @@ class StepCost:
 
 @dataclass(frozen=True)
 class Mechanisms:
-    """Explicit switches for the mechanisms behind the paper's shapes (simulator-feasibility.md sections 3-5).
+    """Explicit switches for the mechanisms behind the paper's shapes (docs/calibration.md §7).
 
-    Defaults are the feasibility note's tuned set; turning one off is how to see what it contributes.
+    Defaults are the feasibility study's tuned set; turning one off is how to see what it contributes.
     """
 
     per_step_limiter: bool = True
@@ -101,7 +101,7 @@ class Mechanisms:
 
 @dataclass(frozen=True)
 class PhysicsParams:
-    """Tunables of the step model. Defaults: the feasibility note's tuned set (fitted on A100 data);
+    """Tunables of the step model. Defaults: the tuned set of docs/calibration.md §7 (fitted on A100 data);
     power terms are stored as fractions of TDP so that other GPUs scale (assumption)."""
 
     eta_compute: float | None = None
