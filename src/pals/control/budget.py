@@ -6,12 +6,14 @@ read from CSV (`time_s,budget_w`) or JSON (`[{"time_s": .., "budget_w": ..}, ..]
 `{"kind": "node", "steps": [...]}`). A `ThroughputTarget` is the output-token rate the node should
 deliver when offered enough load.
 
-How policies hold a budget (`pals.control.policies.BudgetGuard`): the per-GPU cap is bounded by the
-budget's per-GPU share, governed by measured interval-average power: an overshoot trims the bound
-at once (a step-down is met within 4 intervals); while the budget binds and the node is
-capacity-limited below B x (1 - 1.5 %), an integral term lifts the bound above the share (GPUs
-draw under their caps), with anti-windup (no lift in a lull or when the policy chose a lower cap)
-and a ceiling: the caps never sum past B x 1.015, so no interval can exceed the budget by more.
+How policies hold a budget (`pals.control.policies.BudgetGuard`, whose fields hold the numbers):
+the per-GPU cap is bounded by the budget's per-GPU share, governed by the measured mean power over
+the QoS window: an overshoot trims the bound at the next interval (a budget step-down, any interval
+over while the window is young, a spike over `spike_frac`, or the window mean over the budget);
+while the budget binds and the node is capacity-limited below the setpoint B x (1 - `setpoint_frac`),
+an integral term lifts the bound above the share (GPUs draw under their caps), with anti-windup
+(no lift in a lull or when the policy chose a lower cap) and a ceiling: the caps never sum past
+B x (1 + `peak_tolerance_frac`), so no interval can exceed the budget by more.
 """
 
 from __future__ import annotations

@@ -18,17 +18,22 @@ class PID:
 
     Errors inside `deadband` count as zero (no integration, no proportional kick), so the
     discrete configuration space does not make the controller hunt. The integral is frozen
-    beyond what saturates the output (back-calculation anti-windup) and, when `leak_per_s` > 0, decays towards zero while the error is zero.
+    beyond what saturates the output (back-calculation anti-windup) and, when `leak_per_s` > 0,
+    decays towards zero while the error is zero.
     """
 
     kp: float = 0.5
+    """Proportional gain (output per unit of normalised error)."""
     ki: float = 0.4
     """Integral gain. Units: 1/s."""
     kd: float = 0.0
     """Derivative gain. Units: s."""
     output_min: float = 0.0
+    """Lowest output (0: the PID never asks for less than the target). Units: fraction of the target."""
     output_max: float = 0.3
+    """Highest output (margin added to the target). Units: fraction of the target."""
     deadband: float = 0.05
+    """Errors smaller than this count as zero. Units: fraction of the target."""
     leak_per_s: float = 0.05
     """Fraction of the integral forgotten per second while the error is inside the dead band."""
 

@@ -1,0 +1,63 @@
+"""Control policies behind one interface: the only thing that differs between runs.
+
+A policy maps a `DecisionContext` (configuration in force, the interval just observed, budget,
+target) to a `Decision` (`interface.Policy`). Policies never see the node. All of them obey the
+power budget the same way at the last step (`budget_guard.BudgetGuard`): the per-GPU cap is
+clamped to the budget expressed as GPU power per GPU, corrected by a governor on MEASURED power
+averaged over the QoS window. A power cap is the one knob that bounds power within one interval.
+A model-guided policy whose choice sits at the bound follows it as the governor moves it (cap
+only). They differ in how they choose below that bound:
+
+- `Baseline` (`baseline.py`): maximum cap, maximum batch (the paper's baseline). Under a budget it
+  runs at the budget-derived cap with the batch left at maximum.
+- `AdaptiveBatch` (`adaptive_batch.py`): cap fixed (maximum, clamped by the budget), batch chosen
+  with the predictor.
+- `AdaptiveCap` (`adaptive_cap.py`): batch fixed (maximum), cap chosen with the predictor.
+- `Pals` (`pals.py`): joint cap x batch, model-guided with PID correction and hysteresis.
+- `Oracle` (`oracle.py`): the same selection on the simulator's ground truth, no correction needed;
+  an upper bound that exists only for the simulated node.
+
+The four model-guided policies share `model_guided.ModelGuidedPolicy` (what happens in one
+interval), built from small parts: `config.ModelGuidedConfig` (every knob, with its default),
+`estimators` (what is learnt: warm-up, backlog, idle power, demand, bursts, capacity correction,
+power bias, dwell throughput), `pid.PID` (`pals.control.pid`) and `selection` (the choice itself,
+as pure functions). Numbers are stated in those files' fields, not here.
+
+Load-aware objective: with offered load D a configuration delivers T(c) = min(D, T_cap(c)) at
+utilisation u = T(c) / T_cap(c) and draws P(c) = u * P_busy(c) + (1 - u) * P_idle, P_idle being
+the node's GPUs idling with the engine's context loaded (learnt from intervals in which nothing
+ran; until then `idle_fraction_of_min_cap` x the lowest cap per GPU). D is the mean delivered
+throughput over `demand_window_s`, unknown (treated as at least every capacity: the saturated
+objective T_cap / P_busy) when the node was backlogged over most of it. Candidates must also keep
+up with D plus its burst headroom: the demand is a mean, and over a QoS window Poisson arrivals
+swing it by 10-20 %, so the demand term is D x (1 + `burst_z` x CV) x (1 + `target_margin`), CV
+the coefficient of variation of delivered throughput over rolling QoS windows (shrunk towards
+`burst_cv_prior`). Predicted capacity is corrected by measured / predicted ratios learnt ONLY from
+capacity-limited intervals (`capacity_limited`) after the warm-up: when the offered load is below
+capacity the node delivers the demand, which says nothing about capacity.
+
+Adding a policy: one file in this package with its class (a `ModelGuidedPolicy` subclass sets
+only its name, grids, `uses_pid` and `learn_ratios`), and one entry in `registry._REGISTRY`;
+`POLICY_NAMES` and `make_policy` follow.
+"""
+
+from pals.control.policies.adaptive_batch import AdaptiveBatch
+from pals.control.policies.adaptive_cap import AdaptiveCap
+from pals.control.policies.baseline import Baseline
+from pals.control.policies.budget_guard import BudgetGuard
+from pals.control.policies.config import (
+    DEFAULT_BURST_CV, DEFAULT_IDLE_FRACTION_OF_MIN_CAP, FULL_BATCH_FRACTION, ModelGuidedConfig,
+)
+from pals.control.policies.interface import PerfModel, Policy, capacity_limited
+from pals.control.policies.model_guided import ModelGuidedPolicy
+from pals.control.policies.oracle import Oracle
+from pals.control.policies.pals import Pals
+from pals.control.policies.registry import POLICY_NAMES, PolicyEntry, PolicyGrid, make_policy
+from pals.core.paper import PAPER_BATCH_CAPS, PAPER_POWER_CAPS_W
+
+__all__ = [
+    "AdaptiveBatch", "AdaptiveCap", "Baseline", "BudgetGuard", "DEFAULT_BURST_CV", "DEFAULT_IDLE_FRACTION_OF_MIN_CAP",
+    "FULL_BATCH_FRACTION", "ModelGuidedConfig", "ModelGuidedPolicy", "Oracle", "PAPER_BATCH_CAPS",
+    "PAPER_POWER_CAPS_W", "Pals", "PerfModel", "POLICY_NAMES", "Policy", "PolicyEntry", "PolicyGrid",
+    "capacity_limited", "make_policy",
+]

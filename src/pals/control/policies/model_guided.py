@@ -1,0 +1,329 @@
+"""The machinery every model-guided policy shares: learn from the interval, decide whether to choose, choose.
+
+One interval, in order:
+
+1. The budget guard learns from measured power (`BudgetGuard.update`).
+2. The estimators learn (`estimators.py`): warm-up, backlog, idle power, demand and bursts (once
+   warm), the throughput at the configuration in force, and, from capacity-limited intervals at
+   a stable configuration after the warm-up only, the capacity correction and the power bias.
+3. The throughput error e = (target - measured) / target over the dwell window. When nothing was
+   waiting, or the node was capacity-limited in under `limited_share_min` of the window's
+   intervals, it served the load it was offered, so a shortfall is not an error (e = 0). The PID
+   turns e into a margin on the target.
+4. Trigger: the first decision; a budget or target change; measured power over the budget by more
+   than `over_budget_trigger_frac`; a configuration in force over the budget's cap bound; |e| over
+   `error_threshold` for `hysteresis_intervals` intervals in a row; the demand estimate appearing
+   or moving by more than `demand_shift`; the burst headroom moving by more than `burst_shift`.
+5. Without a trigger: hold, or, if the last choice sat at the budget's cap bound, follow the bound
+   as the governor moves it (cap only, once it moved `follow_step_w`). With one: the selection
+   (`selection.py`) on the model's predictions.
+
+Subclasses (one file each) set only what differs: the grids, whether a PID corrects the target,
+whether measured/predicted ratios are learnt.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from pals.control.pid import PID
+from pals.control.policies.budget_guard import BudgetGuard, clamp_cap
+from pals.control.policies.config import ModelGuidedConfig
+from pals.control.policies.estimators import (
+    Backlog, BurstEstimate, CapacityCorrection, DemandEstimate, DwellThroughput, IdlePower, PowerBias, WarmUp,
+)
+from pals.control.policies.interface import PerfModel
+from pals.control.policies.selection import (
+    CAP_MATCH_W, BudgetLimit, Candidates, Choice, Scores, candidate_grid, required_capacity_tps, score_candidates, select,
+)
+from pals.control.types import Configuration, Decision, DecisionContext
+from pals.errors import ConfigError
+
+
+class ModelGuidedPolicy:
+    """Choose (cap, batch) from discrete candidates scored by a `PerfModel` (see the module docstring).
+
+    Args:
+        model: predictor (or ground truth for the Oracle).
+        power_caps_w: candidate caps per GPU (a single value fixes the cap). Units: W. On a node
+            whose power caps cannot be set (`Constraints.power_cap_settable` False), only the
+            batch is chosen.
+        batch_caps: candidate batch caps (a single value fixes the batch).
+        config: the knobs (`ModelGuidedConfig`); defaults when None.
+        pid: the throughput-error PID whose output is the fractional margin asked of the
+            prediction; a default `PID()` when the class `uses_pid`.
+    """
+
+    name = "model-guided"
+    uses_pid = True
+    """Correct the target by a PID on the throughput error."""
+    learn_ratios = True
+    """Correct predicted capacity by measured / predicted ratios of visited configurations."""
+
+    def __init__(self, model: PerfModel, power_caps_w: Sequence[float], batch_caps: Sequence[int],
+                 config: ModelGuidedConfig | None = None, pid: PID | None = None) -> None:
+        if not power_caps_w or not batch_caps:
+            raise ConfigError(f"policy {self.name}: the candidate cap and batch grids must not be empty")
+        self.model = model
+        self.config = config if config is not None else ModelGuidedConfig()
+        self.power_caps_w = tuple(sorted(float(c) for c in power_caps_w))
+        self.batch_caps = tuple(sorted(int(b) for b in batch_caps))
+        self.pid = pid if pid is not None else (PID() if self.uses_pid else None)
+        self.guard = BudgetGuard()
+        self.reset()
+
+    def reset(self) -> None:
+        c = self.config
+        self.guard.reset()
+        if self.pid is not None:
+            self.pid.reset()
+        self.warmup = WarmUp(c.warmup_s)
+        self.backlog = Backlog(c.backlog_intervals, c.full_batch_fraction)
+        self.idle_power = IdlePower(c.idle_power_smoothing, c.idle_fraction_of_min_cap)
+        self.demand = DemandEstimate(c.demand_window_s, c.demand_min_fill, c.demand_backlogged_max, c.demand_shift)
+        self.bursts = BurstEstimate(c.burst_z, c.burst_window_s, c.burst_history_s, c.burst_min_windows,
+                                    c.burst_prior_s, c.burst_cv_prior, c.burst_shift)
+        self.memory_ = CapacityCorrection(c.ratio_prior_s, c.ratio_min, c.ratio_max, c.workload_shift)
+        self.power_bias = PowerBias(c.power_bias_smoothing, c.power_bias_floor_frac)
+        self.dwell = DwellThroughput(c.smooth_intervals, c.min_window_intervals)
+        self.above_band_ = 0
+        self.since_change_ = 0
+        self.decided_once_ = False
+        self.chose_bound_ = False
+        """The last selection chose the budget's cap bound: the cap follows the governor from then on."""
+        self.last_choice_: Configuration | None = None
+        self.last_prediction_: dict[Configuration, tuple[float, float]] = {}
+        """Per candidate of the last selection: (predicted capacity, uncorrected; busy power in the budget's kind)."""
+        self.frontier_: list[dict[str, float]] = []
+        self._last_bound = False
+        self._last_warnings: tuple[str, ...] = ()
+
+    @property
+    def demand_tps_(self) -> float | None:
+        """The offered-load estimate (None: unknown or saturating)."""
+        return self.demand.tps_
+
+    def predicted_table(self) -> list[dict[str, float]]:
+        """The last selection's predicted table for the live workload: capacity (corrected) and busy power per candidate."""
+        return list(self.frontier_)
+
+    def is_capacity_limited(self, ctx: DecisionContext) -> bool:
+        """The interval just observed ran at capacity (batch full with requests waiting, or a sustained queue)."""
+        obs = ctx.observation
+        return obs is not None and self.backlog.capacity_limited(obs, ctx.constraints.replicas)
+
+    # -- learning ----------------------------------------------------------------------------------
+
+    def _observe(self, ctx: DecisionContext) -> tuple[float | None, float]:
+        """Feed every estimator the interval just seen; return (throughput error, PID margin)."""
+        self._observe_load(ctx)
+        dwell_tps = self._dwell_tps(ctx) if ctx.observation is not None else None
+        self._learn(ctx)
+        error = self._error(ctx, dwell_tps)
+        margin = 0.0
+        if self.pid is not None:
+            margin = self.pid.update(error, ctx.observation.interval_s) if error is not None else self.pid.output_
+        if error is not None and abs(error) > self.config.error_threshold:
+            self.above_band_ += 1
+        elif error is not None:
+            self.above_band_ = 0
+        return error, margin
+
+    def _observe_load(self, ctx: DecisionContext) -> None:
+        """Warm-up, backlog run, idle power, and (once warm) bursts and demand."""
+        obs = ctx.observation
+        if obs is None:
+            return
+        self.warmup.update(obs)
+        self.backlog.update(obs)
+        self.idle_power.update(obs, ctx.constraints.num_gpus)
+        if not self.warmup.warm(obs):
+            return
+        self.bursts.update(obs)
+        self.demand.update(obs.generated_tokens, obs.interval_s, self.is_capacity_limited(ctx))
+
+    def _dwell_tps(self, ctx: DecisionContext) -> float | None:
+        """Throughput since the configuration in force was applied; the interval right after a
+        change (a transient) and the warm-up do not count."""
+        obs = ctx.observation
+        if self.since_change_ <= 0 or not self.warmup.warm(obs):
+            self.dwell.clear()
+            return None
+        self.dwell.add(obs.generated_tokens, obs.interval_s, self.is_capacity_limited(ctx))
+        return self.dwell.tps()
+
+    def _error(self, ctx: DecisionContext, dwell_tps: float | None) -> float | None:
+        obs = ctx.observation
+        if obs is None or ctx.target is None or dwell_tps is None:
+            return None
+        error = (ctx.target.target_tps - dwell_tps) / ctx.target.target_tps
+        if error > 0 and obs.demand_limited:
+            return 0.0  # all offered load served: not a shortfall the controller can fix
+        if self.dwell.limited_share() < self.config.limited_share_min:
+            # The node served the load it was offered over most of the window: a lull with a
+            # momentary queue is no shortfall, and delivering an offered load above the target is
+            # no over-delivery to correct (the demand estimate re-runs the selection if it moves).
+            return 0.0
+        return error
+
+    def _learn(self, ctx: DecisionContext) -> None:
+        """Capacity ratio and power bias, from capacity-limited intervals at a stable configuration."""
+        obs = ctx.observation
+        if obs is None:
+            return
+        if self.memory_.note_workload(obs) and self.pid is not None:
+            self.pid.reset()
+        stable = self.since_change_ >= 1 and ctx.current == self.last_choice_
+        predicted = self.last_prediction_.get(ctx.current)
+        # Capacity is only observed when the node runs at capacity, and not while it is filling.
+        if not (stable and predicted is not None) or not self.warmup.warm(obs) or not self.is_capacity_limited(ctx):
+            return
+        predicted_tps, predicted_power_w = predicted
+        if self.learn_ratios and predicted_tps > 0:
+            self.memory_.record(ctx.current, obs.generated_tokens, predicted_tps, obs.interval_s)
+        if ctx.budget is not None and not ctx.constraints_changed:
+            self.power_bias.update(ctx.measured_budget_power_w(), predicted_power_w, ctx.budget.budget_w)
+
+    # -- deciding ----------------------------------------------------------------------------------
+
+    def decide(self, ctx: DecisionContext) -> Decision:
+        over_frac = self.guard.update(ctx)
+        error, margin = self._observe(ctx)
+        bound = self.guard.cap_bound_w(ctx)
+        trigger = self._trigger(ctx, over_frac, bound, error)
+        self.since_change_ += 1
+        if trigger is None and bound is not None and self.chose_bound_ and ctx.constraints.power_cap_settable:
+            followed = self._follow_bound(ctx, bound, margin)
+            if followed is not None:
+                return followed
+        if trigger is None:
+            return self._hold(ctx, bound, margin, error)
+        decision = self._select(ctx, bound, margin, trigger)
+        self.above_band_ = 0
+        self.decided_once_ = True
+        if decision.config != ctx.current:
+            self.since_change_ = 0
+        self.last_choice_ = decision.config
+        return decision
+
+    def _trigger(self, ctx: DecisionContext, over_frac: float | None, bound: float | None,
+                 error: float | None) -> str | None:
+        """Why the selection must run now (None: hold or follow the bound)."""
+        c = self.config
+        if not self.decided_once_ or ctx.observation is None:
+            return "first decision"
+        if ctx.constraints_changed:
+            return "budget or target changed"
+        if over_frac is not None and over_frac > c.over_budget_trigger_frac:
+            return f"power {over_frac * 100:.1f}% over budget"
+        if bound is not None and ctx.current.power_cap_w > max(bound, ctx.constraints.power_cap_min_w) + CAP_MATCH_W:
+            return "configuration in force exceeds the budget cap"
+        if self.above_band_ >= c.hysteresis_intervals:
+            return f"throughput error {error * 100:+.1f}% for {self.above_band_} intervals"
+        if self.demand.moved() or self.demand.first_:
+            prefix = "offered load changed: " if self.demand.moved() else "first offered-load estimate: "
+            return prefix + self.demand.describe_move()
+        if self.demand.tps_ is not None and self.bursts.moved():
+            return (f"load burstiness changed: headroom {self.bursts.at_select_ * 100:.0f}% -> "
+                    f"{self.bursts.margin() * 100:.0f}%")
+        return None
+
+    def _follow_bound(self, ctx: DecisionContext, bound: float, margin: float) -> Decision | None:
+        """The configuration in force sits at the budget's cap bound, which the governor moved: follow
+        it with the cap (same batch), as Baseline does, without re-running the selection."""
+        follow_w = clamp_cap(ctx.constraints.power_cap_max_w, bound, ctx.constraints)
+        if abs(follow_w - ctx.current.power_cap_w) < self.config.follow_step_w:
+            return None
+        config = Configuration(follow_w, ctx.current.batch_cap)
+        self.last_choice_ = config
+        self.since_change_ = 0
+        return Decision(config=config, reason=f"cap follows the budget governor: {follow_w:.1f} W",
+                        candidates_considered=0, candidates_feasible=0, budget_bound=bool(self._last_bound),
+                        governor_trim=True, warnings=self._last_warnings,
+                        extra={"pid_margin": round(margin, 4), "budget_cap_bound_w": round(bound, 2)})
+
+    def _hold(self, ctx: DecisionContext, bound: float | None, margin: float, error: float | None) -> Decision:
+        c = self.config
+        why = "hold: no sustained error" if error is None or abs(error) <= c.error_threshold else (
+            f"hold: error {error * 100:+.1f}% for {self.above_band_}/{c.hysteresis_intervals} intervals"
+        )
+        predicted = self.last_prediction_.get(ctx.current)
+        return Decision(
+            config=ctx.current,
+            reason=why,
+            candidates_considered=0,
+            candidates_feasible=0,
+            predicted_throughput_tps=None if predicted is None else predicted[0],
+            predicted_node_power_w=None,
+            budget_bound=bool(bound is not None and self._last_bound),
+            warnings=self._last_warnings,
+            extra={"pid_margin": round(margin, 4)},
+        )
+
+    def _select(self, ctx: DecisionContext, bound: float | None, margin: float, trigger: str) -> Decision:
+        c, cfg = ctx.constraints, self.config
+        if not c.power_cap_settable:  # batch-only control: the cap in force is the only one
+            bound = None
+        candidates = candidate_grid(self.power_caps_w, self.batch_caps, c, ctx.current, bound)
+        pred = self.model.predict_candidates(candidates.power_cap_w, candidates.batch_cap)
+        thr = np.asarray(pred.throughput_tps, dtype=float)
+        gpu_w = np.asarray(pred.gpu_power_total_w, dtype=float)
+        node_w = np.asarray(pred.node_power_w, dtype=float)
+        factors = self.memory_.factors(list(candidates.configs)) if self.learn_ratios else np.ones(len(candidates.configs))
+        demand = self.demand.tps_
+        idle_w = self.idle_power.per_gpu_w(c.power_cap_min_w) * c.num_gpus
+        scores = score_candidates(thr * factors, gpu_w, node_w, demand, idle_w, ctx.power_model.alpha)
+        budget = None if ctx.budget is None else BudgetLimit(ctx.budget, bound, c.power_cap_min_w,
+                                                              self.guard.margin_frac, self.power_bias.bias_w_)
+        target_tps = None if ctx.target is None else ctx.target.target_tps
+        required = required_capacity_tps(
+            target_tps, target_margin=cfg.target_margin, pid_margin=margin, demand_tps=demand,
+            demand_seen=self.demand.seen_, burst_margin=self.bursts.margin(),
+            demand_target_multiple=cfg.demand_target_multiple,
+        )
+        choice = select(candidates, scores, budget=budget, target_tps=target_tps, required_tps=required,
+                        current=ctx.current, tie_tolerance=cfg.tie_tolerance, error_threshold=cfg.error_threshold)
+        self._remember(ctx, candidates, thr, scores, choice)
+        chosen = candidates.configs[choice.index]
+        # At the budget's cap bound: from now on the cap follows the governor as it moves the bound.
+        self.chose_bound_ = bool(bound is not None and abs(chosen.power_cap_w - clamp_cap(c.power_cap_max_w, bound, c))
+                                 <= CAP_MATCH_W)
+        i = choice.index
+        return Decision(
+            config=chosen,
+            reason=f"{trigger}: {choice.reason}",
+            candidates_considered=choice.considered,
+            candidates_feasible=choice.feasible,
+            candidates_meeting_target=choice.meeting_target,
+            predicted_throughput_tps=float(scores.delivered_tps[i]),
+            predicted_gpu_power_w=float(scores.delivered_gpu_power_w[i]),
+            predicted_node_power_w=float(scores.delivered_node_power_w[i]),
+            predicted_tokens_per_joule=float(scores.delivered_tps[i] / max(scores.delivered_node_power_w[i], 1e-9)),
+            budget_bound=choice.budget_bound,
+            warnings=choice.warnings,
+            extra={"pid_margin": round(margin, 4), "power_bias_w": round(self.power_bias.bias_w_, 2),
+                   "budget_cap_bound_w": None if bound is None else round(bound, 2),
+                   "predicted_capacity_tps": round(float(scores.capacity_tps[i]), 3),
+                   "demand_tps": None if demand is None else round(demand, 3)},
+        )
+
+    def _remember(self, ctx: DecisionContext, candidates: Candidates, thr: np.ndarray, scores: Scores,
+                  choice: Choice) -> None:
+        """Keep what the next intervals compare against: predictions, the frontier, the estimates used."""
+        gpu_kind = ctx.budget is not None and ctx.budget.kind == "gpu"
+        self.last_prediction_ = {
+            config: (float(thr[i]), float(scores.gpu_power_w[i] if gpu_kind else scores.node_power_w[i]))
+            for i, config in enumerate(candidates.configs)
+        }
+        self.frontier_ = [
+            {"power_cap_w": float(candidates.power_cap_w[i]), "batch_cap": int(candidates.batch_cap[i]),
+             "throughput_tps": float(scores.capacity_tps[i]), "gpu_power_w": float(scores.gpu_power_w[i]),
+             "node_power_w": float(scores.node_power_w[i])}
+            for i in range(len(candidates.configs)) if candidates.in_grid[i]
+        ]
+        self.demand.mark_selected()
+        self.bursts.mark_selected()
+        self._last_bound = choice.budget_bound
+        self._last_warnings = choice.warnings

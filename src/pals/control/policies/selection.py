@@ -1,0 +1,276 @@
+"""The selection step as pure functions: candidates and predictions in, a choice and its reason out.
+
+Nothing here keeps state; the policy (`model_guided.py`) feeds it what it has learnt. The rule
+(paper section 3.3):
+
+1. Candidates: the cap grid clamped to the GPU's range, plus the budget's cap bound when it falls
+   between grid caps, times the batch grid (`candidate_grid`).
+2. Scores: predicted capacity (already corrected by learnt ratios) and busy power per candidate;
+   the objective is tokens/J at the throughput each would DELIVER under the estimated demand
+   (`score_candidates`, the load-aware objective in the package docstring).
+3. Feasible: predicted busy power in the budget's kind, plus the learnt power bias, under the
+   budget less the guard's `margin_frac` (busy power, not load-aware power: the budget is a hard
+   limit and load can rise within an interval). A candidate at the budget's cap bound is feasible
+   whatever its predicted draw: the cap itself holds power there. Without settable caps, only the
+   batch can hold power: the batches that fit, else the smallest (`feasible_mask`).
+4. Among feasible candidates whose capacity reaches the required throughput
+   (`required_capacity_tps`), the highest tokens/J; if none, the highest capacity (best effort,
+   warned when even the whole grid cannot reach the target); if nothing fits the budget, the
+   lowest-power candidate, warned. A candidate within `tie_tolerance` of the best score loses to
+   the configuration in force (no change for nothing) (`select`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from pals.control.budget import PowerBudget
+from pals.control.policies.budget_guard import budget_warning, clamp_cap
+from pals.control.types import Configuration
+from pals.core.node import Constraints
+
+CAP_MATCH_W = 0.5
+"""Two caps this close are the same cap (logged caps are rounded). Units: W per GPU."""
+_CAP_EPS_W = 1e-6
+"""Slack on cap-under-bound comparisons. Units: W."""
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The configurations scored in one selection, flattened cap-major (every batch of a cap in turn)."""
+
+    configs: tuple[Configuration, ...]
+    power_cap_w: np.ndarray
+    batch_cap: np.ndarray
+    in_grid: np.ndarray
+    """True for candidates of the unconstrained grid (not the cap added at the budget's bound)."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Predictions per candidate (arrays aligned with `Candidates.configs`)."""
+
+    capacity_tps: np.ndarray
+    """Predicted capacity, corrected by the learnt measured/predicted ratios."""
+    gpu_power_w: np.ndarray
+    """Predicted busy GPU power, node total. Units: W."""
+    node_power_w: np.ndarray
+    """Predicted busy node (wall) power. Units: W."""
+    delivered_tps: np.ndarray
+    """Throughput delivered under the estimated demand (the capacity when saturated)."""
+    delivered_gpu_power_w: np.ndarray
+    delivered_node_power_w: np.ndarray
+    tokens_per_joule: np.ndarray
+    """The objective: delivered throughput per delivered GPU power."""
+
+
+@dataclass(frozen=True)
+class BudgetLimit:
+    """The budget as the selection sees it."""
+
+    budget: PowerBudget
+    cap_bound_w: float | None
+    """The guard's per-GPU cap bound (may be below the GPU's minimum); None when caps cannot be set."""
+    power_cap_min_w: float
+    margin_frac: float
+    """Aim this far under the budget (the guard's margin). Units: fraction of the budget."""
+    power_bias_w: float
+    """Learnt measured-minus-predicted power, added to every candidate's prediction. Units: W."""
+
+    def busy_power_w(self, scores: Scores) -> np.ndarray:
+        """Predicted busy power in the budget's kind, plus the learnt bias."""
+        power_w = scores.gpu_power_w if self.budget.kind == "gpu" else scores.node_power_w
+        return power_w + self.power_bias_w
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The selection's answer."""
+
+    index: int
+    """Index of the chosen candidate."""
+    reason: str
+    warnings: tuple[str, ...]
+    considered: int
+    feasible: int
+    """Candidates that fit under the budget."""
+    meeting_target: int | None
+    """Feasible candidates reaching the required capacity (None without a target)."""
+    budget_bound: bool
+    """True when the budget kept the choice from what the unconstrained grid would give."""
+
+
+def candidate_grid(power_caps_w: Sequence[float], batch_caps: Sequence[int], constraints: Constraints,
+                   current: Configuration, bound_w: float | None) -> Candidates:
+    """Grid caps clamped to the GPU's range (the cap in force alone when caps cannot be set), plus the
+    cap at the budget's bound, times the batch grid clamped to the engine's range."""
+    c = constraints
+    grid_caps = [min(max(cap, c.power_cap_min_w), c.power_cap_max_w) for cap in power_caps_w]
+    if not c.power_cap_settable:
+        grid_caps = [current.power_cap_w]
+        bound_w = None
+    caps = sorted(set(grid_caps))
+    if bound_w is not None:
+        clamped = clamp_cap(max(grid_caps), bound_w, c)
+        caps = sorted({min(cap, clamped) for cap in caps} | set(caps))
+    batches = sorted({min(max(b, c.batch_cap_min), c.batch_cap_max) for b in batch_caps})
+    cap_arr = np.repeat(np.asarray(caps, dtype=float), len(batches))
+    batch_arr = np.tile(np.asarray(batches, dtype=int), len(caps))
+    configs = tuple(Configuration(float(a), int(b)) for a, b in zip(cap_arr, batch_arr))
+    in_grid = np.array([cap in grid_caps for cap in cap_arr])
+    return Candidates(configs, cap_arr, batch_arr, in_grid)
+
+
+def score_candidates(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, node_power_w: np.ndarray,
+                     demand_tps: float | None, idle_gpu_power_w: float, alpha: float) -> Scores:
+    """Delivered throughput and power of each candidate under `demand_tps` (None: saturated).
+
+    With demand D a candidate delivers T = min(D, T_cap) at utilisation u = T / T_cap and draws
+    u x P_busy + (1 - u) x P_idle (`idle_gpu_power_w`, node total; never more than P_busy: a profile
+    point may draw less than the idle estimate, and load never lowers power). Node power moves
+    with GPU power by the node-power line's slope `alpha`.
+    """
+    capacity_tps = np.asarray(capacity_tps, dtype=float)
+    gpu_power_w = np.asarray(gpu_power_w, dtype=float)
+    node_power_w = np.asarray(node_power_w, dtype=float)
+    if demand_tps is None:
+        thr, gpu_del = capacity_tps, gpu_power_w
+    else:
+        thr = np.minimum(demand_tps, capacity_tps)
+        util = np.where(capacity_tps > 0, thr / np.maximum(capacity_tps, 1e-9), 1.0)
+        gpu_del = util * gpu_power_w + (1.0 - util) * np.minimum(idle_gpu_power_w, gpu_power_w)
+    node_del = node_power_w + alpha * (gpu_del - gpu_power_w)
+    # Efficiency is scored at the power the configuration draws (prediction), not at its cap.
+    eff = thr / np.maximum(gpu_del, 1e-9)
+    return Scores(capacity_tps, gpu_power_w, node_power_w, thr, gpu_del, node_del, eff)
+
+
+def required_capacity_tps(target_tps: float | None, *, target_margin: float, pid_margin: float,
+                          demand_tps: float | None, demand_seen: bool, burst_margin: float,
+                          demand_target_multiple: float) -> float | None:
+    """The capacity a candidate must reach (None without a target).
+
+    target x (1 + `target_margin` + PID output), and, with a demand estimate, at least the demand
+    (counted up to `demand_target_multiple` x the target) with its burst headroom and the same
+    margin: a configuration run near full utilisation builds a queue at every arrival burst.
+    Before the first estimate the target itself gets the burst headroom (the load may be anything
+    from a lull to saturation).
+    """
+    if target_tps is None:
+        return None
+    required = target_tps * (1.0 + target_margin + pid_margin)
+    if demand_tps is None and not demand_seen:
+        required *= 1.0 + burst_margin
+    if demand_tps is not None:
+        burst = min(demand_tps, target_tps * demand_target_multiple) * (1.0 + burst_margin)
+        required = max(required, burst * (1.0 + target_margin))
+    return required
+
+
+def feasible_mask(candidates: Candidates, scores: Scores, budget: BudgetLimit | None) -> np.ndarray:
+    """Candidates that fit under the budget (all of them without one)."""
+    n = len(candidates.configs)
+    if budget is None:
+        return np.ones(n, dtype=bool)
+    fits = budget.busy_power_w(scores) <= budget.budget.budget_w * (1 - budget.margin_frac)
+    if budget.cap_bound_w is None:
+        # Without settable caps only the batch can hold power under the budget: keep the batches
+        # whose predicted draw (plus the learned bias) fits, else the smallest batch.
+        return fits if fits.any() else candidates.batch_cap == candidates.batch_cap.min()
+    bound_w = max(budget.cap_bound_w, budget.power_cap_min_w)
+    allowed = candidates.power_cap_w <= bound_w + _CAP_EPS_W
+    # A candidate at the budget's cap bound is feasible whatever its predicted draw: the cap itself
+    # holds power under the budget (the guard trims it on measured overshoot), and without it the
+    # choice falls to the grid point below, leaving budget unused.
+    at_bound = np.abs(candidates.power_cap_w - bound_w) <= CAP_MATCH_W
+    return allowed & (fits | at_bound)
+
+
+def argmax_keep(score: np.ndarray, mask: np.ndarray, configs: Sequence[Configuration], current: Configuration,
+                tie_tolerance: float) -> int:
+    """Argmax of `score` over `mask`, keeping the configuration in force when within `tie_tolerance` of the best."""
+    masked = np.where(mask, score, -np.inf)
+    best = int(np.argmax(masked))
+    for i, cfg in enumerate(configs):
+        if cfg == current and mask[i] and masked[i] >= masked[best] * (1 - tie_tolerance):
+            return i
+    return best
+
+
+def _choose(mask: np.ndarray, candidates: Candidates, scores: Scores, required_tps: float | None,
+            current: Configuration, tie_tolerance: float) -> tuple[int, str]:
+    if not mask.any():
+        return -1, ""
+    configs = candidates.configs
+    if required_tps is not None:
+        ok = mask & (scores.capacity_tps >= required_tps)
+        if ok.any():
+            return argmax_keep(scores.tokens_per_joule, ok, configs, current, tie_tolerance), \
+                "highest predicted tokens/J meeting the target"
+        return argmax_keep(scores.capacity_tps, mask, configs, current, tie_tolerance), \
+            "no candidate meets the target: highest predicted throughput"
+    return argmax_keep(scores.tokens_per_joule, mask, configs, current, tie_tolerance), \
+        "highest predicted tokens/J (no target)"
+
+
+def _lowest_power(candidates: Candidates, scores: Scores, bound_w: float | None, power_cap_min_w: float) -> int:
+    """The lowest predicted GPU power under the cap bound, else over every candidate."""
+    cap_arr, gpu_w = candidates.power_cap_w, scores.gpu_power_w
+    index = int(np.argmin(np.where(cap_arr <= (bound_w if bound_w is not None else np.inf) + _CAP_EPS_W, gpu_w, np.inf)))
+    if not np.isfinite(gpu_w[index]) or bound_w is None or cap_arr[index] > max(bound_w, power_cap_min_w) + _CAP_EPS_W:
+        index = int(np.argmin(gpu_w))
+    return index
+
+
+def _target_warnings(candidates: Candidates, scores: Scores, index: int, target_tps: float,
+                     budget_bound: bool, error_threshold: float) -> list[str]:
+    thr = scores.capacity_tps
+    in_grid = candidates.in_grid
+    best_possible = float(np.max(thr[in_grid])) if in_grid.any() else 0.0
+    if best_possible < target_tps * (1 - error_threshold):
+        return [f"throughput target {target_tps:g} tok/s is above the node's predicted maximum "
+                f"{best_possible:.0f} tok/s; running best-effort at the highest throughput"]
+    if budget_bound and thr[index] < target_tps:
+        return [f"the power budget keeps throughput below the target: best under budget predicted "
+                f"{thr[index]:.0f} of {target_tps:g} tok/s"]
+    return []
+
+
+def select(candidates: Candidates, scores: Scores, *, budget: BudgetLimit | None, target_tps: float | None,
+           required_tps: float | None, current: Configuration, tie_tolerance: float,
+           error_threshold: float) -> Choice:
+    """Choose one candidate (see the module docstring for the rule).
+
+    Args:
+        budget: the budget and the guard's cap bound (None without a budget).
+        target_tps: the throughput target (None without one), for warnings.
+        required_tps: the capacity a candidate must reach (`required_capacity_tps`).
+        current: the configuration in force, kept on ties.
+        tie_tolerance: a candidate must beat the configuration in force by this fraction.
+        error_threshold: no unreachable-target warning for a shortfall under this fraction.
+    """
+    bound_w = None if budget is None else budget.cap_bound_w
+    feasible = feasible_mask(candidates, scores, budget)
+    warnings: list[str] = []
+    if budget is not None:
+        warnings += budget_warning(bound_w, budget.budget, budget.power_cap_min_w)
+    index, why = _choose(feasible, candidates, scores, required_tps, current, tie_tolerance)
+    if index < 0:
+        index = _lowest_power(candidates, scores, bound_w, budget.power_cap_min_w)
+        why = "nothing fits the budget: lowest predicted power"
+        if not warnings:
+            warnings.append(
+                f"power budget {budget.budget.budget_w:g} W ({budget.budget.kind}) is below the predicted power of "
+                "every configuration; running best-effort at the lowest predicted power"
+            )
+    unconstrained, _ = _choose(candidates.in_grid, candidates, scores, required_tps, current, tie_tolerance)
+    budget_bound = (bound_w is not None and unconstrained >= 0
+                    and candidates.configs[unconstrained] != candidates.configs[index])
+    if required_tps is not None and target_tps is not None:
+        warnings += _target_warnings(candidates, scores, index, target_tps, budget_bound, error_threshold)
+    meeting = None if required_tps is None else int((feasible & (scores.capacity_tps >= required_tps)).sum())
+    return Choice(index=index, reason=why, warnings=tuple(warnings), considered=len(candidates.configs),
+                  feasible=int(feasible.sum()), meeting_target=meeting, budget_bound=bool(budget_bound))
