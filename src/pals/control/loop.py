@@ -10,7 +10,8 @@ Usage (the same on the simulated node and on a real one; only the clock differs)
     summary = loop.summary()
 
 `step()` runs exactly one interval's sample/decide/apply (no waiting), so tests and other
-drivers can pace it themselves. `set_budget`, `set_target` and `status` are thread-safe: the
+drivers can pace it themselves, and returns the interval's `IntervalRecord`
+(`pals.control.record`), which the decision log, the metrics, `status()` and `summary()` read. `set_budget`, `set_target` and `status` are thread-safe: the
 HTTP endpoint calls them from its own thread; a change is picked up at the next step and the
 policy acts on it at once. A `BudgetSchedule` (demand response) overrides the budget as run time
 passes its steps.
@@ -143,19 +144,7 @@ class ControlLoop:
         current = Configuration(
             float(sum(sample.gpu_power_cap_w) / max(len(sample.gpu_power_cap_w), 1)), int(sample.batch_cap)
         )
-        ctx = DecisionContext(
-            constraints=self.constraints,
-            current=current,
-            observation=obs,
-            budget=budget,
-            target=target,
-            constraints_changed=changed,
-            interval_index=self.interval_index,
-            power_model=self.power_model,
-        )
-        started = time.perf_counter()
-        decision = self.policy.decide(ctx)
-        decide_ms = (time.perf_counter() - started) * 1000.0
+        decision, decide_ms = self._decide(current, obs, budget, target, changed)
         warnings = list(decision.warnings) + [n for n in sample.notes if n not in decision.warnings]
         changed_config = self._apply(decision, current, warnings)
         predicted, measured, limited, violation = (
@@ -199,6 +188,29 @@ class ControlLoop:
             budget, target, changed = self._budget, self._target, self._changed
             self._changed = False
         return budget, target, changed
+
+    def _decide(
+        self,
+        current: Configuration,
+        obs: Observation | None,
+        budget: PowerBudget | None,
+        target: ThroughputTarget | None,
+        changed: bool,
+    ) -> tuple[Decision, float]:
+        """The policy's decision for this interval and the wall time it took (ms)."""
+        ctx = DecisionContext(
+            constraints=self.constraints,
+            current=current,
+            observation=obs,
+            budget=budget,
+            target=target,
+            constraints_changed=changed,
+            interval_index=self.interval_index,
+            power_model=self.power_model,
+        )
+        started = time.perf_counter()
+        decision = self.policy.decide(ctx)
+        return decision, (time.perf_counter() - started) * 1000.0
 
     def _apply(self, decision: Decision, current: Configuration, warnings: list[str]) -> bool:
         """Apply the decided configuration if it differs from `current`; True when it was applied.

@@ -217,6 +217,10 @@ def _target_json(target: ThroughputTarget | None) -> dict[str, Any] | None:
     return None if target is None else {"target_tps": target.target_tps}
 
 
+_REQUIRED_KEYS = ("t_s", "time_s", "interval", "policy", "sample", "budget", "target", "decision")
+"""Keys every decision-log line has had; `from_json` defaults the others."""
+
+
 @dataclass(frozen=True)
 class IntervalRecord:
     """One control interval: one line of `decisions.jsonl`.
@@ -304,21 +308,25 @@ class IntervalRecord:
         Keys added after the first logs (`governor_trim`, `at_max_config`, `capacity_limited`,
         `predicted`, `measured`) and the optional ones default as the summary always read them.
         """
-        sample = _require(data, "sample", "line")
-        budget = _require(data, "budget", "line")
-        target = _require(data, "target", "line")
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"decision record: a line is not a JSON object: {data!r}")
+        missing = [key for key in _REQUIRED_KEYS if key not in data]
+        if missing:
+            raise ConfigError(f"decision record: line lacks {', '.join(map(repr, missing))}; "
+                              "is this a PALS decisions.jsonl line?")
+        sample, budget, target = data["sample"], data["budget"], data["target"]
         predicted = data.get("predicted")
         measured = data.get("measured")
         return cls(
-            t_s=_require(data, "t_s", "line"),
-            time_s=_require(data, "time_s", "line"),
-            interval=_require(data, "interval", "line"),
+            t_s=data["t_s"],
+            time_s=data["time_s"],
+            interval=data["interval"],
             interval_s=data.get("interval_s", 0.0),
-            policy=_require(data, "policy", "line"),
+            policy=data["policy"],
             sample=None if sample is None else IntervalSample.from_json(sample),
             budget=None if budget is None else PowerBudget(_require(budget, "budget_w", "budget"), budget.get("kind", "node")),
             target=None if target is None else ThroughputTarget(_require(target, "target_tps", "target")),
-            decision=Decision.from_json(_require(data, "decision", "line")),
+            decision=Decision.from_json(data["decision"]),
             config_changed=bool(data.get("config_changed", False)),
             governor_trim=bool(data.get("governor_trim", False)),
             at_max_config=bool(data.get("at_max_config", False)),

@@ -1,22 +1,22 @@
-"""Run figures from a decision log (the same keys for `pals run`, `pals demo` and experiments).
+"""Run figures from a run's `IntervalRecord`s (the same keys for `pals run`, `pals demo` and experiments).
 
 Definitions (each interval is one control interval; records without a measured sample, i.e. the
-first one, are skipped):
+first one, are skipped; record fields are named as in `docs/decisions-schema.md`):
 
-- `tokens_per_joule`: generated tokens / node energy (node power measured, or estimated from GPU
-  power as 1.05 x sum(P_gpu) + 345 W). `tokens_per_joule_gpu`: the same over GPU energy.
+- `tokens_per_joule`: generated tokens / node energy (the record's node power: the node-power line
+  of `pals.core.power` on GPU power). `tokens_per_joule_gpu`: the same over GPU energy.
 - `qos_violation_pct`: share of intervals that violate the throughput target as defined in
-  `pals.control.qos` (trailing 5 s throughput short of (1 - tol) x target while requests wait);
+  `pals.control.qos` (trailing-window throughput short of (1 - tol) x target while requests wait);
   `qos_violation_pct_raw`: the same test on each interval's own throughput.
 - Power against a budget is judged on the trailing-window mean power, as throughput is for QoS:
-  P is the mean power (in the budget's kind) over the trailing `DEFAULT_QOS_WINDOW_S` (5 s, ten
-  intervals: interval energy over the window / its duration; `pals.control.window`), the window
+  P is the mean power (in the budget's kind) over the trailing `power_window_s` (default
+  `DEFAULT_QOS_WINDOW_S`: interval energy over the window / its duration; `pals.control.window`), the window
   restarting at each budget change. Single 500 ms intervals swing +-3-5 % at a fixed cap (the mix
   of prefill and decode steps), uncorrelated from one to the next, so a per-interval test would
   demand a mean ~6 % under the budget. The per-interval figures are kept as `*_interval_pct`.
 - `budget_overshoot_pct`: share of budget intervals whose window-mean power exceeds the budget by
-  more than `overshoot_tolerance` (2 %), not counting the first `settle_intervals` (4, i.e. 2 s)
-  after each budget change. `max_budget_overshoot_pct`: the largest window-mean excess, same
+  more than `overshoot_tolerance`, not counting the first `settle_intervals` after each budget
+  change. `max_budget_overshoot_pct`: the largest window-mean excess, same
   intervals. `budget_overshoot_interval_pct` and `max_budget_overshoot_interval_pct`: the same on
   each interval's own power (spikes).
 - `power_tracking_error_pct`: how far power is from the budget where the controller could have
