@@ -188,11 +188,14 @@ def test_client_builds_a_frontier_from_the_endpoint():
 
 
 def _rec(power_w, budget_w=1000.0, bound=False, violation=False, at_max=False, interval=1, waiting=None):
-    return {"policy": "x", "interval": interval, "interval_s": 0.5, "decide_ms": 0.1, "config_changed": False,
+    return {"t_s": 0.5 * interval, "time_s": 0.5 * interval,
+            "policy": "x", "interval": interval, "interval_s": 0.5, "decide_ms": 0.1, "config_changed": False,
             "budget": {"budget_w": budget_w, "kind": "node"}, "target": {"target_tps": 100.0},
             "sample": {"throughput_tps": 100.0, "node_power_w": power_w, "gpu_power_w": power_w / 2,
-                       "requests_waiting": (1 if violation else 0) if waiting is None else waiting},
-            "decision": {"budget_bound": bound}, "qos_violation": violation, "at_max_config": at_max,
+                       "requests_waiting": (1 if violation else 0) if waiting is None else waiting,
+                       "requests_running": 1, "power_cap_w": 400.0, "batch_cap": 64},
+            "decision": {"config": {"power_cap_w": 400.0, "batch_cap": 64}, "reason": "test", "budget_bound": bound},
+            "qos_violation": violation, "at_max_config": at_max,
             "capacity_limited": (violation if waiting is None else waiting > 0)}
 
 

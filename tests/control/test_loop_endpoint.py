@@ -48,9 +48,9 @@ def test_loop_runs_logs_one_line_per_interval_and_summarises(tmp_path):
 def test_set_budget_is_applied_at_the_next_step(tmp_path):
     loop = make_loop(tmp_path)
     loop.step()
-    assert loop.step()["decision"]["config"]["power_cap_w"] == 400
+    assert loop.step().to_json()["decision"]["config"]["power_cap_w"] == 400
     loop.set_budget(PowerBudget(800.0, "gpu"))
-    record = loop.step()
+    record = loop.step().to_json()
     assert record["budget"] == {"budget_w": 800.0, "kind": "gpu"}
     assert record["decision"]["config"]["power_cap_w"] <= 200.0
     assert record["config_changed"]
@@ -107,7 +107,7 @@ def test_endpoint_changes_budget_and_target(served):
     assert loop.budget == PowerBudget(900.0, "gpu")
     status, _, _ = call(endpoint, "PUT", "/target", {"target_tps": 350})
     assert status == 200 and loop.target == ThroughputTarget(350.0)
-    record = loop.step()
+    record = loop.step().to_json()
     assert record["decision"]["config"]["power_cap_w"] <= 225.0
     status, _, _ = call(endpoint, "PUT", "/budget", {"budget_w": None})
     assert status == 200 and loop.budget is None

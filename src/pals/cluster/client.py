@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pals.cluster.allocation import Frontier
+from pals.control.record import IntervalSample
 from pals.errors import ConfigError, EngineUnreachable
 
 
@@ -44,6 +45,10 @@ class NodeStatus:
     power_cap_w: float | None
     batch_cap: int | None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The /status JSON as received."""
+    sample: IntervalSample | None = None
+    """The node's last interval sample, typed, when /status carries a complete `last_sample`
+    (a PALS node endpoint: `ControlLoop.status`)."""
 
     @property
     def demand_limited(self) -> bool:
@@ -93,19 +98,35 @@ def _int(value: Any) -> int | None:
     return None if number is None else int(round(number))
 
 
+def _last_sample(data: dict[str, Any]) -> IntervalSample | None:
+    """The typed `last_sample` of a PALS /status, or None when it is absent or incomplete."""
+    raw = data.get("last_sample")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return IntervalSample.from_json(raw)
+    except ConfigError:
+        return None
+
+
+def _sample_value(data: dict[str, Any], sample: IntervalSample | None, name: str) -> Any:
+    """A field of the last sample: from the typed sample, else from older or other endpoints' layouts."""
+    value = None if sample is None else getattr(sample, name)
+    return value if value is not None else _first(data, f"last_sample.{name}", f"observation.{name}", name)
+
+
 def parse_status(name: str, data: dict[str, Any]) -> NodeStatus:
     """Build a `NodeStatus` from a /status JSON object (field names per the node endpoint)."""
     if not isinstance(data, dict):
         raise EngineUnreachable(f"node {name}: /status did not return a JSON object; is this a PALS node endpoint?")
+    sample = _last_sample(data)
     return NodeStatus(
         name=name,
         time_s=_num(_first(data, "time_s", "last_sample.time_s", "observation.time_s")),
-        throughput_tps=_num(_first(data, "last_sample.throughput_tps", "observation.throughput_tps", "throughput_tps")),
-        node_power_w=_num(_first(data, "last_sample.node_power_w", "observation.node_power_w", "node_power_w")),
-        gpu_power_w=_num(_first(data, "last_sample.gpu_power_w", "observation.gpu_power_w", "gpu_power_w")),
-        requests_waiting=_int(
-            _first(data, "last_sample.requests_waiting", "observation.requests_waiting", "requests_waiting")
-        ),
+        throughput_tps=_num(_sample_value(data, sample, "throughput_tps")),
+        node_power_w=_num(_sample_value(data, sample, "node_power_w")),
+        gpu_power_w=_num(_sample_value(data, sample, "gpu_power_w")),
+        requests_waiting=_int(_sample_value(data, sample, "requests_waiting")),
         num_gpus=_int(_first(data, "constraints.num_gpus", "num_gpus")),
         power_cap_min_w=_num(_first(data, "constraints.power_cap_min_w", "power_cap_min_w")),
         power_cap_max_w=_num(_first(data, "constraints.power_cap_max_w", "power_cap_max_w")),
@@ -115,6 +136,7 @@ def parse_status(name: str, data: dict[str, Any]) -> NodeStatus:
         power_cap_w=_num(_first(data, "configuration.power_cap_w", "config.power_cap_w", "power_cap_w")),
         batch_cap=_int(_first(data, "configuration.batch_cap", "config.batch_cap", "batch_cap")),
         raw=data,
+        sample=sample,
     )
 
 

@@ -11,7 +11,8 @@ Routes (JSON in and out unless stated):
 - `PUT /budget` `{"budget_w": 1500, "kind": "node"|"gpu"}` (kind defaults to "node");
   `{"budget_w": null}` removes the budget.
 - `PUT /target` `{"target_tps": 2000}`; `{"target_tps": null}` removes the target.
-- `GET /decisions?n=50`: the last n decision records (default 20, at most 10,000).
+- `GET /decisions?n=50`: the last n decision-log lines (default 20, at most 10,000), each as
+  `decisions.jsonl` writes it (`docs/decisions-schema.md`).
 - `GET /metrics`: Prometheus text format (the loop's own registry).
 
 Malformed requests get a 4xx with `{"error": "..."}`. Bound to 127.0.0.1 by default: the endpoint
@@ -28,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from pals.control.budget import PowerBudget, ThroughputTarget
+from pals.core.io import dumps_json
 from pals.errors import ConfigError
 
 MAX_BODY_BYTES = 64 * 1024
@@ -110,7 +112,7 @@ class Endpoint:
                 self.wfile.write(body)
 
             def _json(self, status: int, payload: Any) -> None:
-                self._send(status, json.dumps(payload).encode())
+                self._send(status, dumps_json(payload).encode())
 
             def _dispatch(self, method: str) -> None:
                 try:

@@ -10,7 +10,8 @@ Usage (the same on the simulated node and on a real one; only the clock differs)
     summary = loop.summary()
 
 `step()` runs exactly one interval's sample/decide/apply (no waiting), so tests and other
-drivers can pace it themselves. `set_budget`, `set_target` and `status` are thread-safe: the
+drivers can pace it themselves, and returns the interval's `IntervalRecord`
+(`pals.control.record`), which the decision log, the metrics, `status()` and `summary()` read. `set_budget`, `set_target` and `status` are thread-safe: the
 HTTP endpoint calls them from its own thread; a change is picked up at the next step and the
 policy acts on it at once. A `BudgetSchedule` (demand response) overrides the budget as run time
 passes its steps.
@@ -23,16 +24,18 @@ import threading
 import time
 from typing import Any
 
-from pals.core.clock import Clock
 from pals.control.budget import BudgetSchedule, PowerBudget, ThroughputTarget
 from pals.control.decision_log import DecisionLog
 from pals.control.metrics import ControllerMetrics
 from pals.control.policies import Policy, capacity_limited
 from pals.control.qos import DEFAULT_QOS_TOLERANCE, DEFAULT_QOS_WINDOW_S, QosWindow
-from pals.core.power import NodePowerModel
-from pals.control.types import Configuration, DecisionContext, observe
-from pals.errors import ConfigError, PalsError
+from pals.control.record import IntervalRecord, IntervalSample, Measured, Prediction, json_ready, logged_budget, logged_target, plain
+from pals.control.summary import summarize
+from pals.control.types import Configuration, Decision, DecisionContext, Observation, observe
+from pals.core.clock import Clock
 from pals.core.node import Actuation, Node, Sample
+from pals.core.power import NodePowerModel
+from pals.errors import ConfigError, PalsError
 
 _WARNING_NUMBERS = re.compile(r"\d[\d.,]*")
 """Numbers inside a warning's text; warnings that differ only in them are one kind."""
@@ -88,8 +91,8 @@ class ControlLoop:
         self._target = target
         self._changed = True
         self._previous: Sample | None = None
-        self._last_record: dict[str, Any] | None = None
-        self._in_force_prediction: dict[str, float | None] = {}
+        self._last_record: IntervalRecord | None = None
+        self._in_force_prediction: Prediction | None = None
         self._warnings: dict[str, tuple[str, int]] = {}  # kind -> (latest text, intervals raised)
         self._current_warnings: tuple[str, ...] = ()
         self.interval_index = 0
@@ -114,6 +117,11 @@ class ControlLoop:
                 self._changed = True
 
     @property
+    def policy_name(self) -> str:
+        """The policy's registered name (its class name when it has none)."""
+        return getattr(self.policy, "name", type(self.policy).__name__)
+
+    @property
     def budget(self) -> PowerBudget | None:
         with self._lock:
             return self._budget
@@ -125,13 +133,52 @@ class ControlLoop:
 
     # -- one interval -------------------------------------------------------------------------
 
-    def step(self) -> dict[str, Any]:
+    def step(self) -> IntervalRecord:
         """Sample, decide and apply once; append and return the interval's record."""
         sample = self.node.sample()
         if self.start_time_s is None:
             self.start_time_s = sample.time_s
         elapsed_s = sample.time_s - self.start_time_s
         obs = observe(self._previous, sample, self.power_model) if self._previous is not None else None
+        budget, target, changed = self._constraints_at(elapsed_s)
+        current = Configuration(
+            float(sum(sample.gpu_power_cap_w) / max(len(sample.gpu_power_cap_w), 1)), int(sample.batch_cap)
+        )
+        decision, decide_ms = self._decide(current, obs, budget, target, changed)
+        warnings = list(decision.warnings) + [n for n in sample.notes if n not in decision.warnings]
+        changed_config = self._apply(decision, current, warnings)
+        predicted, measured, limited, violation = (
+            self._measure(obs, budget, target) if obs is not None else (None, None, None, False)
+        )
+        record = IntervalRecord(
+            t_s=plain(round(elapsed_s, 4)),
+            time_s=plain(round(sample.time_s, 4)),
+            interval=self.interval_index,
+            interval_s=plain(round(obs.interval_s, 4)) if obs is not None else 0.0,
+            policy=self.policy_name,
+            sample=IntervalSample.from_observation(obs) if obs is not None else None,
+            budget=logged_budget(budget),
+            target=logged_target(target),
+            decision=decision.as_logged(),
+            config_changed=changed_config,
+            governor_trim=bool(changed_config and decision.governor_trim),
+            at_max_config=self._at_max(current),
+            decide_ms=round(decide_ms, 3),
+            warnings=tuple(warnings),
+            predicted=predicted,
+            measured=measured,
+            capacity_limited=limited,
+            qos_violation=violation,
+        )
+        self._remember_prediction(decision, changed_config)
+        self.log.append(record)
+        self.metrics.update(record)
+        self._remember(sample, record)
+        self.interval_index += 1
+        return record
+
+    def _constraints_at(self, elapsed_s: float) -> tuple[PowerBudget | None, ThroughputTarget | None, bool]:
+        """Budget and target for this interval (the schedule applied) and whether either changed."""
         with self._lock:
             if self.schedule is not None:
                 scheduled = self.schedule.budget_at(elapsed_s)
@@ -140,9 +187,17 @@ class ControlLoop:
                     self._changed = True
             budget, target, changed = self._budget, self._target, self._changed
             self._changed = False
-        current = Configuration(
-            float(sum(sample.gpu_power_cap_w) / max(len(sample.gpu_power_cap_w), 1)), int(sample.batch_cap)
-        )
+        return budget, target, changed
+
+    def _decide(
+        self,
+        current: Configuration,
+        obs: Observation | None,
+        budget: PowerBudget | None,
+        target: ThroughputTarget | None,
+        changed: bool,
+    ) -> tuple[Decision, float]:
+        """The policy's decision for this interval and the wall time it took (ms)."""
         ctx = DecisionContext(
             constraints=self.constraints,
             current=current,
@@ -155,82 +210,71 @@ class ControlLoop:
         )
         started = time.perf_counter()
         decision = self.policy.decide(ctx)
-        decide_ms = (time.perf_counter() - started) * 1000.0
-        warnings = list(decision.warnings) + [n for n in sample.notes if n not in decision.warnings]
+        return decision, (time.perf_counter() - started) * 1000.0
+
+    def _apply(self, decision: Decision, current: Configuration, warnings: list[str]) -> bool:
+        """Apply the decided configuration if it differs from `current`; True when it was applied.
+
+        A failed actuation is appended to `warnings` and the loop keeps controlling.
+        """
         chosen = decision.config
         cap_moved = self.constraints.power_cap_settable and abs(chosen.power_cap_w - current.power_cap_w) > 0.5
-        changed_config = cap_moved or chosen.batch_cap != current.batch_cap
-        if changed_config:
-            actuation = Actuation(
-                power_cap_w=chosen.power_cap_w if self.constraints.power_cap_settable else None,
-                batch_cap=chosen.batch_cap,
-            )
-            try:
-                self.constraints.check(actuation)
-                self.node.apply(actuation)
-                if decision.governor_trim:
-                    self.governor_trims += 1
-                else:
-                    self.config_changes += 1
-            except PalsError as error:  # keep controlling; say so loudly
-                warnings.append(f"could not apply {chosen.as_dict()}: {error}")
-                changed_config = False
-        record: dict[str, Any] = {
-            "t_s": round(elapsed_s, 4),
-            "time_s": round(sample.time_s, 4),
-            "interval": self.interval_index,
-            "interval_s": round(obs.interval_s, 4) if obs is not None else 0.0,
-            "policy": getattr(self.policy, "name", type(self.policy).__name__),
-            "sample": obs.summary() if obs is not None else None,
-            "budget": None if budget is None else {"budget_w": budget.budget_w, "kind": budget.kind},
-            "target": None if target is None else {"target_tps": target.target_tps},
-            "decision": decision.as_dict(),
-            "config_changed": changed_config,
-            "governor_trim": bool(changed_config and decision.governor_trim),
-            "at_max_config": bool(
-                (not self.constraints.power_cap_settable or current.power_cap_w >= self.constraints.power_cap_max_w - 0.5)
-                and current.batch_cap >= self.constraints.batch_cap_max
-            ),
-            "decide_ms": round(decide_ms, 3),
-            "warnings": warnings,
-        }
-        if obs is not None:
-            measured_power = None if budget is None else (obs.gpu_power_w if budget.kind == "gpu" else obs.node_power_w)
-            record["predicted"] = dict(self._in_force_prediction)
-            record["measured"] = {
-                "throughput_tps": round(obs.throughput_tps, 3),
-                "gpu_power_w": round(obs.gpu_power_w, 2),
-                "node_power_w": round(obs.node_power_w, 2),
-                "budget_power_w": None if measured_power is None else round(measured_power, 2),
-            }
-            window_tps, violation = self.qos.add(
-                obs.generated_tokens, obs.interval_s, obs.requests_waiting, None if target is None else target.target_tps
-            )
-            record["measured"]["window_throughput_tps"] = round(window_tps, 3)
-            record["capacity_limited"] = capacity_limited(obs, self.constraints.replicas)
-            record["qos_violation"] = violation
+        if not (cap_moved or chosen.batch_cap != current.batch_cap):
+            return False
+        actuation = Actuation(
+            power_cap_w=chosen.power_cap_w if self.constraints.power_cap_settable else None,
+            batch_cap=chosen.batch_cap,
+        )
+        try:
+            self.constraints.check(actuation)
+            self.node.apply(actuation)
+        except PalsError as error:  # keep controlling; say so loudly
+            warnings.append(f"could not apply {chosen.as_dict()}: {error}")
+            return False
+        if decision.governor_trim:
+            self.governor_trims += 1
+        else:
+            self.config_changes += 1
+        return True
+
+    def _at_max(self, current: Configuration) -> bool:
+        """True when `current` is the node's maximum configuration (a settable cap at its top too)."""
+        c = self.constraints
+        return bool(
+            (not c.power_cap_settable or current.power_cap_w >= c.power_cap_max_w - 0.5)
+            and current.batch_cap >= c.batch_cap_max
+        )
+
+    def _measure(
+        self, obs: Observation, budget: PowerBudget | None, target: ThroughputTarget | None
+    ) -> tuple[Prediction | None, Measured, bool, bool]:
+        """The prediction in force vs the measurement, capacity-limited, and the QoS test."""
+        window_tps, violation = self.qos.add(
+            obs.generated_tokens, obs.interval_s, obs.requests_waiting, None if target is None else target.target_tps
+        )
+        measured = Measured.from_observation(obs, budget, window_tps)
+        limited = bool(capacity_limited(obs, self.constraints.replicas))
+        return self._in_force_prediction, measured, limited, bool(violation)
+
+    def _remember_prediction(self, decision: Decision, changed_config: bool) -> None:
+        """The prediction the next interval's measurement is set against (kept until replaced)."""
         if decision.predicted_throughput_tps is not None and decision.candidates_considered > 0:
-            self._in_force_prediction = {
-                "throughput_tps": decision.predicted_throughput_tps,
-                "gpu_power_w": decision.predicted_gpu_power_w,
-                "node_power_w": decision.predicted_node_power_w,
-            }
+            self._in_force_prediction = Prediction.from_decision(decision)
         elif changed_config:
-            self._in_force_prediction = {}
-        self.log.append(record)
-        self.metrics.update(self.log.recent(1)[0])
+            self._in_force_prediction = None
+
+    def _remember(self, sample: Sample, record: IntervalRecord) -> None:
+        """Keep the sample for the next observation and the record and warnings for `status()`."""
         with self._lock:
             self._previous = sample
             self._last_record = record
-            self._current_warnings = tuple(warnings)
-            for w in warnings:
+            self._current_warnings = record.warnings
+            for w in record.warnings:
                 # One entry per kind of warning: the live numbers in a text (a predicted maximum
                 # that moves with every correction) would otherwise make each interval's unique.
                 kind = _WARNING_NUMBERS.sub("#", w)
                 _, count = self._warnings.get(kind, (w, 0))
                 self._warnings[kind] = (w, count + 1)
-        self.interval_index += 1
-        return record
 
     # -- driving ---------------------------------------------------------------------------------
 
@@ -240,6 +284,9 @@ class ControlLoop:
         The first step (t = 0) only sets the initial configuration; the run then covers
         `duration_s / interval_s` observed intervals. On a real clock a step that overruns its
         slot starts the next one at once rather than trying to catch up.
+
+        `on_step` is called after each step with the record's JSON form (`IntervalRecord.to_json()`,
+        the logged line), which the CLI's progress lines still index by key.
         """
         if duration_s is not None and duration_s <= 0:
             raise ConfigError(f"duration_s must be positive, got {duration_s}")
@@ -250,7 +297,7 @@ class ControlLoop:
                 break
             record = self.step()
             if on_step is not None:
-                on_step(record)
+                on_step(record.to_json())
             if duration_s is not None and self.clock.now_s() - first_s >= duration_s - 1e-9:
                 break
             next_s += self.interval_s
@@ -269,29 +316,34 @@ class ControlLoop:
         with self._lock:
             record = self._last_record
             budget, target = self._budget, self._target
+            sample = None if record is None else record.sample
             return {
-                "policy": getattr(self.policy, "name", type(self.policy).__name__),
-                "time_s": None if record is None else record["time_s"],
+                "policy": self.policy_name,
+                "time_s": None if record is None else record.time_s,
                 "interval": self.interval_index,
                 "interval_s": self.interval_s,
-                "configuration": None if record is None else record["decision"]["config"],
-                "reason": None if record is None else record["decision"]["reason"],
-                "last_sample": None if record is None else record["sample"],
+                "configuration": None if record is None else record.decision.config.as_dict(),
+                "reason": None if record is None else record.decision.reason,
+                "last_sample": None if sample is None else json_ready(sample.to_json()),
                 "budget": None if budget is None else {"budget_w": budget.budget_w, "kind": budget.kind},
                 "target": None if target is None else {"target_tps": target.target_tps},
-                "constraints": {
-                    "num_gpus": self.constraints.num_gpus,
-                    "power_cap_min_w": self.constraints.power_cap_min_w,
-                    "power_cap_max_w": self.constraints.power_cap_max_w,
-                    "batch_cap_max": self.constraints.batch_cap_max,
-                    "tp": self.constraints.tp,
-                    "gpu": self.constraints.gpu_name,
-                    "model": self.constraints.model_name,
-                },
+                "constraints": self._constraints_json(),
                 "config_changes": self.config_changes,
                 "governor_trims": self.governor_trims,
                 "warnings": list(self._current_warnings),
             }
+
+    def _constraints_json(self) -> dict[str, Any]:
+        c = self.constraints
+        return {
+            "num_gpus": c.num_gpus,
+            "power_cap_min_w": c.power_cap_min_w,
+            "power_cap_max_w": c.power_cap_max_w,
+            "batch_cap_max": c.batch_cap_max,
+            "tp": c.tp,
+            "gpu": c.gpu_name,
+            "model": c.model_name,
+        }
 
     def frontier(self) -> dict[str, Any]:
         """The policy's predicted table for the live workload (JSON-ready, for GET /frontier).
@@ -319,9 +371,7 @@ class ControlLoop:
 
     def summary(self) -> dict[str, Any]:
         """Run figures from the records held in memory (see `pals.control.summary`)."""
-        from pals.control.summary import summarize
-
-        out = summarize(self.log.recent(), qos_tolerance=self.qos_tolerance)
+        out = summarize(self.log.records(), qos_tolerance=self.qos_tolerance)
         seen = self.warnings_seen()
         out["warnings"] = sorted(seen, key=lambda w: -seen[w])
         return out

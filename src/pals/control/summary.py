@@ -1,22 +1,22 @@
-"""Run figures from a decision log (the same keys for `pals run`, `pals demo` and experiments).
+"""Run figures from a run's `IntervalRecord`s (the same keys for `pals run`, `pals demo` and experiments).
 
 Definitions (each interval is one control interval; records without a measured sample, i.e. the
-first one, are skipped):
+first one, are skipped; record fields are named as in `docs/decisions-schema.md`):
 
-- `tokens_per_joule`: generated tokens / node energy (node power measured, or estimated from GPU
-  power as 1.05 x sum(P_gpu) + 345 W). `tokens_per_joule_gpu`: the same over GPU energy.
+- `tokens_per_joule`: generated tokens / node energy (the record's node power: the node-power line
+  of `pals.core.power` on GPU power). `tokens_per_joule_gpu`: the same over GPU energy.
 - `qos_violation_pct`: share of intervals that violate the throughput target as defined in
-  `pals.control.qos` (trailing 5 s throughput short of (1 - tol) x target while requests wait);
+  `pals.control.qos` (trailing-window throughput short of (1 - tol) x target while requests wait);
   `qos_violation_pct_raw`: the same test on each interval's own throughput.
 - Power against a budget is judged on the trailing-window mean power, as throughput is for QoS:
-  P is the mean power (in the budget's kind) over the trailing `DEFAULT_QOS_WINDOW_S` (5 s, ten
-  intervals: interval energy over the window / its duration; `pals.control.window`), the window
+  P is the mean power (in the budget's kind) over the trailing `power_window_s` (default
+  `DEFAULT_QOS_WINDOW_S`: interval energy over the window / its duration; `pals.control.window`), the window
   restarting at each budget change. Single 500 ms intervals swing +-3-5 % at a fixed cap (the mix
   of prefill and decode steps), uncorrelated from one to the next, so a per-interval test would
   demand a mean ~6 % under the budget. The per-interval figures are kept as `*_interval_pct`.
 - `budget_overshoot_pct`: share of budget intervals whose window-mean power exceeds the budget by
-  more than `overshoot_tolerance` (2 %), not counting the first `settle_intervals` (4, i.e. 2 s)
-  after each budget change. `max_budget_overshoot_pct`: the largest window-mean excess, same
+  more than `overshoot_tolerance`, not counting the first `settle_intervals` after each budget
+  change. `max_budget_overshoot_pct`: the largest window-mean excess, same
   intervals. `budget_overshoot_interval_pct` and `max_budget_overshoot_interval_pct`: the same on
   each interval's own power (spikes).
 - `power_tracking_error_pct`: how far power is from the budget where the controller could have
@@ -45,9 +45,11 @@ first one, are skipped):
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
+from pals.control.budget import PowerBudget
 from pals.control.qos import DEFAULT_QOS_TOLERANCE, DEFAULT_QOS_WINDOW_S, is_qos_violation
+from pals.control.record import IntervalRecord, IntervalSample
 from pals.control.window import TrailingMeanPower
 
 SUMMARY_KEYS = (
@@ -92,102 +94,161 @@ def _mean_pct(values: list[float]) -> float:
     return 100.0 * sum(values) / len(values) if values else 0.0
 
 
+class _Totals:
+    """Running sums over the measured intervals, in record order (energy and tokens by rectangles)."""
+
+    def __init__(self, qos_tolerance: float) -> None:
+        self.qos_tolerance = qos_tolerance
+        self.duration_s = self.tokens = self.node_j = self.gpu_j = 0.0
+        self.intervals = self.violations = self.raw_violations = 0
+
+    def add(self, rec: IntervalRecord, sample: IntervalSample, dt: float) -> None:
+        self.intervals += 1
+        self.duration_s += dt
+        self.tokens += sample.throughput_tps * dt
+        self.node_j += sample.node_power_w * dt
+        self.gpu_j += sample.gpu_power_w * dt
+        if rec.qos_violation:
+            self.violations += 1
+        target_tps = None if rec.target is None else rec.target.target_tps
+        if is_qos_violation(sample.throughput_tps, sample.requests_waiting, target_tps, self.qos_tolerance):
+            self.raw_violations += 1
+
+
+class _BudgetTally:
+    """Power against the budget in force: overshoot, tracking error and how often the budget bound.
+
+    `power` of an interval is its own mean power in the budget's kind; the window figures use the
+    trailing-window mean power (restarted at each budget change by `budget_changed`).
+    """
+
+    def __init__(self, overshoot_tolerance: float, settle_intervals: int, power_window_s: float) -> None:
+        self.overshoot_tolerance = overshoot_tolerance
+        self.settle_intervals = settle_intervals
+        self.window = TrailingMeanPower(power_window_s)
+        self.since_budget_change = 10**9
+        self.budget_intervals = self.bound_count = 0
+        self.overshoot_count = self.overshoot_interval_count = 0
+        self.max_over = self.max_over_interval = 0.0
+        self.tracking: list[float] = []
+        self.tracking_interval: list[float] = []
+        self.raw_tracking: list[float] = []
+
+    def budget_changed(self, clear_window: bool = True) -> None:
+        self.since_budget_change = 0
+        if clear_window:
+            self.window.clear()  # a new budget is judged on power drawn since it was set
+
+    def add(self, rec: IntervalRecord, sample: IntervalSample, budget: PowerBudget, dt: float) -> None:
+        self.budget_intervals += 1
+        self.since_budget_change += 1
+        power = sample.gpu_power_w if budget.kind == "gpu" else sample.node_power_w
+        rel_interval = power / budget.budget_w - 1.0
+        rel = self.window.add(power, dt) / budget.budget_w - 1.0
+        if self.since_budget_change > self.settle_intervals:
+            self._add_settled(rec, sample, rel, rel_interval)
+
+    def _add_settled(self, rec: IntervalRecord, sample: IntervalSample, rel: float, rel_interval: float) -> None:
+        self.max_over = max(self.max_over, rel)
+        self.max_over_interval = max(self.max_over_interval, rel_interval)
+        self.overshoot_count += rel > self.overshoot_tolerance
+        self.overshoot_interval_count += rel_interval > self.overshoot_tolerance
+        self.raw_tracking.append(abs(rel_interval))
+        bound = bool(rec.decision.budget_bound)
+        limited = rec.capacity_limited if rec.capacity_limited is not None else sample.requests_waiting > 0
+        needed = bool(limited) and not rec.at_max_config
+        unused = needed and (bound or bool(rec.qos_violation))
+        if bound:
+            self.bound_count += 1
+        if rel > 0 or unused:
+            self.tracking.append(abs(rel))
+        if rel_interval > 0 or unused:
+            self.tracking_interval.append(abs(rel_interval))
+
+    def figures(self) -> dict[str, Any]:
+        n = self.budget_intervals
+        return {
+            "power_tracking_error_pct": 100.0 * sum(self.tracking) / len(self.tracking) if self.tracking else 0.0,
+            "power_tracking_error_interval_pct": _mean_pct(self.tracking_interval),
+            "power_tracking_error_raw_pct": (
+                100.0 * sum(self.raw_tracking) / len(self.raw_tracking) if self.raw_tracking else 0.0
+            ),
+            "power_tracking_intervals": len(self.tracking),
+            "budget_overshoot_pct": 100.0 * self.overshoot_count / n if n else 0.0,
+            "max_budget_overshoot_pct": 100.0 * self.max_over if n else 0.0,
+            "budget_overshoot_interval_pct": 100.0 * self.overshoot_interval_count / n if n else 0.0,
+            "max_budget_overshoot_interval_pct": 100.0 * self.max_over_interval if n else 0.0,
+            "budget_bound_pct": 100.0 * self.bound_count / n if n else 0.0,
+        }
+
+
+def _typed(records: Iterable[IntervalRecord | Mapping[str, Any]]) -> list[IntervalRecord]:
+    return [rec if isinstance(rec, IntervalRecord) else IntervalRecord.from_json(rec) for rec in records]
+
+
 def summarize(
-    records: Iterable[dict[str, Any]],
+    records: Iterable[IntervalRecord | Mapping[str, Any]],
     qos_tolerance: float = DEFAULT_QOS_TOLERANCE,
     overshoot_tolerance: float = 0.02,
     settle_intervals: int = 4,
     power_window_s: float = DEFAULT_QOS_WINDOW_S,
 ) -> dict[str, Any]:
-    """Summarise decision-log records (see the module docstring for each figure)."""
-    records = list(records)
-    policy = records[0]["policy"] if records else None
-    duration_s = tokens = node_j = gpu_j = 0.0
-    intervals = violations = raw_violations = changes = trims = 0
-    overshoot_count = overshoot_interval_count = budget_intervals = bound_count = 0
-    max_over = max_over_interval = 0.0
-    tracking: list[float] = []
-    tracking_interval: list[float] = []
-    window = TrailingMeanPower(power_window_s)
-    raw_tracking: list[float] = []
+    """Summarise a run's records (see the module docstring for each figure).
+
+    `records` are `IntervalRecord`s, or decision-log lines as parsed JSON (read with
+    `IntervalRecord.from_json`).
+    """
+    records = _typed(records)
+    totals = _Totals(qos_tolerance)
+    tally = _BudgetTally(overshoot_tolerance, settle_intervals, power_window_s)
     decide_ms: list[float] = []
-    since_budget_change = 10**9
+    changes = trims = 0
     last_budget = None
     for index, rec in enumerate(records):
-        decide_ms.append(float(rec.get("decide_ms", 0.0)))
-        if index > 0 and rec.get("config_changed"):
-            if rec.get("governor_trim"):
+        decide_ms.append(float(rec.decide_ms))
+        if index > 0 and rec.config_changed:
+            if rec.governor_trim:
                 trims += 1
             else:
                 changes += 1
-        budget = rec.get("budget")
+        budget = rec.budget
         # A budget set at this record's decision applies from the next interval on.
-        sample = rec.get("sample")
+        sample = rec.sample
         if sample is None:
             last_budget = budget
-            since_budget_change = 0
+            tally.budget_changed(clear_window=False)
             continue
-        intervals += 1
-        dt = float(rec.get("interval_s", 0.0))
-        duration_s += dt
-        tokens += sample["throughput_tps"] * dt
-        node_j += sample["node_power_w"] * dt
-        gpu_j += sample["gpu_power_w"] * dt
-        target = rec.get("target")
-        if rec.get("qos_violation"):
-            violations += 1
-        if is_qos_violation(sample["throughput_tps"], sample["requests_waiting"],
-                            None if target is None else target["target_tps"], qos_tolerance):
-            raw_violations += 1
+        dt = float(rec.interval_s)
+        totals.add(rec, sample, dt)
         if last_budget is not None:
-            budget_intervals += 1
-            since_budget_change += 1
-            power = sample["gpu_power_w"] if last_budget["kind"] == "gpu" else sample["node_power_w"]
-            rel_interval = power / last_budget["budget_w"] - 1.0
-            rel = window.add(power, dt) / last_budget["budget_w"] - 1.0
-            if since_budget_change > settle_intervals:
-                max_over = max(max_over, rel)
-                max_over_interval = max(max_over_interval, rel_interval)
-                overshoot_count += rel > overshoot_tolerance
-                overshoot_interval_count += rel_interval > overshoot_tolerance
-                raw_tracking.append(abs(rel_interval))
-                bound = bool(rec["decision"].get("budget_bound"))
-                needed = bool(rec.get("capacity_limited", sample["requests_waiting"] > 0)) and not rec.get("at_max_config", False)
-                unused = needed and (bound or bool(rec.get("qos_violation")))
-                if bound:
-                    bound_count += 1
-                if rel > 0 or unused:
-                    tracking.append(abs(rel))
-                if rel_interval > 0 or unused:
-                    tracking_interval.append(abs(rel_interval))
+            tally.add(rec, sample, last_budget, dt)
         if budget != last_budget:
-            since_budget_change = 0
-            window.clear()  # a new budget is judged on power drawn since it was set
+            tally.budget_changed()
         last_budget = budget
-    pct = (lambda n: 100.0 * n / intervals) if intervals else (lambda n: 0.0)
+    return _figures(records[0].policy if records else None, totals, tally, changes, trims, decide_ms)
+
+
+def _figures(
+    policy: str | None, totals: _Totals, tally: _BudgetTally, changes: int, trims: int, decide_ms: list[float]
+) -> dict[str, Any]:
+    """The summary dict, keys in their published order."""
+    t = totals
+    pct = (lambda n: 100.0 * n / t.intervals) if t.intervals else (lambda n: 0.0)
     return {
         "policy": policy,
-        "duration_s": round(duration_s, 3),
-        "intervals": intervals,
-        "tokens_per_joule": tokens / node_j if node_j > 0 else 0.0,
-        "tokens_per_joule_gpu": tokens / gpu_j if gpu_j > 0 else 0.0,
-        "throughput_tps": tokens / duration_s if duration_s > 0 else 0.0,
-        "qos_violation_pct": pct(violations),
-        "qos_violation_pct_raw": pct(raw_violations),
-        "power_tracking_error_pct": 100.0 * sum(tracking) / len(tracking) if tracking else 0.0,
-        "power_tracking_error_interval_pct": _mean_pct(tracking_interval),
-        "power_tracking_error_raw_pct": 100.0 * sum(raw_tracking) / len(raw_tracking) if raw_tracking else 0.0,
-        "power_tracking_intervals": len(tracking),
-        "budget_overshoot_pct": 100.0 * overshoot_count / budget_intervals if budget_intervals else 0.0,
-        "max_budget_overshoot_pct": 100.0 * max_over if budget_intervals else 0.0,
-        "budget_overshoot_interval_pct": 100.0 * overshoot_interval_count / budget_intervals if budget_intervals else 0.0,
-        "max_budget_overshoot_interval_pct": 100.0 * max_over_interval if budget_intervals else 0.0,
-        "budget_bound_pct": 100.0 * bound_count / budget_intervals if budget_intervals else 0.0,
-        "mean_power_w": node_j / duration_s if duration_s > 0 else 0.0,
-        "mean_gpu_power_w": gpu_j / duration_s if duration_s > 0 else 0.0,
-        "energy_j": node_j,
-        "gpu_energy_j": gpu_j,
-        "generated_tokens": tokens,
+        "duration_s": round(t.duration_s, 3),
+        "intervals": t.intervals,
+        "tokens_per_joule": t.tokens / t.node_j if t.node_j > 0 else 0.0,
+        "tokens_per_joule_gpu": t.tokens / t.gpu_j if t.gpu_j > 0 else 0.0,
+        "throughput_tps": t.tokens / t.duration_s if t.duration_s > 0 else 0.0,
+        "qos_violation_pct": pct(t.violations),
+        "qos_violation_pct_raw": pct(t.raw_violations),
+        **tally.figures(),
+        "mean_power_w": t.node_j / t.duration_s if t.duration_s > 0 else 0.0,
+        "mean_gpu_power_w": t.gpu_j / t.duration_s if t.duration_s > 0 else 0.0,
+        "energy_j": t.node_j,
+        "gpu_energy_j": t.gpu_j,
+        "generated_tokens": t.tokens,
         "config_changes": changes,
         "config_change_pct": pct(changes),
         "governor_trims": trims,

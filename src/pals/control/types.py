@@ -7,12 +7,13 @@ powers over the interval between them). A policy receives a `DecisionContext` an
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pals.control.budget import PowerBudget, ThroughputTarget
 from pals.core.node import Constraints, Sample
 from pals.core.power import NodePowerModel
+from pals.errors import ConfigError
 
 
 @dataclass(frozen=True, order=True)
@@ -35,6 +36,7 @@ class Observation:
     time_s: float
     """End of the interval on the node's clock. Units: s."""
     interval_s: float
+    """Length of the interval (between the two samples). Units: s."""
     throughput_tps: float
     """Generated (output) tokens per second over the interval, whole node."""
     prompt_tps: float
@@ -47,37 +49,30 @@ class Observation:
     node_power_reading_w: float | None
     """The node's own instantaneous wall-power reading at the end of the interval, when it has one. Units: W."""
     generated_tokens: float
+    """Output tokens generated over the interval (the counter rate times the interval)."""
     gpu_energy_j: float
+    """GPU energy over the interval. Units: J."""
     node_energy_j: float
+    """Node energy over the interval (from `node_power_w`). Units: J."""
     requests_waiting: int
+    """Requests waiting in the queue at the end of the interval."""
     requests_running: int
+    """Requests running at the end of the interval."""
     power_cap_w: float
     """Mean power cap in force per GPU at the end of the interval. Units: W."""
     batch_cap: int
+    """Batch cap in force at the end of the interval."""
     mean_prompt_tokens: float | None = None
+    """Mean prompt length of recent requests, when the node reports it."""
     mean_output_tokens: float | None = None
+    """Mean output length of recent requests, when the node reports it."""
     notes: tuple[str, ...] = ()
+    """The node's notes on its sample (stale telemetry and the like), logged as warnings."""
 
     @property
     def demand_limited(self) -> bool:
         """True when nothing was waiting: the node served all the load it was offered."""
         return self.requests_waiting == 0
-
-    def summary(self) -> dict[str, Any]:
-        out = {
-            "throughput_tps": round(self.throughput_tps, 3),
-            "gpu_power_w": round(self.gpu_power_w, 2),
-            "node_power_w": round(self.node_power_w, 2),
-            "requests_waiting": self.requests_waiting,
-            "requests_running": self.requests_running,
-            "power_cap_w": round(self.power_cap_w, 2),
-            "batch_cap": self.batch_cap,
-        }
-        if self.mean_prompt_tokens is not None:
-            out["mean_prompt_tokens"] = round(self.mean_prompt_tokens, 1)
-        if self.mean_output_tokens is not None:
-            out["mean_output_tokens"] = round(self.mean_output_tokens, 1)
-        return out
 
 
 def observe(previous: Sample, current: Sample, power_model: NodePowerModel | None = None) -> Observation:
@@ -125,11 +120,15 @@ class DecisionContext:
     observation: Observation | None
     """The interval that just ended (None on the first decision)."""
     budget: PowerBudget | None
+    """Power budget in force (None: unconstrained)."""
     target: ThroughputTarget | None
+    """Throughput target in force (None: maximise tokens/J)."""
     constraints_changed: bool
     """True when the budget or the target changed since the previous decision: act at once."""
     interval_index: int
+    """Index of the interval being decided, from 0."""
     power_model: NodePowerModel = field(default_factory=NodePowerModel)
+    """Node-power line relating GPU power to wall power."""
 
     def budget_gpu_total_w(self) -> float | None:
         """The budget expressed as a total-GPU-power limit (None without a budget)."""
@@ -154,20 +153,59 @@ class Decision:
     reason: str
     """Why, in words (logged)."""
     candidates_considered: int = 1
+    """Configurations the policy evaluated (0 when it held or followed the governor)."""
     candidates_feasible: int = 1
     """Candidates that fit under the budget."""
     candidates_meeting_target: int | None = None
+    """Feasible candidates predicted to meet the target (None without a target or a selection)."""
     predicted_throughput_tps: float | None = None
+    """Predicted delivered throughput of the chosen configuration. Units: tokens/s."""
     predicted_gpu_power_w: float | None = None
+    """Predicted total GPU power of the chosen configuration. Units: W."""
     predicted_node_power_w: float | None = None
+    """Predicted node wall power of the chosen configuration. Units: W."""
     predicted_tokens_per_joule: float | None = None
+    """Predicted throughput over predicted node power. Units: tokens/J."""
     budget_bound: bool = False
     """True when the budget kept the policy from the configuration it would otherwise choose."""
     governor_trim: bool = False
     """True when only the cap moves, following the budget governor's bound: budget enforcement,
     not a new choice (counted apart from configuration changes)."""
     warnings: tuple[str, ...] = ()
+    """Warnings the policy raises this interval (logged)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    """Policy-specific figures for the log (PID margin, power bias, demand, ...); JSON scalars."""
+
+    def as_logged(self) -> "Decision":
+        """This decision at the precision the decision log keeps (cap 3 decimals, predictions 4);
+        `as_dict` of either is the same."""
+        return replace(
+            self,
+            config=Configuration(round(float(self.config.power_cap_w), 3), int(self.config.batch_cap)),
+            predicted_throughput_tps=_round_or_none(self.predicted_throughput_tps, 4),
+            predicted_gpu_power_w=_round_or_none(self.predicted_gpu_power_w, 4),
+            predicted_node_power_w=_round_or_none(self.predicted_node_power_w, 4),
+            predicted_tokens_per_joule=_round_or_none(self.predicted_tokens_per_joule, 4),
+            budget_bound=bool(self.budget_bound),
+            governor_trim=bool(self.governor_trim),
+            warnings=tuple(self.warnings),
+            extra=dict(self.extra),
+        )
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Decision":
+        """Read `as_dict` output back (fields other than `config` and `reason` may be absent)."""
+        if not isinstance(data, dict) or "config" not in data or "reason" not in data:
+            raise ConfigError(f"decision record: `decision` needs `config` and `reason`, got {data!r}")
+        config = data["config"]
+        kwargs = {key: data[key] for key in _DECISION_SCALARS if key in data}
+        return cls(
+            config=Configuration(config["power_cap_w"], config["batch_cap"]),
+            reason=data["reason"],
+            warnings=tuple(data.get("warnings", ())),
+            extra=dict(data.get("extra") or {}),
+            **kwargs,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -177,3 +215,14 @@ class Decision:
             if out[key] is not None:
                 out[key] = round(float(out[key]), 4)
         return out
+
+
+_DECISION_SCALARS = (
+    "candidates_considered", "candidates_feasible", "candidates_meeting_target", "predicted_throughput_tps",
+    "predicted_gpu_power_w", "predicted_node_power_w", "predicted_tokens_per_joule", "budget_bound", "governor_trim",
+)
+"""`Decision` fields read back from a log line as they are (`config`, `warnings`, `extra` need converting)."""
+
+
+def _round_or_none(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
