@@ -44,7 +44,7 @@ NODE_TP = 4
 def _settings(quick: bool) -> CharacterizationSettings:
     """The characterization grid: the paper's (full) or a smaller one with short windows (quick)."""
     if quick:
-        # Longer saturating windows than the model module's smoke test: with 5 + 10 s a 150 W point
+        # Longer saturating windows than `CharacterizationSettings.quick()`'s smoke test: with 5 + 10 s a 150 W point
         # still carries its warm-up transient and looks like Mixtral's best cap.
         return dataclasses.replace(CharacterizationSettings.quick(), power_caps_w=(150.0, 200.0, 250.0, 400.0),
                                    batch_caps=(1, 8, 32, 64), saturation_warmup_s=10.0, saturation_window_s=30.0)

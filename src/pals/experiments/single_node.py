@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pals.experiments.common import ALL_MODELS, DENSE_MODELS, MOE_MODELS, Lab, geomean, plt, save_figure
+from pals.experiments.common import ALL_MODELS, MOE_MODELS, Lab, geomean, plt, save_figure
 from pals.experiments.report import Report, Section
 
 POLICIES = ("baseline", "adaptive-cap", "adaptive-batch", "pals", "oracle")
