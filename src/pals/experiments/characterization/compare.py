@@ -33,9 +33,11 @@ SWITCH_NAMES = {
     "bandwidth_scales_with_clock": "HBM bandwidth falling with the clock",
     "collective_spin_power": "NCCL spin power",
 }
+"""Short names of the ablated switches, for the text and the figure legends."""
 
 
 def pct(x: float) -> str:
+    """A fraction as a signed percentage ("+1.2 %"), "n/a" when not finite."""
     return "n/a" if not math.isfinite(x) else f"{100 * x:+.1f} %"
 
 
@@ -49,11 +51,13 @@ def cap_shape(sweep: Sweep) -> str:
 
 
 def range_pct(values: list[float]) -> str:
+    """Fractions as a percentage range ("0.9-1.3 %"), one number when they agree to 0.05 points."""
     lo, hi = 100 * min(values), 100 * max(values)
     return f"{lo:.1f} %" if abs(hi - lo) < 0.05 else f"{lo:.1f}-{hi:.1f} %"
 
 
 def range_w(values: list[float]) -> str:
+    """Powers as a range in W ("189-252 W"), one number for one value."""
     return f"{min(values):.0f}-{max(values):.0f} W" if len(values) > 1 else f"{values[0]:.0f} W"
 
 

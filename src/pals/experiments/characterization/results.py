@@ -25,14 +25,19 @@ class Point:
     """One measured configuration. Powers in W; tokens/J per node joule (see module docstring)."""
 
     power_cap_w: float
+    """Per-GPU power cap."""
     batch_cap: int
+    """Most running sequences per replica."""
     throughput_tps: float
+    """Generated tokens/s over the window."""
     gpu_power_w: float
     """Mean per GPU over the window, from the energy counters."""
     node_power_w: float
     """From the GPU energy counters through the node power model."""
     tokens_per_joule: float
+    """Generated tokens per node joule."""
     tokens_per_joule_gpu: float
+    """Generated tokens per GPU joule (all GPUs, no node baseline)."""
 
 
 @dataclass
@@ -44,11 +49,15 @@ class Sweep:
     load: str
     """"saturation" or "fixed"."""
     rate_rps: float | None
+    """Poisson arrivals in requests/s; None at saturation."""
     points: list[Point] = field(default_factory=list)
     profile_path: Path | None = None
+    """The profile CSV the points were measured into."""
     window_s: float = math.nan
+    """Measurement window per point (simulated seconds)."""
 
     def get(self, cap_w: float, batch: int) -> Point | None:
+        """The point at (cap, batch), None if not measured."""
         for p in self.points:
             if p.power_cap_w == cap_w and p.batch_cap == batch:
                 return p
@@ -56,10 +65,12 @@ class Sweep:
 
     @property
     def caps_w(self) -> list[float]:
+        """The measured caps, ascending."""
         return sorted({p.power_cap_w for p in self.points})
 
     @property
     def batches(self) -> list[int]:
+        """The measured batches, ascending."""
         return sorted({p.batch_cap for p in self.points})
 
     def curve(self, batch: int, gpu_only: bool = False) -> tuple[list[float], list[float]]:

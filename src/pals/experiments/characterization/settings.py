@@ -51,29 +51,28 @@ ABLATIONS = ("per_step_limiter", "bandwidth_scales_with_clock", "collective_spin
 
 @dataclass(frozen=True)
 class CharacterizationSettings:
-    """Grid and timing of a characterization run (simulated seconds).
-
-    Attributes:
-        power_caps_w: Caps of every sweep (None: the paper's grid within the GPU's range).
-        batch_caps: Batches of the cap-curve models (must hold 1 and the largest).
-        ratio_batches: Batches measured for the other models' batch ratio.
-        saturation_warmup_s / saturation_window_s: Per point at saturation.
-        fixed_warmup_s: Per point at the fixed load.
-        fixed_requests: A fixed-load window lasts this many mean inter-arrival times ...
-        fixed_window_min_s / fixed_window_max_s: ... clipped to this range.
-        ablations: Run the mechanism ablations of the saturating cap curve.
-    """
+    """Grid and timing of a characterization run (simulated seconds)."""
 
     power_caps_w: tuple[float, ...] | None = None
+    """Caps of every sweep in W (None: the paper's grid within the GPU's range)."""
     batch_caps: tuple[int, ...] = PAPER_BATCH_CAPS
+    """Batches of the cap-curve models (must hold 1 and a larger one)."""
     ratio_batches: tuple[int, ...] = (1, 32, 64)
+    """Batches measured for the other models' batch ratio (must hold 1 and a larger one)."""
     saturation_warmup_s: float = 30.0
+    """Warm-up per point at saturation."""
     saturation_window_s: float = 60.0
+    """Measurement window per point at saturation."""
     fixed_warmup_s: float = 30.0
+    """Warm-up per point at the fixed load."""
     fixed_requests: int = 1000
+    """A fixed-load window lasts this many mean inter-arrival times, clipped to the two bounds below."""
     fixed_window_min_s: float = 60.0
+    """Shortest fixed-load window."""
     fixed_window_max_s: float = 1200.0
+    """Longest fixed-load window."""
     ablations: bool = True
+    """Run the mechanism ablations of the saturating cap curve."""
 
     def __post_init__(self) -> None:
         for name in ("saturation_warmup_s", "fixed_warmup_s"):
