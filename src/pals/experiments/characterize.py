@@ -1,6 +1,6 @@
 """characterize (paper Figs 1-3): tokens/J against cap and batch, compute/communication split, frontiers.
 
-- Fig 1 and Fig 3 (batch-only, cap-only, joint frontiers): measured by `pals.model.characterize`,
+- Fig 1 and Fig 3 (batch-only, cap-only, joint frontiers): measured by `pals.experiments.characterization`,
   the same code as `pals sweep --report`: the paper's cap x batch grid per model at saturation and
   at a fixed Poisson load of twice the batch-1 capacity (the regime the feasibility note found to
   match the paper's 1.7-2.1x batch ratio). Its full report, with the mechanism behind each shape,
