@@ -53,7 +53,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from pals.model.plots import plot_profile, write_characterization_report
+    from pals.experiments.characterization import write_characterization_report
+    from pals.model.plots import plot_profile
 
     if args.report_quick and not args.report:
         raise ConfigError("--report-quick only applies with --report; add --report or drop --report-quick")
@@ -75,9 +76,9 @@ def run(args) -> int:
 
 
 def _characterization_report(args, out: Path) -> Path:
-    """The paper-shape characterization (`pals.model.characterize`), beside the sweep's CSV."""
+    """The paper-shape characterization (`pals.experiments.characterization`), beside the sweep's CSV."""
     from pals.cli.profile import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS
-    from pals.model.characterize import characterize, write_report
+    from pals.experiments.characterization import characterize, write_report
 
     report_dir = out.with_name(out.stem + "_characterization")
     result = characterize(

@@ -1,6 +1,6 @@
 """characterize (paper Figs 1-3): tokens/J against cap and batch, compute/communication split, frontiers.
 
-- Fig 1 and Fig 3 (batch-only, cap-only, joint frontiers): measured by `pals.model.characterize`,
+- Fig 1 and Fig 3 (batch-only, cap-only, joint frontiers): measured by `pals.experiments.characterization`,
   the same code as `pals sweep --report`: the paper's cap x batch grid per model at saturation and
   at a fixed Poisson load of twice the batch-1 capacity (the regime the feasibility note found to
   match the paper's 1.7-2.1x batch ratio). Its full report, with the mechanism behind each shape,
@@ -18,19 +18,33 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pals.experiments.characterization import (
+    FIG1A_MODELS,
+    LOAD_FACTOR,
+    PAPER_BEST_CAP_W,
+    PAPER_FRONTIER_RATIO,
+    CharacterizationResult,
+    CharacterizationSettings,
+    characterize,
+    fits_node,
+    measure_sweep,
+    write_report,
+)
 from pals.experiments.common import GPU, plt, save_figure
 from pals.experiments.report import Report
+from pals.model.plots import characterization_summary, plot_profile
+from pals.sim.hardware import get_gpu
+from pals.sim.llm import get_llm
+from pals.sim.step import StepModel, StepShape
 
 NODE_TP = 4
 """TP of the Fig 1 / Fig 3 models on the 4-GPU node (as in `pals.experiments.common.MOE_MODELS`)."""
 
 
-def _settings(quick: bool):
+def _settings(quick: bool) -> CharacterizationSettings:
     """The characterization grid: the paper's (full) or a smaller one with short windows (quick)."""
-    from pals.model.characterize import CharacterizationSettings
-
     if quick:
-        # Longer saturating windows than the model module's smoke test: with 5 + 10 s a 150 W point
+        # Longer saturating windows than `CharacterizationSettings.quick()`'s smoke test: with 5 + 10 s a 150 W point
         # still carries its warm-up transient and looks like Mixtral's best cap.
         return dataclasses.replace(CharacterizationSettings.quick(), power_caps_w=(150.0, 200.0, 250.0, 400.0),
                                    batch_caps=(1, 8, 32, 64), saturation_warmup_s=10.0, saturation_window_s=30.0)
@@ -40,11 +54,6 @@ def _settings(quick: bool):
 
 def _breakdown(model: str, tp: int) -> dict[str, float] | None:
     """Shares of a batch-64 decode step's time at 400 W; None when the model does not fit at `tp`."""
-    from pals.model.characterize import fits_node
-    from pals.sim.hardware import get_gpu
-    from pals.sim.llm import get_llm
-    from pals.sim.step import StepModel, StepShape
-
     if not fits_node(model, GPU, tp):
         return None
     step = StepModel(get_llm(model), get_gpu(GPU), tp=tp, ep=1)
@@ -55,18 +64,6 @@ def _breakdown(model: str, tp: int) -> dict[str, float] | None:
 
 
 def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    from pals.model.characterize import (
-        FIG1A_MODELS,
-        LOAD_FACTOR,
-        PAPER_BEST_CAP_W,
-        PAPER_FRONTIER_RATIO,
-        characterize,
-        fits_node,
-        measure_sweep,
-        write_report,
-    )
-    from pals.model.plots import characterization_summary, plot_profile
-
     start = time.perf_counter()
     out_dir = Path(out_dir)
     models = FIG1A_MODELS[:2] if quick else FIG1A_MODELS
@@ -82,9 +79,27 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
                     "load": f"saturating, and Poisson at {LOAD_FACTOR:g}x the batch-1 capacity",
                     "lengths": f"log-normal prompt {result.workload['prompt_tokens']:g} / output "
                                f"{result.workload['output_tokens']:g} tokens"}
+    rows1, summaries = _fig1_section(report, result, models, full_report.relative_to(out_dir), out_dir)
+    _fig2_section(report, models)
+    rows3 = _fig3_section(report, result, models, summaries, settings, seed)
+    _why_section(report)
+    report.metrics = {"fig1": {r[0]: {"best_cap_b64_w": r[2], "batch_ratio_saturating": r[3], "batch_ratio_fixed_load": r[4]} for r in rows1},
+                      "fig3": {r[0]: {"joint_over_batch_only": r[6], "joint_over_batch_only_fixed_load": r[7],
+                                     "joint_tp_over_joint": r[8]} for r in rows3}}
+    return report.write(time.perf_counter() - start)
+
+
+def _fig1_section(
+    report: Report, result: CharacterizationResult, models: tuple[str, ...], full_report: Path, out_dir: Path
+) -> tuple[list[list[Any]], dict[str, dict[str, Any]]]:
+    """Fig 1: best cap and batch ratios per model, its figures and the paper comparisons.
+
+    Returns:
+        The table's rows and each model's `characterization_summary` (Fig 3 reads its peaks).
+    """
     sec1 = report.section("Fig 1: tokens/J against power cap and batch")
     report.paragraph(sec1, f"The paper-vs-ours table with the mechanism behind each shape, the fixed-load curves and "
-                           f"the batch ratio figure: [{full_report.relative_to(out_dir)}]({full_report.relative_to(out_dir)}).")
+                           f"the batch ratio figure: [{full_report}]({full_report}).")
     rows1, summaries = [], {}
     for model in models:
         mr = result.models[model]
@@ -106,6 +121,11 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
                        f"{r[2]:g} W", "-")
         report.compare(f"{r[0]}: tokens/J batch 64 / batch 1", "1.7-2.1x",
                        f"{r[3]:.1f}x saturating, {r[4]:.2f}x at a fixed load", "differs" if not 1.6 <= r[4] <= 2.3 else "matches at fixed load")
+    return rows1, summaries
+
+
+def _fig2_section(report: Report, models: tuple[str, ...]) -> None:
+    """Fig 2: the time split of a batch-64 decode step per model and TP, table and stacked bars."""
     sec2 = report.section("Fig 2: compute / communication split of a batch-64 decode step")
     rows2 = []
     for model in models:
@@ -129,21 +149,40 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     save_figure(fig, report.figure_path("fig2_breakdown"))
     report.image(sec2, "fig2_breakdown", "Fig 2: time split of a batch-64 decode step (context 1,100) at 400 W")
 
+
+def _best_tokens_per_joule_by_tp(
+    result: CharacterizationResult, model: str, joint_peak: float, settings: CharacterizationSettings, seed: int
+) -> dict[int, float]:
+    """TP -> peak tokens/J of the saturating grid: the measured TP's joint peak, and the other TPs
+    in {1, 2, 4} that fit, measured again the same way (the joint + TP frontier)."""
+    mr = result.models[model]
+    grid = [(c, b) for c in mr.saturation.caps_w for b in mr.saturation.batches]
+    best_tp = {mr.tp: joint_peak}
+    for tp_try in (1, 2, 4):
+        if tp_try != mr.tp and fits_node(model, result.gpu, tp_try):
+            sweep = measure_sweep(model, tp_try, grid, result.profiles_dir, gpu=result.gpu, seed=seed,
+                                  warmup_s=settings.saturation_warmup_s, window_s=settings.saturation_window_s,
+                                  prompt_tokens=result.workload["prompt_tokens"],
+                                  output_tokens=result.workload["output_tokens"])
+            best_tp[tp_try] = max(p.tokens_per_joule for p in sweep.points)
+    return best_tp
+
+
+def _fig3_section(
+    report: Report,
+    result: CharacterizationResult,
+    models: tuple[str, ...],
+    summaries: dict[str, dict[str, Any]],
+    settings: CharacterizationSettings,
+    seed: int,
+) -> list[list[Any]]:
+    """Fig 3: frontier peaks (batch-only, cap-only, joint, joint + TP), their ratios and the checks."""
     sec3 = report.section("Fig 3: frontiers and peak-efficiency ratios")
     rows3 = []
     for model in models:
         mr = result.models[model]
         peaks = summaries[model]
-        grid = [(c, b) for c in mr.saturation.caps_w for b in mr.saturation.batches]
-        # The joint + TP frontier: the same saturating grid at the other TPs that fit, measured the same way.
-        best_tp = {mr.tp: peaks["peak_tpj_joint"]}
-        for tp_try in (1, 2, 4):
-            if tp_try != mr.tp and fits_node(model, result.gpu, tp_try):
-                sweep = measure_sweep(model, tp_try, grid, result.profiles_dir, gpu=result.gpu, seed=seed,
-                                      warmup_s=settings.saturation_warmup_s, window_s=settings.saturation_window_s,
-                                      prompt_tokens=result.workload["prompt_tokens"],
-                                      output_tokens=result.workload["output_tokens"])
-                best_tp[tp_try] = max(p.tokens_per_joule for p in sweep.points)
+        best_tp = _best_tokens_per_joule_by_tp(result, model, peaks["peak_tpj_joint"], settings, seed)
         joint_tp = max(best_tp.values())
         rows3.append([model, mr.tp, peaks["peak_tpj_batch_only"], peaks["peak_tpj_cap_only"], peaks["peak_tpj_joint"], joint_tp,
                       mr.saturation.frontier_ratio(), mr.fixed.frontier_ratio(), joint_tp / peaks["peak_tpj_joint"],
@@ -157,6 +196,10 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     for r in rows3:
         report.check(f"{r[0]}: the joint frontier's peak is at least the batch-only and cap-only peaks",
                      r[4] >= max(r[2], r[3]) - 1e-9, f"joint {r[4]:.3f}, batch-only {r[2]:.3f}, cap-only {r[3]:.3f}")
+    return rows3
+
+
+def _why_section(report: Report) -> None:
     why = report.section("Why ours differ from the paper")
     report.why(why, (
         "At saturation the simulator's batch effect is 9-30x, not 1.7-2.1x: batch-1 decode reads all weights for one "
@@ -169,7 +212,3 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         "time (at most ~30 % at TP 4 with the sourced all-reduce costs), so TP 4 does not become communication-bound "
         "as in the paper's Fig 2; the share still grows with TP, faster for the small-expert models."
     ))
-    report.metrics = {"fig1": {r[0]: {"best_cap_b64_w": r[2], "batch_ratio_saturating": r[3], "batch_ratio_fixed_load": r[4]} for r in rows1},
-                      "fig3": {r[0]: {"joint_over_batch_only": r[6], "joint_over_batch_only_fixed_load": r[7],
-                                     "joint_tp_over_joint": r[8]} for r in rows3}}
-    return report.write(time.perf_counter() - start)

@@ -26,7 +26,7 @@ from typing import Any
 from pals.cluster.allocation import Frontier
 from pals.experiments.cluster_sim import ClusterNode, run_cluster
 from pals.experiments.common import ALL_MODELS, Lab, plt, save_figure
-from pals.experiments.report import Report
+from pals.experiments.report import Report, Section
 
 NODES = {"DeepSeek-MoE-16B": 0.90, "Mixtral-8x7B": 0.60, "OLMoE-1B-7B": 0.75}
 """Model -> QoS target as a fraction of its unconstrained throughput (paper section 5.2)."""
@@ -35,8 +35,11 @@ PAPER_RANGE_POSITION = (4800.0 - 2925.0) / (6075.0 - 2925.0)
 LOAD_OVER_TARGET = 1.1
 VARIANTS = ("baseline", "adaptive-batch", "adaptive-cap", "pals", "pals+coordinator")
 
+NodeInfo = dict[str, dict[str, float]]
+"""Model -> its TP, unconstrained, target and offered throughput (tokens/s), as `_setup` measures them."""
 
-def _setup(lab: Lab) -> dict[str, dict[str, float]]:
+
+def _setup(lab: Lab) -> NodeInfo:
     info = {}
     for model, fraction in NODES.items():
         tp = ALL_MODELS[model]
@@ -91,6 +94,20 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     report.table(sec_nodes, "nodes", ["model", "TP", "unconstrained tok/s", "target tok/s", "offered tok/s"],
                  [[m, d["tp"], d["unconstrained_tps"], d["target_tps"], d["load_tps"]] for m, d in info.items()])
 
+    rows, results = _run_all(lab, info, budgets, duration_s)
+    sec = report.section("QoS violations and aggregate tokens/J")
+    report.table(sec, "results", ["budget", "policy", *[f"{m} viol %" for m in info], "aggregate tokens/J",
+                                  "mean cluster W", "max cluster W", "% intervals over budget"], rows)
+    _fig9(report, sec, info, budgets, results)
+    _coordinator_figure(report, sec, info, budgets, results)
+    metrics = _compare_and_check(report, info, budgets, results)
+    _why_section(report, floor_w, top_w)
+    report.metrics = metrics | {"budgets_w": budgets, "cluster_power_range_w": [floor_w, top_w]}
+    return report.write(time.perf_counter() - start)
+
+
+def _run_all(lab: Lab, info: NodeInfo, budgets: dict[str, float], duration_s: float) -> tuple[list[list[Any]], dict]:
+    """Every variant under every budget: the results table's rows and (budget label, variant) -> cluster result."""
     rows, results = [], {}
     for label, budget_w in budgets.items():
         for variant in VARIANTS:
@@ -101,10 +118,11 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
             viol = {m: res.summaries[m]["qos_violation_pct"] for m in info}
             rows.append([label, variant, *[viol[m] for m in info], res.aggregate_tokens_per_joule, mean_w,
                          float(res.cluster_power_w.max()) if len(res.cluster_power_w) else 0.0, over])
+    return rows, results
 
-    sec = report.section("QoS violations and aggregate tokens/J")
-    report.table(sec, "results", ["budget", "policy", *[f"{m} viol %" for m in info], "aggregate tokens/J",
-                                  "mean cluster W", "max cluster W", "% intervals over budget"], rows)
+
+def _fig9(report: Report, sec: Section, info: NodeInfo, budgets: dict[str, float], results: dict) -> None:
+    """Fig 9 per budget: QoS violations per model and aggregate tokens/J, per variant."""
     for label in budgets:
         fig, axes = plt().subplots(1, 2, figsize=(10, 3.6))
         for k, model in enumerate(info):
@@ -120,21 +138,29 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         stem = "fig9_" + label.split()[0]
         save_figure(fig, report.figure_path(stem))
         report.image(sec, stem, f"Fig 9 ({label}): QoS violations per model and aggregate tokens/J")
-    coord = results[(list(budgets)[1], "pals+coordinator")]
-    if coord.rounds:
-        fig, ax = plt().subplots(figsize=(8, 3.2))
-        times = [r["time_s"] or 0 for r in coord.rounds]
-        for model in info:
-            ax.plot(times, [r["budgets_w"][model] for r in coord.rounds], label=f"{model} budget")
-        ax.plot(coord.times_s - coord.times_s[0], coord.cluster_power_w, color="k", lw=0.6, label="cluster power (measured)")
-        ax.axhline(budgets[list(budgets)[1]], color="r", ls="--", lw=0.8, label="cluster budget")
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("W")
-        ax.set_ylim(0, 1.1 * budgets[list(budgets)[1]])
-        ax.legend(fontsize=6)
-        save_figure(fig, report.figure_path("coordinator_budgets"))
-        report.image(sec, "coordinator_budgets", "Coordinator: per-node budgets and measured cluster power (binding budget)")
 
+
+def _coordinator_figure(report: Report, sec: Section, info: NodeInfo, budgets: dict[str, float], results: dict) -> None:
+    """The coordinator's per-node budgets over time under the binding budget, with the measured cluster power."""
+    coord = results[(list(budgets)[1], "pals+coordinator")]
+    if not coord.rounds:
+        return
+    fig, ax = plt().subplots(figsize=(8, 3.2))
+    times = [r["time_s"] or 0 for r in coord.rounds]
+    for model in info:
+        ax.plot(times, [r["budgets_w"][model] for r in coord.rounds], label=f"{model} budget")
+    ax.plot(coord.times_s - coord.times_s[0], coord.cluster_power_w, color="k", lw=0.6, label="cluster power (measured)")
+    ax.axhline(budgets[list(budgets)[1]], color="r", ls="--", lw=0.8, label="cluster budget")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("W")
+    ax.set_ylim(0, 1.1 * budgets[list(budgets)[1]])
+    ax.legend(fontsize=6)
+    save_figure(fig, report.figure_path("coordinator_budgets"))
+    report.image(sec, "coordinator_budgets", "Coordinator: per-node budgets and measured cluster power (binding budget)")
+
+
+def _compare_and_check(report: Report, info: NodeInfo, budgets: dict[str, float], results: dict) -> dict[str, Any]:
+    """The paper's Fig 9 numbers beside ours and the budget checks, per budget; returns the metrics per budget."""
     metrics: dict[str, Any] = {}
     for label in budgets:
         base = results[(label, "baseline")]
@@ -167,8 +193,11 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
               and sum(pals_v) <= sum(base_v) + 3.0)
         report.check(f"PALS + coordinator >= baseline on aggregate tokens/J at equal or fewer violations ({label})", ok,
                      f"{100 * gain:+.1f} % tokens/J; violations {sum(pals_v) / 3:.1f} % vs {sum(base_v) / 3:.1f} % (mean of nodes)")
+    return metrics
+
+
+def _why_section(report: Report, floor_w: float, top_w: float) -> None:
     why = report.section("Why ours differ from the paper")
-    paper_label, binding_label = list(budgets)
     report.why(why, (
         f"What the baseline does under the budget decides the violations. Our simulated nodes draw {floor_w:,.0f}-{top_w:,.0f} W "
         f"together (150-400 W caps, under their loads), well below the paper's 6,075 W nameplate, because an A100 "
@@ -181,5 +210,3 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         "reduction comes from. The tokens/J gain comes from the node policy lowering caps where the target allows, "
         "the same mechanism as single-node."
     ))
-    report.metrics = metrics | {"budgets_w": budgets, "cluster_power_range_w": [floor_w, top_w]}
-    return report.write(time.perf_counter() - start)

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from pals.core.io import atomic_write_text, dumps_json
 from pals.errors import ConfigError
-from pals.core.io import atomic_write_text
+from pals.experiments.markdown import format_cell, markdown_table
 
 
 @dataclass
@@ -59,39 +60,12 @@ class Section:
     blocks: list[tuple[str, Any]] = field(default_factory=list)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "-"
-        magnitude = abs(value)
-        if magnitude >= 1000:
-            return f"{value:,.0f}"
-        if magnitude >= 100:
-            return f"{value:.1f}"
-        if magnitude >= 1:
-            return f"{value:.3g}" if magnitude < 10 else f"{value:.2f}".rstrip("0").rstrip(".")
-        return f"{value:.3f}"
-    return "-" if value is None else str(value)
-
-
-def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "| " + " | ".join(columns) + " |"
-    rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(_fmt(v).replace("|", "/") for v in row) + " |" for row in rows]
-    return "\n".join([head, rule, *body])
-
-
-def _json_safe(value: Any) -> Any:
+def _csv_cell(value: Any) -> Any:
+    """A table value as the CSV writes it: NaN and inf blank, numpy scalars as Python numbers."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _json_safe(value.item())
+        return _csv_cell(value.item())
     return value
 
 
@@ -164,7 +138,7 @@ class Report:
         lines.append("")
         lines.extend(p.strip() + "\n" for p in self.intro)
         if self.setup:
-            lines.append("Setup: " + "; ".join(f"{k} = {_fmt(v)}" for k, v in self.setup.items()) + ".")
+            lines.append("Setup: " + "; ".join(f"{k} = {format_cell(v)}" for k, v in self.setup.items()) + ".")
             lines.append("")
         if self.comparisons:
             lines += ["## Paper vs ours", ""]
@@ -202,7 +176,7 @@ class Report:
             writer = csv.writer(buffer)
             writer.writerow(tab.columns)
             for row in tab.rows:
-                writer.writerow([_json_safe(v) for v in row])
+                writer.writerow([_csv_cell(v) for v in row])
             atomic_write_text(tables_dir / f"{tab.name}.csv", "".join(lines))
         atomic_write_text(self.out_dir / "report.md", self.markdown(wall_s))
         summary = {
@@ -219,9 +193,9 @@ class Report:
             "figures": self.figures,
             "report": "report.md",
         }
-        summary = _json_safe(summary)
-        atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
-        return summary
+        text = dumps_json(summary, indent=2) + "\n"
+        atomic_write_text(self.out_dir / "summary.json", text)
+        return json.loads(text)  # the summary as written: NaN as None, numpy as Python numbers
 
 
 class _Lines:

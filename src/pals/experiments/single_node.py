@@ -9,11 +9,12 @@ simulator's ground truth on the same grid. No power budget.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from pals.experiments.common import ALL_MODELS, DENSE_MODELS, MOE_MODELS, Lab, geomean, plt, save_figure
-from pals.experiments.report import Report
+from pals.experiments.common import ALL_MODELS, MOE_MODELS, Lab, geomean, plt, save_figure
+from pals.experiments.report import Report, Section
 
 POLICIES = ("baseline", "adaptive-cap", "adaptive-batch", "pals", "oracle")
 LOAD_FRACTION = 0.5
@@ -24,8 +25,6 @@ NOISE_PCT = 2.0
 
 
 def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    import time
-
     start = time.perf_counter()
     lab = Lab(seed=seed, quick=quick, work_dir=Path(out_dir) / "profiles")
     models = {m: ALL_MODELS[m] for m in QUICK_MODELS} if quick else dict(ALL_MODELS)
@@ -39,6 +38,40 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         "control interval": "0.5 s",
         "seed": seed,
     }
+    rows, norm, violations = _run_policies(lab, models, duration_s)
+    first = next(iter(models))
+    noise_pct = _rerun_noise_pct(lab, first, models[first], duration_s, norm["pals"][first])
+    tolerance_pct = max(NOISE_PCT, noise_pct)
+
+    mean = {p: geomean(list(norm[p].values())) for p in POLICIES}
+    mean_viol = {p: sum(violations[p].values()) / len(violations[p]) for p in POLICIES}
+    pals_vs_oracle = mean["pals"] / mean["oracle"]
+    headroom = (mean["pals"] - 1) / (mean["oracle"] - 1) if mean["oracle"] > 1 else float("nan")
+
+    averages = _result_sections(report, list(models), rows, norm, mean, mean_viol)
+    report.paragraph(averages, f"Run-to-run noise (PALS/Baseline ratio on {first}, second request sequence): "
+                               f"{noise_pct:.1f} %; 'at least as good' checks allow {tolerance_pct:.1f} %.")
+    _compare_and_check(report, mean, mean_viol, pals_vs_oracle, headroom, tolerance_pct)
+    _why_section(report, mean)
+    report.metrics = {
+        "normalized_tokens_per_joule": mean,
+        "mean_qos_violation_pct": mean_viol,
+        "pals_share_of_oracle": pals_vs_oracle,
+        "pals_share_of_oracle_headroom": headroom,
+        "run_to_run_noise_pct": noise_pct,
+        "per_model": {p: norm[p] for p in POLICIES},
+    }
+    return report.write(time.perf_counter() - start)
+
+
+def _run_policies(
+    lab: Lab, models: dict[str, int], duration_s: float
+) -> tuple[list[list[Any]], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Every policy on every model at the same load and target.
+
+    Returns:
+        The per-model table rows, tokens/J over the Baseline's and QoS violations (%), both policy -> model -> value.
+    """
     rows, norm = [], {p: {} for p in POLICIES}
     violations = {p: {} for p in POLICIES}
     for model, tp in models.items():
@@ -55,27 +88,34 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
             rows.append([model, "MoE" if model in MOE_MODELS else "dense", p, s["tokens_per_joule"], norm[p][model],
                          s["throughput_tps"], s["qos_violation_pct"], s["mean_power_w"], s["config_changes"],
                          f"{last['power_cap_w']:g} W / {last['batch_cap']}"])
-    # Run-to-run noise: PALS on the first model again with another request sequence.
-    first = next(iter(models))
-    cap0 = lab.measure(first, models[first], 400.0, 64).throughput_tps * LOAD_FRACTION
-    rerun = {p: lab.run(first, models[first], p, cap0, duration_s, target_tps=TARGET_FRACTION * cap0, seed_offset=1000)
+    return rows, norm, violations
+
+
+def _rerun_noise_pct(lab: Lab, model: str, tp: int, duration_s: float, pals_norm: float) -> float:
+    """Run-to-run noise: PALS and Baseline on `model` again with another request sequence; how far
+    the PALS/Baseline tokens/J ratio moves (%)."""
+    cap0 = lab.measure(model, tp, 400.0, 64).throughput_tps * LOAD_FRACTION
+    rerun = {p: lab.run(model, tp, p, cap0, duration_s, target_tps=TARGET_FRACTION * cap0, seed_offset=1000)
              for p in ("baseline", "pals")}
-    noise_pct = abs(rerun["pals"].summary["tokens_per_joule"] / rerun["baseline"].summary["tokens_per_joule"]
-                    - norm["pals"][first]) * 100.0
-    tolerance_pct = max(NOISE_PCT, noise_pct)
+    return abs(rerun["pals"].summary["tokens_per_joule"] / rerun["baseline"].summary["tokens_per_joule"]
+               - pals_norm) * 100.0
 
-    mean = {p: geomean(list(norm[p].values())) for p in POLICIES}
-    mean_viol = {p: sum(violations[p].values()) / len(violations[p]) for p in POLICIES}
-    pals_vs_oracle = mean["pals"] / mean["oracle"]
-    headroom = (mean["pals"] - 1) / (mean["oracle"] - 1) if mean["oracle"] > 1 else float("nan")
 
+def _result_sections(
+    report: Report,
+    names: list[str],
+    rows: list[list[Any]],
+    norm: dict[str, dict[str, float]],
+    mean: dict[str, float],
+    mean_viol: dict[str, float],
+) -> Section:
+    """The per-model table and Fig 7, then the averages table; returns the averages' section."""
     sec = report.section("Normalized tokens/J per model")
     report.table(sec, "per_model", ["model", "type", "policy", "tokens/J", "vs baseline", "throughput tok/s",
                                     "QoS violations %", "mean node W", "config changes", "final cap / batch"], rows,
                  "One closed-loop run per model and policy")
     fig, ax = plt().subplots(figsize=(9, 4))
     width = 0.16
-    names = list(models)
     for i, p in enumerate(POLICIES):
         ax.bar([k + (i - 2) * width for k in range(len(names))], [norm[p][m] for m in names], width, label=p)
     ax.axhline(1.0, color="k", lw=0.8)
@@ -87,9 +127,18 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     sec2 = report.section("Averages")
     report.table(sec2, "averages", ["policy", "geomean tokens/J vs baseline", "mean QoS violations %"],
                  [[p, mean[p], mean_viol[p]] for p in POLICIES])
-    report.paragraph(sec2, f"Run-to-run noise (PALS/Baseline ratio on {first}, second request sequence): "
-                           f"{noise_pct:.1f} %; 'at least as good' checks allow {tolerance_pct:.1f} %.")
+    return sec2
 
+
+def _compare_and_check(
+    report: Report,
+    mean: dict[str, float],
+    mean_viol: dict[str, float],
+    pals_vs_oracle: float,
+    headroom: float,
+    tolerance_pct: float,
+) -> None:
+    """The paper's Fig 7 numbers beside ours, and the claims PALS must show."""
     report.compare("PALS tokens/J vs Baseline (mean of models)", "1.26x", f"{mean['pals']:.2f}x",
                    "same direction" if mean["pals"] > 1.02 else "differs")
     report.compare("batch-only (AdaptiveBatch) vs Baseline", "1.14x", f"{mean['adaptive-batch']:.2f}x",
@@ -104,6 +153,8 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
                      f"{mean['pals']:.3f}x vs {mean[other]:.3f}x; violations {mean_viol['pals']:.1f} % vs {mean_viol[other]:.1f} %")
     report.check("PALS reaches at least 95 % of the Oracle's tokens/J", pals_vs_oracle >= 0.95, f"{pals_vs_oracle:.1%}")
 
+
+def _why_section(report: Report, mean: dict[str, float]) -> None:
     why = report.section("Why ours differ from the paper")
     report.why(why, (
         "The load regime decides it. At a Poisson load below capacity the batch cap does not bind: the running batch is "
@@ -117,12 +168,3 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         "lowest caps is measured over a finite Poisson window, and a candidate whose predicted throughput falls short "
         "of the target is not chosen, where the Oracle sees the exact value."
     ))
-    report.metrics = {
-        "normalized_tokens_per_joule": mean,
-        "mean_qos_violation_pct": mean_viol,
-        "pals_share_of_oracle": pals_vs_oracle,
-        "pals_share_of_oracle_headroom": headroom,
-        "run_to_run_noise_pct": noise_pct,
-        "per_model": {p: norm[p] for p in POLICIES},
-    }
-    return report.write(time.perf_counter() - start)

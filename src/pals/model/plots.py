@@ -1,4 +1,4 @@
-"""Characterization figures and report for a profile (the paper's Figures 1 and 3).
+"""Characterization figures of a profile (the paper's Figures 1 and 3) and its headline figures.
 
 - tokens/J against power cap, one line per batch cap;
 - tokens/J against batch cap, one line per power cap;
@@ -7,7 +7,8 @@
   and joint (every point) configurations.
 
 matplotlib is imported inside the functions (Agg backend), so importing this
-module costs nothing.
+module costs nothing. A sweep's Markdown summary is written by
+`pals.experiments.characterization.sweep_report` (reports live with the experiments).
 """
 
 from __future__ import annotations
@@ -162,56 +163,6 @@ def characterization_summary(profile: Profile) -> dict[str, Any]:
         "peak_tpj_joint": peak_joint,
         "joint_over_batch_only": peak_joint / peak_batch_only,
     }
-
-
-def write_characterization_report(
-    profile: Profile, out_path: str | os.PathLike, plot_paths: list[Path] | None = None
-) -> Path:
-    """A short Markdown report of a sweep: setup, headline figures, the table, the figures.
-
-    Minimal on purpose (the experiments report extends it).
-    """
-    from pals.core.io import atomic_write_text
-
-    summary = characterization_summary(profile)
-    out = Path(out_path)
-    workload = profile.metadata.get("workload") or {}
-    rate = workload.get("arrival_rate_rps")
-    lines = [
-        f"# Characterization: {profile.model} on {profile.num_gpus}x {profile.gpu}, TP {profile.tp}, EP {profile.ep}",
-        "",
-        f"- node: {profile.metadata.get('node', '?')}; load: "
-        + ("saturating" if rate is None else f"Poisson {rate:g} requests/s")
-        + (
-            f"; mean prompt {workload.get('mean_prompt_tokens', float('nan')):.0f} / "
-            f"output {workload.get('mean_output_tokens', float('nan')):.0f} tokens"
-            if workload
-            else ""
-        ),
-        f"- best tokens/J: {summary['best']['tokens_per_joule']:.3f} at {summary['best']['power_cap_w']:g} W, "
-        f"batch {summary['best']['batch_cap']} ({summary['best']['throughput_tps']:.0f} tokens/s)",
-        f"- batch max / batch min tokens/J at the largest cap: {summary['batch_gain_at_max_cap']:.2f}x",
-        "- best cap per batch: "
-        + ", ".join(f"batch {b}: {c:g} W" for b, c in summary["best_cap_per_batch_w"].items()),
-        f"- peak tokens/J, joint frontier over batch-only frontier: {summary['joint_over_batch_only']:.3f}x",
-        "",
-        "| power cap (W) | batch cap | throughput (tokens/s) | GPU power (W, mean per GPU) | node power (W) "
-        "| tokens/J | tokens/J (GPU) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in sorted(profile.rows, key=lambda r: (r["power_cap_w"], r["batch_cap"])):
-        node_w = row.get("node_power_w", float("nan"))
-        lines.append(
-            f"| {row['power_cap_w']:g} | {int(row['batch_cap'])} | {row['throughput_tps']:.1f} | "
-            f"{row['gpu_power_w']:.1f} | {node_w:.1f} | {row['tokens_per_joule']:.4f} | "
-            f"{row['tokens_per_joule_gpu']:.4f} |"
-        )
-    if plot_paths:
-        lines.append("")
-        for path in plot_paths:
-            lines.append(f"![{path.stem}]({os.path.relpath(path, out.parent)})")
-    atomic_write_text(out, "\n".join(lines) + "\n")
-    return out
 
 
 def plot_relative_curves(

@@ -9,7 +9,7 @@ import pytest
 
 from pals.cli import main
 from pals.errors import ConfigError
-from pals.model.characterize import (
+from pals.experiments.characterization import (
     CharacterizationSettings,
     Point,
     Sweep,
