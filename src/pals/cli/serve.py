@@ -6,6 +6,9 @@ waits until /health answers, then runs the control loop (power cap + batch cap)
 and its HTTP endpoint until interrupted (or --duration-s). On the way out it
 puts the batch cap back to the maximum, restores the GPUs' original power
 limits and stops vLLM (SIGTERM, then SIGKILL after a grace period).
+
+Node power, where vLLM's host reports none, is the predictor's fitted node-power line
+(`pals fit`), else the paper's.
 """
 
 from __future__ import annotations
@@ -241,7 +244,6 @@ class VllmProcess:
 
 def run(args) -> int:
     from pals.control.budget import PowerBudget
-    from pals.core.power import NodePowerModel
     from pals.integrations.cap_channel import ENV_VAR, CapWriter
     from pals.node.hwstate import PowerLimitGuard
     from pals.node.vllm_node import VllmNode, default_channel_path, open_gpu_backend
@@ -294,8 +296,8 @@ def run(args) -> int:
             target_tps=args.target_tps if args.target_tps else None,
             decision_log=args.decision_log, endpoint_port=args.endpoint_port, endpoint_host="127.0.0.1",
         )
-        # The paper's node-power line, as `pals serve` has always used (not yet the predictor's fit).
-        controller = build_controller(node, settings, predictor=predictor, power_model=NodePowerModel())
+        # Node power (budgets of kind "node") from the predictor's fitted line, as `pals run` does.
+        controller = build_controller(node, settings, predictor=predictor)
         c = node.constraints()
         print(f"pals serve: controller on; endpoint {controller.endpoint.url}; GPUs: {c.num_gpus} x {c.gpu_name}",
               file=sys.stderr)
