@@ -18,7 +18,11 @@ import numpy as np
 
 def main() -> None:
     from pals.control.policies import make_policy
-    from pals.control.scenario import Deployment, LoadSpec, TruthModel, get_predictor, run_scenario
+    from pals.runtime.deployment import Deployment
+    from pals.runtime.load import LoadSpec
+    from pals.runtime.predictors import simulated_predictor
+    from pals.runtime.scenario import run_scenario
+    from pals.runtime.truth import GroundTruth
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="Mixtral-8x7B")
@@ -26,8 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     deployment = Deployment(args.model)
     lengths = LoadSpec(saturate=True)
-    predictor = get_predictor(deployment, lengths)
-    truth = TruthModel(deployment, lengths)
+    predictor = simulated_predictor(deployment, lengths)
+    truth = GroundTruth.on_demand(deployment, lengths)
     max_tps = truth.max_throughput_tps()
     load = LoadSpec(trace="conv", rate_scale=1.6)
     print(f"{args.model}, grid {len(predictor.caps_)} caps x {len(predictor.batches_)} batches, "

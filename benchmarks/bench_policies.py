@@ -17,7 +17,11 @@ POLICIES = ("baseline", "adaptive-batch", "adaptive-cap", "pals", "oracle")
 
 
 def main() -> None:
-    from pals.control.scenario import Deployment, LoadSpec, TruthModel, get_predictor, run_scenario
+    from pals.runtime.deployment import Deployment
+    from pals.runtime.load import LoadSpec
+    from pals.runtime.predictors import simulated_predictor
+    from pals.runtime.scenario import run_scenario
+    from pals.runtime.truth import GroundTruth
     from pals.sim.llm import LLM_PRESETS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,8 +36,8 @@ def main() -> None:
     for model in args.models.split(","):
         deployment = Deployment(model)
         lengths = LoadSpec(saturate=True)
-        predictor = get_predictor(deployment, lengths)
-        truth = TruthModel(deployment, lengths)
+        predictor = simulated_predictor(deployment, lengths)
+        truth = GroundTruth.on_demand(deployment, lengths)
         max_tps = truth.max_throughput_tps()
         load = LoadSpec(rate_rps=1.3 * max_tps / 211.0, seed=args.seed)
         summaries = {}

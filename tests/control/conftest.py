@@ -21,7 +21,10 @@ def pals_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def scenario_parts(pals_cache):
     """(deployment, predictor, truth, max_throughput_tps) per model name, built lazily and shared."""
-    from pals.control.scenario import Deployment, LoadSpec, TruthModel, get_predictor
+    from pals.runtime.deployment import Deployment
+    from pals.runtime.load import LoadSpec
+    from pals.runtime.predictors import simulated_predictor
+    from pals.runtime.truth import GroundTruth
 
     built = {}
 
@@ -29,8 +32,8 @@ def scenario_parts(pals_cache):
         if model not in built:
             deployment = Deployment(model)
             lengths = LoadSpec(saturate=True)
-            predictor = get_predictor(deployment, lengths)
-            truth = TruthModel(deployment, lengths, warmup_s=10.0, window_s=40.0)
+            predictor = simulated_predictor(deployment, lengths)
+            truth = GroundTruth.on_demand(deployment, lengths, warmup_s=10.0, window_s=40.0)
             built[model] = (deployment, predictor, truth, truth.max_throughput_tps())
         return built[model]
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from pals.control.budget import BudgetSchedule, BudgetStep, PowerBudget
-from pals.control.scenario import LoadSpec, run_scenario
+from pals.runtime.load import LoadSpec
+from pals.runtime.scenario import run_scenario
 
 CONV_MEAN_OUTPUT_TOKENS = 211.0
 

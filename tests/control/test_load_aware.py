@@ -106,7 +106,8 @@ CONV_MEAN_OUTPUT_TOKENS = 211.0
 
 
 def test_fixed_load_pals_picks_a_low_cap_near_the_oracle(scenario_parts):
-    from pals.control.scenario import LoadSpec, run_scenario
+    from pals.runtime.load import LoadSpec
+    from pals.runtime.scenario import run_scenario
 
     deployment, predictor, truth, max_tps = scenario_parts("Mixtral-8x7B")
     load_tps = 0.5 * max_tps
@@ -237,7 +238,8 @@ def test_budget_figures_use_the_trailing_window_mean_and_keep_interval_spikes():
 
 def test_tracking_error_is_small_under_a_binding_budget(scenario_parts):
     from pals.control.budget import PowerBudget
-    from pals.control.scenario import LoadSpec, run_scenario
+    from pals.runtime.load import LoadSpec
+    from pals.runtime.scenario import run_scenario
 
     deployment, predictor, truth, max_tps = scenario_parts("Mixtral-8x7B")
     load = LoadSpec(rate_rps=1.3 * max_tps / CONV_MEAN_OUTPUT_TOKENS, seed=3)
@@ -262,7 +264,8 @@ assert PEAK_TOLERANCE <= 0.10  # interval spikes stay bounded
 
 def test_budget_governor_lifts_the_cap_over_the_naive_share_without_overshoot(scenario_parts):
     from pals.control.budget import PowerBudget
-    from pals.control.scenario import LoadSpec, run_scenario
+    from pals.runtime.load import LoadSpec
+    from pals.runtime.scenario import run_scenario
 
     deployment, predictor, truth, max_tps = scenario_parts("Mixtral-8x7B")
     load = LoadSpec(rate_rps=1.3 * max_tps / CONV_MEAN_OUTPUT_TOKENS, seed=3)

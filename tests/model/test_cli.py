@@ -125,21 +125,21 @@ def test_bad_requests_are_one_clear_line(tmp_path, capsys, monkeypatch, argv, ne
 def test_vllm_node_without_its_module_names_the_missing_piece(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "pals.node.vllm_node", None)  # import fails
     assert main(["profile", "--node", "vllm", "--url", "http://localhost:8000", "--out", str(tmp_path / "p")]) == 2
-    assert "pals.node.vllm_node.connect_for_profiling" in _error_line(capsys)
+    assert "pals.node.vllm_node" in _error_line(capsys)
 
 
 def test_vllm_only_flags_reach_connect_for_profiling(tmp_path, capsys, monkeypatch):
-    import pals.node.vllm_node as vllm_node
+    import pals.runtime.profiling as profiling
     from pals.errors import EngineUnreachable
 
     seen = {}
 
-    def connect(url, args):  # stands in for the server: record what the real node would read
-        seen.update(url=url, **{k: getattr(args, k) for k in
+    def connect(url, options, load):  # stands in for the server: record what the real node would read
+        seen.update(url=url, **{k: getattr(options, k) for k in
                                 ("gpu_backend", "cap_channel", "max_prompt_tokens", "max_output_tokens")})
         raise EngineUnreachable("no server in this test")
 
-    monkeypatch.setattr(vllm_node, "connect_for_profiling", connect)
+    monkeypatch.setattr(profiling, "connect_for_profiling", connect)
     channel = str(tmp_path / "caps.json")
     assert main(["profile", "--node", "vllm", "--url", "http://localhost:8000", "--gpu-backend", "simulated",
                  "--cap-channel", channel, "--max-prompt-tokens", "512", "--max-output-tokens", "64",

@@ -166,16 +166,16 @@ def test_node_rejects_a_page_without_vllm_families(tmp_path):
 
 
 def test_unreachable_url_for_profiling(tmp_path):
-    import argparse
-
-    from pals.node.vllm_node import connect_for_profiling
+    from pals.runtime.load import LoadSpec
+    from pals.runtime.profiling import VllmProfilingOptions, connect_for_profiling
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = argparse.Namespace(gpu_backend="simulated", gpu="A100-SXM4-80GB", num_gpus=1, cap_channel=str(tmp_path / "c"))
+    options = VllmProfilingOptions(gpu_backend="simulated", sim_gpu="A100-SXM4-80GB", sim_gpus=1,
+                                   cap_channel=str(tmp_path / "c"))
     with pytest.raises(EngineUnreachable, match="cannot reach"):
-        connect_for_profiling(f"http://127.0.0.1:{port}", args)
+        connect_for_profiling(f"http://127.0.0.1:{port}", options, LoadSpec(saturate=True))
 
 
 def test_loadgen_counts_open_and_closed_loop():

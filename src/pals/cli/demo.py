@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 from pals.cli._common import add_command, positive_float
+from pals.control.policies import POLICY_NAMES
+from pals.core.paper import CONTROL_INTERVAL_S
 
 DESCRIPTION = """\
 A simulated 4x A100-SXM4-80GB node serves Mixtral-8x7B (TP4) under the Azure LLM 2023
@@ -42,11 +44,15 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     from pals.control.budget import BudgetSchedule, BudgetStep
-    from pals.control.scenario import Deployment, LoadSpec, TruthModel, get_predictor, run_scenario
+    from pals.runtime.deployment import Deployment
+    from pals.runtime.load import LoadSpec
+    from pals.runtime.predictors import simulated_predictor
+    from pals.runtime.scenario import run_scenario
+    from pals.runtime.truth import GroundTruth
 
     started = time.perf_counter()
     say = lambda msg: print(msg, flush=True)  # noqa: E731
-    policies = ["baseline", "adaptive-batch", "adaptive-cap", "pals", "oracle"] if args.all else ["baseline", "pals"]
+    policies = list(POLICY_NAMES) if args.all else ["baseline", "pals"]
     deployment = Deployment(DEMO_MODEL)
     load = LoadSpec(trace=DEMO_TRACE, rate_scale=DEMO_RATE_SCALE, seed=args.seed)
     half_s = args.duration_s / 2
@@ -55,18 +61,18 @@ def run(args) -> int:
         f"target {DEMO_TARGET_TPS:.0f} tok/s, node budget {DEMO_BUDGETS_W[0]:.0f} W -> {DEMO_BUDGETS_W[1]:.0f} W "
         f"at {half_s:.0f} s (simulated)")
     say("  predictor: loading or profiling the simulated node ...")
-    predictor = get_predictor(deployment, load, progress=False, log=lambda m: say("  " + m))
+    predictor = simulated_predictor(deployment, load, progress=False, log=lambda m: say("  " + m))
     truth = None
     if "oracle" in policies:
         say("  oracle: measuring the ground truth of each configuration (noise-free) ...")
-        truth = TruthModel(deployment, load)
+        truth = GroundTruth.on_demand(deployment, load)
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in policies:
         t0 = time.perf_counter()
-        total = int(args.duration_s / 0.5)
+        total = int(args.duration_s / CONTROL_INTERVAL_S)
         marks = {int(total * k / 4) for k in (1, 2, 3)}
 
         def progress(record, name=name, marks=marks, total=total):

@@ -8,6 +8,7 @@ Points are written as they finish and a rerun resumes where a killed run stopped
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import sys
 from typing import Any
@@ -17,11 +18,11 @@ from pals.cli._common import add_command, int_list, positive_float, positive_int
 from pals.errors import ConfigError
 from pals.node.gpu import BACKEND_KINDS
 
-DEFAULT_GPU = PAPER_GPU
 DEFAULT_PROMPT_TOKENS = 1000.0
 DEFAULT_OUTPUT_TOKENS = 200.0
-LENGTH_CV = 0.5
-"""Coefficient of variation of the simulated log-normal prompt and output lengths."""
+VLLM_PROMPT_TOKENS = 256.0
+VLLM_OUTPUT_TOKENS = 64.0
+"""Mean lengths the load generator offers a real vLLM node when none are given (small test models)."""
 
 DESCRIPTION = """\
 Measure every (power cap, batch cap) point of a grid on a node and write a
@@ -75,7 +76,7 @@ def add_deployment_arguments(parser: argparse.ArgumentParser, model_required: bo
         required=model_required,
         help="LLM preset (e.g. Mixtral-8x7B, OLMoE-1B-7B, Llama-2-7B) or a Hugging Face config.json path",
     )
-    group.add_argument("--gpu", default=DEFAULT_GPU, help=f"GPU preset (default: {DEFAULT_GPU})")
+    group.add_argument("--gpu", default=PAPER_GPU, help=f"GPU preset (default: {PAPER_GPU})")
     group.add_argument("--num-gpus", metavar="N", type=positive_int, default=4, help="GPUs in the node (default: 4)")
     group.add_argument(
         "--tp", metavar="N",
@@ -183,7 +184,7 @@ def add_parser(subparsers) -> None:
 
 VLLM_ONLY_FLAGS = {"url": "--url", "gpu_backend": "--gpu-backend", "cap_channel": "--cap-channel",
                    "max_prompt_tokens": "--max-prompt-tokens", "max_output_tokens": "--max-output-tokens"}
-"""Attributes read only by `connect_for_profiling` (the real node), with their flags."""
+"""Attributes that apply only to the real node (`pals.runtime.profiling.VllmProfilingOptions`), with their flags."""
 
 
 def smallest_tp(model: str, gpu: str, num_gpus: int) -> int:
@@ -196,32 +197,33 @@ def smallest_tp(model: str, gpu: str, num_gpus: int) -> int:
     raise ConfigError(f"{model} does not fit on {num_gpus} x {gpu} at any TP; use more GPUs or a larger GPU")
 
 
+def load_from_args(args, default_prompt_tokens: float, default_output_tokens: float):
+    """The `LoadSpec` of --trace / --rate (else saturating), lengths log-normal around the given means."""
+    from pals.runtime.load import LoadSpec, LognormalLengths
+
+    if args.trace is not None:
+        return LoadSpec(trace=args.trace, rate_scale=args.rate_scale, seed=args.seed)
+    lengths = LognormalLengths(args.prompt_tokens or default_prompt_tokens, args.output_tokens or default_output_tokens)
+    if args.rate is not None:
+        return LoadSpec(rate_rps=args.rate, lengths=lengths, seed=args.seed)
+    return LoadSpec(saturate=True, lengths=lengths, seed=args.seed)
+
+
 def build_sim(args) -> tuple[Any, Any, Any, dict[str, Any]]:
     """The simulated node, its clock, the workload descriptor and metadata for the profile."""
     from pals.core.workload import WorkloadDescriptor
-    from pals.sim.node import NoiseConfig, SimNode, SimNodeSpec
-    from pals.sim.workload import LengthDistribution, PoissonWorkload, SaturatingWorkload, TraceWorkload
+    from pals.runtime.deployment import Deployment
+    from pals.runtime.load import make_workload
+    from pals.sim.node import NoiseConfig, SimNode
 
     if args.model is None:
         raise ConfigError("--model is required with the simulated node (e.g. --model Mixtral-8x7B)")
     tp = args.tp if args.tp is not None else smallest_tp(args.model, args.gpu, args.num_gpus)
-    spec = SimNodeSpec(args.model, args.gpu, num_gpus=args.num_gpus, tp=tp, ep=args.ep)
-    prompt = args.prompt_tokens or DEFAULT_PROMPT_TOKENS
-    output = args.output_tokens or DEFAULT_OUTPUT_TOKENS
-    if args.trace is not None:
-        if args.prompt_tokens or args.output_tokens:
-            raise ConfigError("--prompt-tokens/--output-tokens do not apply to --trace (the trace has its lengths)")
-        workload = TraceWorkload.from_csv(args.trace, rate_scale=args.rate_scale, loop=True)
-        load_name = f"trace {args.trace} x{args.rate_scale:g}"
-    else:
-        prompts = LengthDistribution.lognormal(prompt, LENGTH_CV)
-        outputs = LengthDistribution.lognormal(output, LENGTH_CV)
-        if args.rate is not None:
-            workload = PoissonWorkload(args.rate, prompts, outputs, seed=args.seed)
-            load_name = f"poisson {args.rate:g} rps"
-        else:
-            workload = SaturatingWorkload(prompts, outputs, seed=args.seed)
-            load_name = "saturating"
+    spec = Deployment(args.model, args.gpu, num_gpus=args.num_gpus, tp=tp, ep=args.ep).sim_spec()
+    if args.trace is not None and (args.prompt_tokens or args.output_tokens):
+        raise ConfigError("--prompt-tokens/--output-tokens do not apply to --trace (the trace has its lengths)")
+    load = load_from_args(args, DEFAULT_PROMPT_TOKENS, DEFAULT_OUTPUT_TOKENS)
+    workload = make_workload(load)
     descriptor = workload.descriptor
     features = WorkloadDescriptor(
         mean_prompt_tokens=float(descriptor.mean_prompt_tokens),
@@ -230,37 +232,36 @@ def build_sim(args) -> tuple[Any, Any, Any, dict[str, Any]]:
     )
     noise = NoiseConfig.none() if args.no_noise else NoiseConfig()
     node = SimNode(spec, workload, seed=args.seed, noise=noise)
-    extra = {"seed": args.seed, "load": load_name, "noise": "none" if args.no_noise else "default"}
+    extra = {"seed": args.seed, "load": load.label(), "noise": "none" if args.no_noise else "default"}
     return node, node.clock, features, extra
 
 
 def build_vllm(args) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """A real vLLM node through `pals.node.vllm_node.connect_for_profiling(url, args)`.
-
-    `connect_for_profiling` may return a Node (a `WallClock` is used) or a (node, clock) pair.
-    """
-    from pals.core.clock import WallClock
+    """A real vLLM node with a load generator (`pals.runtime.profiling.connect_for_profiling`)."""
     from pals.core.workload import WorkloadDescriptor
 
     if not args.url:
         raise ConfigError("--node vllm needs --url, the vLLM server's address (e.g. --url http://localhost:8000)")
     try:
-        from pals.node.vllm_node import connect_for_profiling
+        # The vLLM node support is optional: say so in one line when it cannot be imported.
+        importlib.import_module("pals.node.vllm_node")
+        from pals.runtime.profiling import VllmProfilingOptions, connect_for_profiling
     except ImportError as error:
         raise ConfigError(
-            f"--node vllm needs pals.node.vllm_node.connect_for_profiling, which is not available ({error}); "
+            f"--node vllm needs the vLLM node, pals.node.vllm_node, which is not available ({error}); "
             "use --node sim or install the vLLM node support"
         ) from None
-    connected = connect_for_profiling(args.url, args)
-    if isinstance(connected, tuple):
-        node, clock = connected
-    else:
-        node, clock = connected, getattr(connected, "clock", None) or WallClock()
+    options = VllmProfilingOptions(
+        gpu_backend=args.gpu_backend, sim_gpu=args.gpu, sim_gpus=args.num_gpus, cap_channel=args.cap_channel,
+        tp=args.tp or 1, max_prompt_tokens=args.max_prompt_tokens, max_output_tokens=args.max_output_tokens,
+        seed=args.seed,
+    )
+    node = connect_for_profiling(args.url, options, load_from_args(args, VLLM_PROMPT_TOKENS, VLLM_OUTPUT_TOKENS))
     features = None
     if args.prompt_tokens and args.output_tokens:
         # The load generator is outside PALS: record what the user says it offers.
         features = WorkloadDescriptor(args.prompt_tokens, args.output_tokens, args.rate)
-    return node, clock, features, {"url": args.url}
+    return node, node.clock, features, {"url": args.url}
 
 
 def grid_from_args(args, constraints):

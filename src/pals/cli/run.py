@@ -6,8 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from pals.core.paper import PAPER_GPU
 from pals.cli._common import add_command, positive_float, positive_int
+from pals.control.policies import POLICY_NAMES
+from pals.core.paper import CONTROL_INTERVAL_S, PAPER_GPU, PAPER_NUM_GPUS
 
 DESCRIPTION = """\
 Run one policy in closed loop on a simulated node and write DIR/decisions.jsonl (one JSON line
@@ -31,9 +32,10 @@ def add_parser(subparsers):
     dep.add_argument("--model", required=True, help="model preset (e.g. Mixtral-8x7B, Qwen1.5-MoE-A2.7B) or a HF config.json")
     dep.add_argument("--gpu", default=PAPER_GPU, help=f"GPU preset (default {PAPER_GPU})")
     dep.add_argument("--tp", type=positive_int, default=4, help="tensor-parallel degree per replica (default 4)")
-    dep.add_argument("--num-gpus", type=positive_int, default=4, help="GPUs in the node (default 4)")
+    dep.add_argument("--num-gpus", type=positive_int, default=PAPER_NUM_GPUS,
+                     help=f"GPUs in the node (default {PAPER_NUM_GPUS})")
     ctl = parser.add_argument_group("control")
-    ctl.add_argument("--policy", required=True, choices=["baseline", "adaptive-batch", "adaptive-cap", "pals", "oracle"])
+    ctl.add_argument("--policy", required=True, choices=POLICY_NAMES)
     ctl.add_argument("--target-tps", type=positive_float, default=None, help="throughput target, generated tokens/s")
     budget = ctl.add_mutually_exclusive_group()
     budget.add_argument("--budget-w", type=positive_float, default=None, help="power budget in W")
@@ -41,7 +43,8 @@ def add_parser(subparsers):
                         help="CSV (time_s,budget_w) or JSON schedule of budgets over run time")
     ctl.add_argument("--budget-kind", choices=["node", "gpu"], default="node",
                      help="what the budget limits: node wall power or summed GPU power (default node)")
-    ctl.add_argument("--interval-s", type=positive_float, default=0.5, help="control interval (default 0.5 s)")
+    ctl.add_argument("--interval-s", type=positive_float, default=CONTROL_INTERVAL_S,
+                     help=f"control interval (default {CONTROL_INTERVAL_S:g} s)")
     model = ctl.add_mutually_exclusive_group()
     model.add_argument("--predictor", default=None, metavar="MODEL", help="saved predictor (`pals fit`)")
     model.add_argument("--profile", default=None, metavar="PROFILE", help="profile to fit a predictor from")
@@ -61,36 +64,25 @@ def add_parser(subparsers):
     return parser
 
 
-def load_model_for(args, deployment, load, log):
-    """The predictor `pals run` uses: --predictor, a fit of --profile, or one built and cached on the fly."""
-    from pals.control.scenario import get_predictor
-    from pals.model.predictor import PowerPerfPredictor
-
-    expect = deployment.spec().llm_spec.name
-    if args.predictor:
-        return PowerPerfPredictor.load(args.predictor, expect_model=expect)
-    if args.profile:
-        from pals.model.profile import read_profile
-
-        return PowerPerfPredictor(random_state=0).fit(read_profile(args.profile, expect_model=expect))
-    return get_predictor(deployment, load, progress=False, log=log)
-
-
 def run(args) -> int:
     from pals.control.budget import BudgetSchedule, PowerBudget
-    from pals.control.scenario import Deployment, LoadSpec, TruthModel, run_scenario
+    from pals.runtime.deployment import Deployment
+    from pals.runtime.load import LoadSpec
+    from pals.runtime.predictors import PredictorSource, predictor_for
+    from pals.runtime.scenario import run_scenario
+    from pals.runtime.truth import GroundTruth
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     deployment = Deployment(args.model, args.gpu, tp=args.tp, num_gpus=args.num_gpus)
-    deployment.spec()  # validate names and parallelism now: one clear line on a typo
+    deployment.sim_spec()  # validate names and parallelism now: one clear line on a typo
     load = LoadSpec(trace=args.trace, rate_scale=args.rate_scale, rate_rps=args.rate, saturate=args.saturate,
                     seed=args.seed)
     schedule = BudgetSchedule.load(args.budget_schedule, kind=args.budget_kind) if args.budget_schedule else None
     budget = PowerBudget(args.budget_w, args.budget_kind) if args.budget_w else None
     predictor = None
     if args.policy != "baseline":
-        predictor = load_model_for(args, deployment, load, log)
-    truth = TruthModel(deployment, load) if args.policy == "oracle" else None
+        predictor = predictor_for(deployment, load, PredictorSource(args.predictor, args.profile), log=log)
+    truth = GroundTruth.on_demand(deployment, load) if args.policy == "oracle" else None
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     total = int(round(args.duration_s / args.interval_s))
@@ -110,8 +102,7 @@ def run(args) -> int:
 
     if args.endpoint_port is not None:
         log(f"endpoint on http://127.0.0.1:{args.endpoint_port} (/status /budget /target /decisions /metrics)")
-    log(f"pals run: {args.policy} on {deployment.num_gpus}x {deployment.gpu} {deployment.model} TP{deployment.tp}, "
-        f"{args.duration_s:g} s simulated")
+    log(f"pals run: {args.policy} on {deployment.describe()}, {args.duration_s:g} s simulated")
     result = run_scenario(deployment, load, args.policy, duration_s=args.duration_s, target_tps=args.target_tps,
                           budget=budget, budget_schedule=schedule, predictor=predictor, truth=truth, out_dir=out_dir,
                           seed=args.seed, endpoint_port=args.endpoint_port, interval_s=args.interval_s,

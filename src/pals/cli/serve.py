@@ -6,6 +6,9 @@ waits until /health answers, then runs the control loop (power cap + batch cap)
 and its HTTP endpoint until interrupted (or --duration-s). On the way out it
 puts the batch cap back to the maximum, restores the GPUs' original power
 limits and stops vLLM (SIGTERM, then SIGKILL after a grace period).
+
+Node power, where vLLM's host reports none, is the predictor's fitted node-power line
+(`pals fit`), else the paper's.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pals.core.paper import PAPER_GPU
 import pals
+from pals.core.paper import CONTROL_INTERVAL_S, PAPER_GPU
 
 from pals.cli._common import add_command, positive_float, positive_int
 from pals.errors import ConfigError, EngineUnreachable, PalsError
@@ -85,7 +88,8 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
                         help="vLLM's --max-num-seqs (default: the largest batch cap of the predictor's grid)")
     parser.add_argument("--budget-w", type=positive_float, default=None, help="initial node power budget, W")
     parser.add_argument("--target-tps", type=positive_float, default=None, help="initial throughput target, tokens/s")
-    parser.add_argument("--interval-s", type=positive_float, default=0.5, help="control interval, s (default: 0.5)")
+    parser.add_argument("--interval-s", type=positive_float, default=CONTROL_INTERVAL_S,
+                        help=f"control interval, s (default: {CONTROL_INTERVAL_S:g})")
     parser.add_argument("--duration-s", type=positive_float, default=None, help="stop after this long (default: until Ctrl-C)")
     parser.add_argument("--decision-log", metavar="PATH", default=None, help="JSON-lines decision log")
     net = parser.add_argument_group("network")
@@ -238,32 +242,19 @@ class VllmProcess:
         return self.proc.returncode
 
 
-def _load_predictor(args):
-    from pals.model.predictor import PowerPerfPredictor
-
-    if args.predictor:
-        return PowerPerfPredictor.load(args.predictor)
-    if args.profile:
-        from pals.model.profile import read_profile
-
-        return PowerPerfPredictor(random_state=0).fit(read_profile(args.profile))
-    return None
-
-
 def run(args) -> int:
-    from pals.core.clock import WallClock
-    from pals.control.budget import PowerBudget, ThroughputTarget
-    from pals.control.endpoint import Endpoint
-    from pals.control.loop import ControlLoop
-    from pals.control.policies import make_policy
+    from pals.control.budget import PowerBudget
     from pals.integrations.cap_channel import ENV_VAR, CapWriter
     from pals.node.hwstate import PowerLimitGuard
     from pals.node.vllm_node import VllmNode, default_channel_path, open_gpu_backend
+    from pals.runtime.builder import ControlSettings, build_controller
+    from pals.runtime.predictors import PredictorSource, load_predictor
 
     vllm_extra = _vllm_args(args)
     if args.policy.lower() != "baseline" and not (args.profile or args.predictor):
         raise ConfigError(f"policy {args.policy!r} needs --profile or --predictor (or use --policy baseline)")
-    predictor = _load_predictor(args)
+    # The served model is a Hugging Face id or a folder: no preset name to check the predictor against.
+    predictor = load_predictor(PredictorSource(args.predictor, args.profile), expect_model=None)
     batches = [int(b) for b in getattr(predictor, "batches_", [])] if predictor is not None else []
     max_num_seqs = args.max_num_seqs or (max(batches) if batches else None)
     if max_num_seqs is None:
@@ -292,30 +283,31 @@ def run(args) -> int:
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     guard = PowerLimitGuard(gpus, handle_signals=False)
-    server = node = loop = endpoint = None
+    server = node = controller = None
     try:
         print(f"pals serve: starting vLLM {version} (max-num-seqs {max_num_seqs}); log {log_path}", file=sys.stderr)
         server = VllmProcess(cmd, env, log_path)
         startup_s = server.wait_healthy(url, args.health_timeout_s, stop)
         print(f"pals serve: vLLM healthy at {url} after {startup_s:.0f} s", file=sys.stderr)
         node = VllmNode(url, gpus, channel, batch_cap_max=max_num_seqs, guard=guard, tp=args.tp)
-        c = node.constraints()
-        policy = make_policy(args.policy, predictor=predictor, power_cap_max_w=c.power_cap_max_w, batch_cap_max=max_num_seqs)
-        loop = ControlLoop(
-            node, policy, WallClock(), interval_s=args.interval_s,
+        settings = ControlSettings(
+            args.policy, interval_s=args.interval_s,
             budget=PowerBudget(args.budget_w) if args.budget_w else None,
-            target=ThroughputTarget(args.target_tps) if args.target_tps else None,
-            decision_log=args.decision_log,
+            target_tps=args.target_tps if args.target_tps else None,
+            decision_log=args.decision_log, endpoint_port=args.endpoint_port, endpoint_host="127.0.0.1",
         )
-        endpoint = Endpoint(loop, "127.0.0.1", args.endpoint_port).start()
-        print(f"pals serve: controller on; endpoint {endpoint.url}; GPUs: {c.num_gpus} x {c.gpu_name}", file=sys.stderr)
-        loop.run(duration_s=args.duration_s, stop=stop)
+        # Node power (budgets of kind "node") from the predictor's fitted line, as `pals run` does.
+        controller = build_controller(node, settings, predictor=predictor)
+        c = node.constraints()
+        print(f"pals serve: controller on; endpoint {controller.endpoint.url}; GPUs: {c.num_gpus} x {c.gpu_name}",
+              file=sys.stderr)
+        controller.run(duration_s=args.duration_s, stop=stop)
         return 0
     finally:
         errors = []
         for what, fn in (
-            ("endpoint", endpoint.stop if endpoint else None),
-            ("decision log", loop.close if loop else None),
+            ("endpoint", controller.endpoint.stop if controller else None),
+            ("decision log", controller.loop.close if controller else None),
             ("batch cap and GPU limits", node.close if node else guard.close),
             ("vLLM", server.stop if server else None),
         ):

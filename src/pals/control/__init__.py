@@ -10,5 +10,6 @@
 - `decision_log`, `metrics`, `endpoint`: what the outside world sees (JSON lines, Prometheus,
   HTTP).
 - `summary`: run figures (tokens/J, QoS violations, power tracking) from the decision records.
-- `scenario`: wiring for `pals run` / `pals demo` on the simulated node.
+
+Wiring a loop to a node, a predictor and a load lives one layer up, in `pals.runtime`.
 """

@@ -1,8 +1,8 @@
 """Shared parts of the experiments: the paper's deployments, workloads, profiles, closed-loop runs.
 
-Everything runs on the simulated node (`pals.sim`). A `Lab` holds one experiment's settings
-(seed, quick or full) and its caches (profiles, predictors, ground-truth tables), so nothing is
-shared through module state.
+Everything runs on the simulated node (`pals.sim`), assembled through `pals.runtime`. A `Lab` holds
+one experiment's settings (seed, quick or full) and its caches (profiles, predictors, ground-truth
+tables), so nothing is shared through module state.
 
 Ground truth vs telemetry: the controller only sees the node's noisy telemetry; the figures we
 report for a run come from H4's run summary over the decision log (`pals.control.summary`), and
@@ -15,12 +15,26 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from pals.control.budget import PowerBudget
 from pals.core.node import Actuation
-from pals.core.paper import PAPER_BATCH_CAPS, PAPER_GPU, PAPER_POWER_CAPS_W
+from pals.core.paper import CONTROL_INTERVAL_S, PAPER_BATCH_CAPS, PAPER_GPU, PAPER_POWER_CAPS_W
+from pals.core.power import NodePowerModel
+from pals.core.workload import WorkloadDescriptor
+from pals.model.predictor import PowerPerfPredictor
+from pals.model.profile import read_profile
+from pals.model.profiler import profile_on_fresh_nodes
+from pals.runtime.builder import ControlSettings, build_controller, build_loop, policy_for
+from pals.runtime.deployment import Deployment
+from pals.runtime.load import LoadSpec, UniformLengths, make_workload
+from pals.runtime.truth import GroundTruth, Measured, measure_configuration
+from pals.sim.node import NoiseConfig, SimNode
+
+__all__ = ["ALL_MODELS", "CONTROL_INTERVAL_S", "DENSE_MODELS", "GPU", "Lab", "MOE_MODELS", "PAPER_BATCHES",
+           "PAPER_CAPS_W", "RunResult", "WARMUP_S", "geomean", "plt", "save_figure"]
 
 GPU = PAPER_GPU
 PAPER_CAPS_W = PAPER_POWER_CAPS_W
@@ -37,124 +51,12 @@ MOE_MODELS: dict[str, int] = {
 DENSE_MODELS: dict[str, int] = {"GPT-2": 1, "Llama-2-7B": 1, "Mistral-7B": 1}
 ALL_MODELS: dict[str, int] = {**MOE_MODELS, **DENSE_MODELS}
 
-PROMPT_TOKENS = (600, 1400)
-OUTPUT_TOKENS = (100, 300)
+EXPERIMENT_LENGTHS = UniformLengths(prompt_tokens=(600, 1400), output_tokens=(100, 300))
 """Uniform length ranges (means 1,000 / 200 tokens): the long-prompt workload under which the
 simulator reproduces the paper's cap shapes (simulator-feasibility.md section 3)."""
 
 WARMUP_S = 30.0
 """Simulated seconds a node serves its load (at its initial configuration) before control starts."""
-
-CONTROL_INTERVAL_S = 0.5
-"""The paper's control interval."""
-
-
-def lengths():
-    """(prompt, output) length distributions of every experiment's requests."""
-    from pals.sim.workload import LengthDistribution
-
-    return LengthDistribution.uniform(*PROMPT_TOKENS), LengthDistribution.uniform(*OUTPUT_TOKENS)
-
-
-def mean_output_tokens() -> float:
-    return 0.5 * (OUTPUT_TOKENS[0] + OUTPUT_TOKENS[1])
-
-
-def saturating(seed: int):
-    from pals.sim.workload import SaturatingWorkload
-
-    prompt, output = lengths()
-    return SaturatingWorkload(prompt, output, seed=seed)
-
-
-def poisson_for_tps(offered_tps: float, seed: int, duration_s: float | None = None):
-    """Poisson arrivals whose mean offered output rate is `offered_tps` tokens/s."""
-    from pals.sim.workload import PoissonWorkload
-
-    prompt, output = lengths()
-    return PoissonWorkload(offered_tps / mean_output_tokens(), prompt, output, seed=seed, duration_s=duration_s)
-
-
-class VaryingPoisson:
-    """Poisson arrivals whose offered rate follows a step function of time (thinning).
-
-    Args:
-        rate_at: function time_s -> offered requests/s.
-        max_rate_rps: an upper bound of `rate_at` (for thinning).
-        seed: random seed.
-    """
-
-    closed_loop = False
-
-    def __init__(self, rate_at: Callable[[float], float], max_rate_rps: float, seed: int) -> None:
-        self.rate_at = rate_at
-        self.max_rate_rps = float(max_rate_rps)
-        self.seed = seed
-        self.prompt_tokens, self.output_tokens = lengths()
-
-    @property
-    def descriptor(self):
-        from pals.core.workload import WorkloadDescriptor
-
-        return WorkloadDescriptor(self.prompt_tokens.mean, self.output_tokens.mean, self.max_rate_rps, "varying-poisson")
-
-    def requests(self):
-        from pals.sim.workload import Request
-
-        rng = np.random.default_rng(self.seed)
-        t_s = 0.0
-        while True:
-            gaps = rng.exponential(1.0 / self.max_rate_rps, size=4096)
-            keep = rng.random(4096)
-            prompts = self.prompt_tokens.sample(rng, 4096)
-            outputs = self.output_tokens.sample(rng, 4096)
-            for gap, u, p, o in zip(gaps.tolist(), keep.tolist(), prompts, outputs):
-                t_s += gap
-                if u * self.max_rate_rps <= self.rate_at(t_s):
-                    yield Request(t_s, p, o)
-
-
-@dataclass
-class Measured:
-    """One configuration measured on the noise-free node over a window (ground truth)."""
-
-    throughput_tps: float
-    node_power_w: float
-    gpu_power_total_w: float
-
-    @property
-    def tokens_per_joule(self) -> float:
-        return self.throughput_tps / self.node_power_w if self.node_power_w > 0 else 0.0
-
-
-class GridTruth:
-    """The simulator's ground truth on a (cap x batch) grid, as a `PerfModel` for the Oracle policy.
-
-    Built by measuring every grid point on a noise-free node under a saturating load (capacity)
-    with the same request lengths. `predict_candidates` answers with the measured value of the
-    nearest grid point, so the Oracle sees exactly what the node would do.
-    """
-
-    def __init__(self, table: dict[tuple[float, int], Measured]) -> None:
-        self.table = table
-        self.caps_ = np.array(sorted({c for c, _ in table}))
-        self.batches_ = np.array(sorted({b for _, b in table}))
-
-    def _nearest(self, cap: float, batch: int) -> Measured:
-        c = float(self.caps_[np.argmin(np.abs(self.caps_ - cap))])
-        b = int(self.batches_[np.argmin(np.abs(np.log2(self.batches_) - math.log2(max(batch, 1))))])
-        return self.table[(c, b)]
-
-    def predict_candidates(self, power_cap_w, batch_cap, workload: Any = None, tp=None, ep=None):
-        from pals.model.predictor import Prediction
-
-        caps, batches = np.broadcast_arrays(np.asarray(power_cap_w, float).reshape(-1), np.asarray(batch_cap).reshape(-1))
-        rows = [self._nearest(float(c), int(b)) for c, b in zip(caps, batches)]
-        tps = np.array([r.throughput_tps for r in rows])
-        gpu_w = np.array([r.gpu_power_total_w for r in rows])
-        node_w = np.array([r.node_power_w for r in rows])
-        zeros = np.zeros_like(tps)
-        return Prediction(tps, zeros, gpu_w, zeros, node_w, np.where(node_w > 0, tps / node_w, 0.0))
 
 
 @dataclass
@@ -204,16 +106,13 @@ class Lab:
         self.work_dir = Path(self.work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
 
-    # -- nodes -----------------------------------------------------------------------------
+    # -- nodes and loads -------------------------------------------------------------------
 
     def spec(self, model: str, tp: int, num_gpus: int = 4):
-        from pals.sim.node import SimNodeSpec
-
-        return SimNodeSpec(model, GPU, num_gpus=num_gpus, tp=tp, batch_cap_max=max(PAPER_BATCHES))
+        """The simulated node of `model` at TP `tp` on the paper's GPUs."""
+        return Deployment(model, GPU, num_gpus=num_gpus, tp=tp).sim_spec()
 
     def node(self, model: str, tp: int, workload, noise: bool = True, initial: Actuation | None = None, seed_offset: int = 0):
-        from pals.sim.node import NoiseConfig, SimNode
-
         return SimNode(
             self.spec(model, tp),
             workload,
@@ -222,39 +121,38 @@ class Lab:
             initial=initial,
         )
 
+    def load(self, load_tps: float | None, seed: int) -> LoadSpec:
+        """Saturating when `load_tps` is None, else Poisson at that offered output rate (tokens/s)."""
+        if load_tps is None:
+            return LoadSpec(saturate=True, lengths=EXPERIMENT_LENGTHS, seed=seed)
+        return LoadSpec.poisson_for_tps(load_tps, EXPERIMENT_LENGTHS, seed=seed)
+
+    def workload(self, load_tps: float | None, seed: int):
+        """The workload of `load(load_tps, seed)`."""
+        return make_workload(self.load(load_tps, seed))
+
+    # -- ground truth ----------------------------------------------------------------------
+
     def measure(self, model: str, tp: int, cap_w: float, batch: int, workload=None,
                 warmup_s: float | None = None, window_s: float | None = None) -> Measured:
         """Ground truth of one static configuration (noise-free node, exact energy counters)."""
         warmup_s = (10.0 if self.quick else 20.0) if warmup_s is None else warmup_s
         window_s = (30.0 if self.quick else 60.0) if window_s is None else window_s
-        workload = saturating(self.seed) if workload is None else workload
-        node = self.node(model, tp, workload, noise=False, initial=Actuation(cap_w, batch))
-        node.clock.wait_until(warmup_s)
-        tokens0, node_j0, gpu_j0 = node.generated_tokens_total(), node.node_energy_j_total(), node.energy_j_total()
-        node.clock.wait_until(warmup_s + window_s)
-        tokens = node.generated_tokens_total() - tokens0
-        return Measured(
-            throughput_tps=tokens / window_s,
-            node_power_w=(node.node_energy_j_total() - node_j0) / window_s,
-            gpu_power_total_w=(node.energy_j_total() - gpu_j0) / window_s,
-        )
-
-    def workload(self, load_tps: float | None, seed: int):
-        """Saturating when `load_tps` is None, else Poisson at that offered output rate."""
-        return saturating(seed) if load_tps is None else poisson_for_tps(load_tps, seed)
+        workload = self.workload(None, self.seed) if workload is None else workload
+        return measure_configuration(self.spec(model, tp), workload, cap_w, batch, warmup_s=warmup_s,
+                                     window_s=window_s, seed=self.seed)
 
     def truth(self, model: str, tp: int, load_tps: float | None = None, caps: Sequence[float] = PAPER_CAPS_W,
-              batches: Sequence[int] = PAPER_BATCHES) -> GridTruth:
+              batches: Sequence[int] = PAPER_BATCHES) -> GroundTruth:
         """Ground truth of every grid point under the given load (noise-free, long window)."""
         key = (model, tp, load_tps, tuple(caps), tuple(batches))
         if key not in self._truths:
             window_s = None if load_tps is None else (60.0 if self.quick else 120.0)
-            table = {
-                (float(c), int(b)): self.measure(model, tp, c, b, self.workload(load_tps, self.seed + 202), window_s=window_s)
-                for c in caps
-                for b in batches
-            }
-            self._truths[key] = GridTruth(table)
+
+            def measure(cap_w: float, batch: int) -> Measured:
+                return self.measure(model, tp, cap_w, batch, self.workload(load_tps, self.seed + 202), window_s=window_s)
+
+            self._truths[key] = GroundTruth.on_grid(measure, caps, batches)
         return self._truths[key]
 
     # -- profiles and predictors ----------------------------------------------------------------
@@ -266,15 +164,10 @@ class Lab:
         As in the paper, the profile is taken under the workload the node will serve: saturating
         (`load_tps` None) or Poisson at `load_tps` offered output tokens/s.
         """
-        from pals.core.workload import WorkloadDescriptor
-        from pals.model.profile import read_profile
-        from pals.model.profiler import profile_on_fresh_nodes
-
         key = (model, tp, load_tps, tuple(caps), tuple(batches))
         if key not in self._profiles:
-            prompt, output = lengths()
-            rate = None if load_tps is None else load_tps / mean_output_tokens()
-            features = WorkloadDescriptor(prompt.mean, output.mean, rate)
+            prompt, output = EXPERIMENT_LENGTHS.distributions()
+            features = WorkloadDescriptor(prompt.mean, output.mean, self.load(load_tps, self.seed).rate_rps)
             tag = "sat" if load_tps is None else f"{load_tps:.0f}tps"
             out = self.work_dir / f"profile_{model}_tp{tp}_{tag}_{len(caps)}x{len(batches)}.csv"
             warmup_s = 5.0 if self.quick else 10.0
@@ -297,8 +190,6 @@ class Lab:
 
     def predictor(self, model: str, tp: int, load_tps: float | None = None):
         """The random-forest predictor fitted on `profile(model, tp, load_tps)`."""
-        from pals.model.predictor import PowerPerfPredictor
-
         key = (model, tp, load_tps)
         if key not in self._predictors:
             trees = 30 if self.quick else 100
@@ -315,49 +206,55 @@ class Lab:
 
     # -- closed-loop runs --------------------------------------------------------------------------
 
-    def make_policy(self, name: str, model: str, tp: int, load_tps: float | None = None):
-        """A policy whose model (predictor, or ground truth for the Oracle) describes capacity.
+    def models_for(self, name: str, model: str, tp: int) -> dict[str, Any]:
+        """The models policy `name` needs: none (Baseline), ground truth (Oracle), else the predictor.
 
         The model-guided policies score candidates with a load-aware objective built on each
         configuration's capacity and busy power (`pals.control.policies`), so their predictor is
         profiled, and the Oracle's ground truth measured, under saturating load with the same
-        request lengths; the offered load (`load_tps`) is estimated online by the policy. (A
-        profile taken under a load below capacity records the demand, not the capacity, at every
-        point that keeps up, and no candidate could show the target margin.)
+        request lengths; the offered load is estimated online by the policy. (A profile taken
+        under a load below capacity records the demand, not the capacity, at every point that
+        keeps up, and no candidate could show the target margin.)
         """
-        from pals.control.policies import make_policy
-
         if name == "baseline":
-            return make_policy("baseline")
+            return {}
         if name == "oracle":
-            return make_policy("oracle", truth=self.truth(model, tp, None))
-        return make_policy(name, predictor=self.predictor(model, tp, None))
+            return {"truth": self.truth(model, tp, None)}
+        return {"predictor": self.predictor(model, tp, None)}
+
+    def make_policy(self, name: str, model: str, tp: int, load_tps: float | None = None):
+        """A policy whose model (predictor, or ground truth for the Oracle) describes capacity (see `models_for`)."""
+        spec = self.spec(model, tp)
+        return policy_for(name, power_cap_max_w=spec.gpu_spec.power_limit_max_w, batch_cap_max=spec.batch_cap_max,
+                          **self.models_for(name, model, tp))
+
+    def settings(self, policy: str, budget_w: float | None = None, target_tps: float | None = None,
+                 schedule=None) -> ControlSettings:
+        """The experiments' control settings: the paper's interval, a node budget, a target."""
+        return ControlSettings(policy, interval_s=CONTROL_INTERVAL_S, budget=_node_budget(budget_w),
+                               target_tps=None if target_tps is None else float(target_tps), budget_schedule=schedule)
 
     def loop(self, node, policy, budget_w: float | None = None, target_tps: float | None = None, schedule=None):
-        from pals.control.budget import PowerBudget, ThroughputTarget
-        from pals.control.loop import ControlLoop
-
-        return ControlLoop(
-            node,
-            policy,
-            node.clock,
-            interval_s=CONTROL_INTERVAL_S,
-            budget=None if budget_w is None else PowerBudget(float(budget_w), "node"),
-            target=None if target_tps is None else ThroughputTarget(float(target_tps)),
-            budget_schedule=schedule,
-        )
+        """A loop around `policy` on `node` with the experiments' settings (see `settings`)."""
+        # The experiments' figures were recorded with the paper's node-power line, not the
+        # predictor's fitted one that `pals run` uses.
+        return build_loop(node, policy, NodePowerModel(), interval_s=CONTROL_INTERVAL_S, budget=_node_budget(budget_w),
+                          target_tps=None if target_tps is None else float(target_tps), budget_schedule=schedule)
 
     def run(self, model: str, tp: int, policy_name: str, load_tps: float | None, duration_s: float,
             target_tps: float | None = None, budget_w: float | None = None, schedule=None,
             seed_offset: int = 0, workload=None) -> RunResult:
         """One closed-loop run of `policy_name` on a fresh node; summary from H4's `summarize`.
 
-        `load_tps` picks the workload (None: saturating) and the profile the policy's model was
-        fitted on; `workload` overrides the live workload only (e.g. a time-varying load).
+        `load_tps` picks the workload (None: saturating); the policy's model describes capacity
+        (`models_for`); `workload` overrides the live workload only (e.g. a time-varying load).
         """
         live = workload if workload is not None else self.workload(load_tps, self.seed + 7 + seed_offset)
         node = self.node(model, tp, live, noise=True, seed_offset=seed_offset)
-        loop = self.loop(node, self.make_policy(policy_name, model, tp, load_tps), budget_w, target_tps, schedule)
+        # The paper's node-power line, as in `loop`.
+        controller = build_controller(node, self.settings(policy_name, budget_w, target_tps, schedule),
+                                      power_model=NodePowerModel(), **self.models_for(policy_name, model, tp))
+        loop = controller.loop
         # Start from a warm node (queues and batches at steady state), as a 60-minute run would be
         # for almost all of its length; the policy's first observations are then representative.
         node.clock.wait_until(WARMUP_S)
@@ -367,7 +264,7 @@ class Lab:
         tokens = node.generated_tokens_total() - tokens0
         records = loop.log.recent()
         summary = loop.summary()
-        loop.close()
+        controller.close()
         return RunResult(
             model=model,
             policy=policy_name,
@@ -376,6 +273,10 @@ class Lab:
             truth_tokens_per_joule=tokens / energy if energy > 0 else 0.0,
             truth_mean_node_power_w=energy / max(node.clock.now_s() - WARMUP_S, 1e-9),
         )
+
+
+def _node_budget(budget_w: float | None) -> PowerBudget | None:
+    return None if budget_w is None else PowerBudget(float(budget_w), "node")
 
 
 def plt():
