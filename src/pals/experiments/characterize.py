@@ -2,7 +2,7 @@
 
 - Fig 1 and Fig 3 (batch-only, cap-only, joint frontiers): measured by `pals.experiments.characterization`,
   the same code as `pals sweep --report`: the paper's cap x batch grid per model at saturation and
-  at a fixed Poisson load of twice the batch-1 capacity (the regime the feasibility note found to
+  at a fixed Poisson load of twice the batch-1 capacity (the regime the feasibility study (docs/calibration.md §7) found to
   match the paper's 1.7-2.1x batch ratio). Its full report, with the mechanism behind each shape,
   is written beside this one (characterization/characterization.md).
 - Fig 2 (here only): the step model's time split (compute, memory, communication, overhead) of a
@@ -203,7 +203,7 @@ def _why_section(report: Report) -> None:
     why = report.section("Why ours differ from the paper")
     report.why(why, (
         "At saturation the simulator's batch effect is 9-30x, not 1.7-2.1x: batch-1 decode reads all weights for one "
-        "token and the per-step CPU overhead is small (simulator-feasibility.md, S3a cannot be met). The paper's band "
+        "token and the per-step CPU overhead is small (docs/calibration.md §7, S3a cannot be met). The paper's band "
         "is reproduced only at a fixed moderate offered load, and there by construction: batch 1 serves its capacity "
         "while every larger batch serves the whole load, twice that, so batches 32 and 64 tie. The joint frontier's "
         "gain over batch-only is small because the tokens/J-optimal cap of a saturated node is close to the cap at "

@@ -47,13 +47,13 @@ MOE_MODELS: dict[str, int] = {
     "Phi-3.5-MoE": 2,
     "Mixtral-8x7B": 4,
 }
-"""MoE models and their TP degree on a 4-GPU node (replicas = 4 / TP), as in simulator-feasibility.md."""
+"""MoE models and their TP degree on a 4-GPU node (replicas = 4 / TP), as in docs/calibration.md §7."""
 DENSE_MODELS: dict[str, int] = {"GPT-2": 1, "Llama-2-7B": 1, "Mistral-7B": 1}
 ALL_MODELS: dict[str, int] = {**MOE_MODELS, **DENSE_MODELS}
 
 EXPERIMENT_LENGTHS = UniformLengths(prompt_tokens=(600, 1400), output_tokens=(100, 300))
 """Uniform length ranges (means 1,000 / 200 tokens): the long-prompt workload under which the
-simulator reproduces the paper's cap shapes (simulator-feasibility.md section 3)."""
+simulator reproduces the paper's cap shapes (docs/calibration.md §7)."""
 
 WARMUP_S = 30.0
 """Simulated seconds a node serves its load (at its initial configuration) before control starts."""

@@ -201,7 +201,7 @@ def _why_section(report: Report, floor_w: float, top_w: float) -> None:
     report.why(why, (
         f"What the baseline does under the budget decides the violations. Our simulated nodes draw {floor_w:,.0f}-{top_w:,.0f} W "
         f"together (150-400 W caps, under their loads), well below the paper's 6,075 W nameplate, because an A100 "
-        "serving decode-heavy MoE traffic draws 160-250 W, not 400 W (simulator-feasibility.md). Under 4,800 W the "
+        "serving decode-heavy MoE traffic draws 160-250 W, not 400 W (docs/calibration.md §7). Under 4,800 W the "
         "equal split (1,600 W per node) never binds, so the baseline runs unconstrained and its violations come only "
         "from Poisson bursts at the targets, not from the budget; the paper's 18.7-35.2 % came from a budget that "
         "forced caps down on nodes that needed the power. Under the binding budget (same place in our power range "

@@ -163,7 +163,7 @@ def _why_section(report: Report, mean: dict[str, float]) -> None:
         "is memory-bound, so a lower cap loses little throughput while the node's power falls, which is why "
         "AdaptiveCap and PALS land together and the gain comes from the cap. The paper's 1.14x batch-only gain needs "
         "a regime where the batch cap itself sets the operating point (saturation with amortised per-step overheads, "
-        "which the simulator's physics gives as 9-30x between batch 1 and 64, not 1.7-2.1x: simulator-feasibility.md "
+        "which the simulator's physics gives as 9-30x between batch 1 and 64, not 1.7-2.1x: docs/calibration.md §7 "
         "S3a). PALS's gap to the Oracle comes from predictor error near capacity: the profile's throughput at the "
         "lowest caps is measured over a finite Poisson window, and a candidate whose predicted throughput falls short "
         "of the target is not chosen, where the Oracle sees the exact value."

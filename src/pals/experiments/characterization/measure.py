@@ -6,7 +6,7 @@ under two loads:
 - *saturation*: requests always waiting (closed loop);
 - *fixed offered load*: Poisson arrivals at `LOAD_FACTOR` (2) x the model's batch-1 capacity,
   where the capacity is the saturating batch-1 throughput at the largest cap (requests/s =
-  tokens/s / mean output tokens). The feasibility note's suggestion; the rule is per model so
+  tokens/s / mean output tokens). The suggestion of the feasibility study (docs/calibration.md §7); the rule is per model so
   that every model sees "twice what batch 1 can serve".
 
 A fresh node per point matters under an open-loop load: the backlog an overloaded batch-1 point

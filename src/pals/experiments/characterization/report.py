@@ -108,7 +108,7 @@ def _setup_lines(page: _Page) -> list[str]:
         "## Setup",
         "",
         f"- Node: 4x {result.gpu} (simulated, `pals.sim`); Fig 1a / Fig 3 models at TP {result.tp}, the others at "
-        "the TP of the feasibility note (replicas = 4 / TP).",
+        "the TP of the feasibility study, docs/calibration.md §7 (replicas = 4 / TP).",
         f"- Workload: log-normal prompts {result.workload['prompt_tokens']:g} / outputs "
         f"{result.workload['output_tokens']:g} tokens (cv {result.workload['length_cv']:g}), chunked prefill 2048 "
         f"tokens, seed {result.seed} shared by every point of a model and load.",
@@ -249,7 +249,7 @@ def _fig1b_lines(page: _Page) -> list[str]:
         "",
         "At saturation the ratio is what the physics gives: batch-1 decode is bound by reading the weights, and "
         "batch 64 reads the same weights once per step for 64 sequences, so tokens/J rises many-fold; the "
-        "feasibility note found that bringing it to 2x would take 2-16 ms of CPU time per sequence per step. At "
+        "feasibility study (docs/calibration.md §7) found that bringing it to 2x would take 2-16 ms of CPU time per sequence per step. At "
         "the fixed load batch 1 is overloaded and serves its capacity, while every larger batch serves the whole "
         f"offered load, {LOAD_FACTOR:g}x that capacity, at a similar node power; so the ratio is about "
         f"{LOAD_FACTOR:g}x by construction. It lands in the paper's band because of the load we chose, not "

@@ -20,7 +20,7 @@ PAPER_MODEL_TP: dict[str, int] = {
     "Mixtral-8x7B": 4,
 }
 """The paper's eight models and the TP used for their batch ratio on a 4-GPU node
-(replicas = 4 / TP; the feasibility note's choice). Models in `characterize(models=...)` use `tp`."""
+(replicas = 4 / TP; the choice of the feasibility study, docs/calibration.md §7). Models in `characterize(models=...)` use `tp`."""
 
 FIG1A_MODELS = ("Mixtral-8x7B", "Qwen1.5-MoE-A2.7B", "OLMoE-1B-7B")
 """The models of the paper's Figure 1a and Figure 3."""
