@@ -193,3 +193,24 @@ def test_batch_only_when_caps_are_not_settable():
         d = policy.decide(DecisionContext(locked, Configuration(300.0, 64), None, PowerBudget(900.0, "gpu"),
                                           ThroughputTarget(300.0), True, 0))
         assert d.config.power_cap_w == 300.0, name
+
+
+def test_the_live_workload_reaches_the_predictor():
+    """The node's recent mean lengths are what the candidates are predicted for (capacity: no rate)."""
+    from dataclasses import replace
+
+    from pals.core.workload import WorkloadDescriptor
+
+    class RecordingModel(TableModel):
+        def predict_candidates(self, power_cap_w, batch_cap, workload=None):
+            self.seen = workload
+            return super().predict_candidates(power_cap_w, batch_cap, workload)
+
+    model = RecordingModel()
+    policy = make_policy("pals", predictor=model)
+    policy.decide(ctx(obs=None))
+    assert model.seen is None  # nothing observed yet: the profile's own workload
+    observed = replace(obs_for(model, Configuration(400.0, 64)), mean_prompt_tokens=1800.0, mean_output_tokens=90.0)
+    policy.decide(ctx(obs=observed, target=1e9, changed=True, index=2))
+    assert model.seen == WorkloadDescriptor(1800.0, 90.0, None)
+    assert policy.workload_ == model.seen

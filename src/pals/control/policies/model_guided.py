@@ -38,7 +38,8 @@ from pals.control.policies.interface import PerfModel
 from pals.control.policies.selection import (
     CAP_MATCH_W, BudgetLimit, Candidates, Choice, Scores, candidate_grid, required_capacity_tps, score_candidates, select,
 )
-from pals.control.types import Configuration, Decision, DecisionContext
+from pals.control.types import Configuration, Decision, DecisionContext, Observation
+from pals.core.workload import WorkloadDescriptor
 from pals.errors import ConfigError
 
 
@@ -86,6 +87,8 @@ class ModelGuidedPolicy:
         self.bursts = BurstEstimate(c.burst_z, c.burst_window_s, c.burst_history_s, c.burst_min_windows,
                                     c.burst_prior_s, c.burst_cv_prior, c.burst_shift)
         self.memory_ = CapacityCorrection(c.ratio_prior_s, c.ratio_min, c.ratio_max, c.workload_shift)
+        self.workload_: WorkloadDescriptor | None = None
+        """The live workload the last selection predicted for (None: the profile's own)."""
         self.power_bias = PowerBias(c.power_bias_smoothing, c.power_bias_floor_frac)
         self.dwell = DwellThroughput(c.smooth_intervals, c.min_window_intervals)
         self.above_band_ = 0
@@ -267,7 +270,8 @@ class ModelGuidedPolicy:
         if not c.power_cap_settable:  # batch-only control: the cap in force is the only one
             bound = None
         candidates = candidate_grid(self.power_caps_w, self.batch_caps, c, ctx.current, bound)
-        pred = self.model.predict_candidates(candidates.power_cap_w, candidates.batch_cap)
+        self.workload_ = live_workload(ctx.observation)
+        pred = self.model.predict_candidates(candidates.power_cap_w, candidates.batch_cap, self.workload_)
         thr = np.asarray(pred.throughput_tps, dtype=float)
         gpu_w = np.asarray(pred.gpu_power_total_w, dtype=float)
         node_w = np.asarray(pred.node_power_w, dtype=float)
@@ -327,3 +331,17 @@ class ModelGuidedPolicy:
         self.bursts.mark_selected()
         self._last_bound = choice.budget_bound
         self._last_warnings = choice.warnings
+
+
+def live_workload(obs: Observation | None) -> WorkloadDescriptor | None:
+    """The live workload as the predictor's input: the node's recent mean prompt and output lengths.
+
+    Candidates are scored by their capacity (profiles are taken at saturation), so the arrival
+    rate is left out (None = saturating): the offered load enters through the demand estimate
+    instead. None (the profile's own workload) while the node reports no lengths.
+    """
+    if obs is None or obs.mean_prompt_tokens is None or obs.mean_output_tokens is None:
+        return None
+    if not (obs.mean_prompt_tokens > 0 and obs.mean_output_tokens > 0):
+        return None
+    return WorkloadDescriptor(float(obs.mean_prompt_tokens), float(obs.mean_output_tokens), None, "live")
