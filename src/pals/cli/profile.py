@@ -189,7 +189,7 @@ VLLM_ONLY_FLAGS = {"url": "--url", "gpu_backend": "--gpu-backend", "cap_channel"
 
 def smallest_tp(model: str, gpu: str, num_gpus: int) -> int:
     """The smallest TP of 1, 2, 4, 8 (dividing num_gpus) at which the model fits the GPUs' memory."""
-    from pals.experiments.characterization import fits_node
+    from pals.runtime.deployment import fits_node
 
     for tp in (1, 2, 4, 8):
         if tp <= num_gpus and num_gpus % tp == 0 and fits_node(model, gpu, tp, num_gpus):

@@ -53,3 +53,18 @@ class Deployment:
     def describe(self) -> str:
         """One line for logs: '4x A100-SXM4-80GB Mixtral-8x7B TP4'."""
         return f"{self.num_gpus}x {self.gpu} {self.model} TP{self.tp}"
+
+
+def fits_node(model: str, gpu: str, tp: int, num_gpus: int = 4) -> bool:
+    """Whether the model's weights and some KV cache fit `num_gpus` x `gpu` at TP `tp`.
+
+    Raises:
+        ConfigError: an unknown model or GPU, or a TP the node cannot hold (not a memory question).
+    """
+    try:
+        spec = SimNodeSpec(model, gpu, num_gpus=num_gpus, tp=tp)
+        return spec.step_model().kv_cache_tokens(spec.gpu_memory_utilization) >= 1
+    except ConfigError as error:
+        if "fit" not in str(error):
+            raise
+        return False

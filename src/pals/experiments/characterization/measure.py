@@ -45,12 +45,14 @@ from pals.model.profiler import paper_grid_within, profile_on_fresh_nodes
 from pals.sim.hardware import get_gpu
 from pals.sim.node import NoiseConfig, SimNode, SimNodeSpec
 from pals.sim.step import Mechanisms
-from pals.sim.workload import LengthDistribution, PoissonWorkload, SaturatingWorkload
+from pals.runtime.deployment import fits_node
+from pals.runtime.load import LoadSpec, LognormalLengths, make_workload
+from pals.sim.workload import LengthDistribution
 
 
 def length_distributions(prompt_tokens: float, output_tokens: float) -> tuple[LengthDistribution, LengthDistribution]:
     """Log-normal prompt and output lengths with these means (cv `LENGTH_CV`, as `pals sweep`)."""
-    return LengthDistribution.lognormal(prompt_tokens, LENGTH_CV), LengthDistribution.lognormal(output_tokens, LENGTH_CV)
+    return LognormalLengths(prompt_tokens, output_tokens, LENGTH_CV).distributions()
 
 
 def slug(name: str) -> str:
@@ -61,8 +63,9 @@ def slug(name: str) -> str:
 class _Runner:
     """Measures points through the profiler, one fresh SimNode per point, appending to one profile file.
 
-    Seam: this builds its own workloads and simulated nodes; it is the place to switch to the
-    shared assembly (`pals.runtime`) once that exists, with the same lengths, seeds and exact telemetry.
+    Workloads come from the runtime's one load description (`pals.runtime.load`): log-normal
+    lengths with cv `LENGTH_CV`, saturating or Poisson. Nodes are built here rather than through the
+    runtime's builder because each carries a mechanism ablation and exact telemetry.
     """
 
     def __init__(self, gpu: str, seed: int, prompt_tokens: float, output_tokens: float, profiles_dir: Path, bar) -> None:
@@ -74,10 +77,10 @@ class _Runner:
         self.bar = bar
 
     def workload(self, rate_rps: float | None):
-        prompts, outputs = length_distributions(self.prompt_tokens, self.output_tokens)
+        lengths = LognormalLengths(self.prompt_tokens, self.output_tokens, LENGTH_CV)
         if rate_rps is None:
-            return SaturatingWorkload(prompts, outputs, seed=self.seed)
-        return PoissonWorkload(rate_rps, prompts, outputs, seed=self.seed)
+            return make_workload(LoadSpec(saturate=True, lengths=lengths, seed=self.seed))
+        return make_workload(LoadSpec(rate_rps=rate_rps, lengths=lengths, seed=self.seed))
 
     def sweep(
         self,
@@ -119,21 +122,6 @@ class _Runner:
             if self.bar is not None:
                 self.bar.update(1)
         return sweep
-
-
-def fits_node(model: str, gpu: str, tp: int, num_gpus: int = 4) -> bool:
-    """Whether the model's weights and some KV cache fit `num_gpus` x `gpu` at TP `tp`.
-
-    Raises:
-        ConfigError: an unknown model or GPU, or a TP the node cannot hold (not a memory question).
-    """
-    try:
-        spec = SimNodeSpec(model, gpu, num_gpus=num_gpus, tp=tp)
-        return spec.step_model().kv_cache_tokens(spec.gpu_memory_utilization) >= 1
-    except ConfigError as error:
-        if "fit" not in str(error):
-            raise
-        return False
 
 
 def _fitting_tp(model: str, gpu: str, preferred: int) -> int | None:
