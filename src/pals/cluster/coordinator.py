@@ -30,12 +30,15 @@ unreachable, and nothing stops because of it.
 
 Write order, so that the budgets in force never sum above the cluster budget at
 any moment (given that they did not at the start of the round):
-- decreases (and budgets for nodes that have none) first, then increases;
-- before each increase, the budgets in force (counting every failed write at its
-  worst case) are summed again and the raise is cut to what still fits; a node
-  that did not confirm its decrease therefore cannot push the total over;
+- decreases (and budgets for nodes that have none, capped at what is counted for
+  them) are sent first, to all nodes at once; they only lower the total;
+- then each raise is reserved in turn against what is now counted (a decrease
+  that was not confirmed still counts at its old budget) and cut to what still
+  fits; the raises are sent at once, and any subset of them landing fits;
 - a move smaller than `min_change_w` is skipped (less churn in the nodes'
   hysteresis), unless skipping would leave the total above the budget.
+Reads and each write phase run in parallel (`max_parallel` nodes at a time), so
+one slow node costs a round at most its deadline per phase, not one per node.
 If the coordinator itself stops, every node keeps its last budget, and those sum
 to at most the cluster budget.
 
@@ -53,6 +56,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Mapping, Sequence
 
 from pals.cluster.allocation import Allocation, Frontier, NodeDemand, allocate
@@ -165,9 +169,10 @@ class Coordinator:
             seen, or while it runs without a budget. Units: W.
         unknown_node_max_w: maximum draw assumed for a node never heard from without an entry in
             `max_node_power_w`. Units: W.
-        read_deadline_s: a node whose reads (status, frontier) take longer is counted as down for
-            the round (a guard for clients that do not bound their own calls). Units: s.
-        max_parallel_reads: nodes read at the same time.
+        node_deadline_s: a node whose reads (status, frontier) take longer is down for the round;
+            a write that takes longer has failed (a guard for clients that do not bound their own
+            calls). Units: s.
+        max_parallel: nodes read or written at the same time.
         history_rounds: reports kept in `rounds` (oldest dropped first).
     """
 
@@ -182,11 +187,12 @@ class Coordinator:
     load_smoothing: float = 0.3
     max_node_power_w: Mapping[str, float] = field(default_factory=dict)
     unknown_node_max_w: float = DEFAULT_UNKNOWN_NODE_MAX_W
-    read_deadline_s: float = 30.0
-    max_parallel_reads: int = 16
+    node_deadline_s: float = 30.0
+    max_parallel: int = 16
     history_rounds: int = 10_000
     rounds: deque[RoundReport] = field(init=False, repr=False)
     _memory: dict[str, _Memory] = field(default_factory=dict, init=False, repr=False)
+    _clients: dict[str, NodeClient] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.clients]
@@ -207,7 +213,8 @@ class Coordinator:
         for name, power_w in self.max_node_power_w.items():
             _check_range(f"maximum power of node {name}", power_w, MIN_BUDGET_W, MAX_CLUSTER_BUDGET_W, "W")
         _check_range("unknown_node_max_w", self.unknown_node_max_w, MIN_BUDGET_W, MAX_CLUSTER_BUDGET_W, "W")
-        _check_range("read_deadline_s", self.read_deadline_s, 1e-3, 86400.0, "s")
+        _check_range("node_deadline_s", self.node_deadline_s, 1e-3, 86400.0, "s")
+        self._clients = {c.name: c for c in self.clients}
         self.rounds = deque(maxlen=max(1, int(self.history_rounds)))
         self._memory = {name: _Memory() for name in names}
 
@@ -233,22 +240,36 @@ class Coordinator:
         result.read_s = time.monotonic() - start_s
         return result
 
-    def _read_all(self) -> dict[str, _Read]:
-        """Read every node in parallel; a node not done within `read_deadline_s` is down."""
-        workers = max(1, min(self.max_parallel_reads, len(self.clients)))
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pals-coordinator-read")
+    def _parallel(self, calls: Mapping[str, Callable[[], object]]) -> dict[str, tuple[object, str | None]]:
+        """Run one call per node at once; (result, None) or (None, why it failed) per node.
+
+        A call not done within `node_deadline_s` counts as failed and is abandoned, not awaited
+        (a guard for clients that do not bound their own calls; `HttpNodeClient` does).
+        """
+        if not calls:
+            return {}
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.max_parallel, len(calls))),
+                                  thread_name_prefix="pals-coordinator")
         try:
-            futures = {c.name: pool.submit(self._read_one, c) for c in self.clients}
-            wait(futures.values(), timeout=self.read_deadline_s)
+            futures = {name: pool.submit(call) for name, call in calls.items()}
+            wait(futures.values(), timeout=self.node_deadline_s)
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)  # a hung read is abandoned, not awaited
-        reads = {}
+            pool.shutdown(wait=False, cancel_futures=True)
+        results: dict[str, tuple[object, str | None]] = {}
         for name, future in futures.items():
-            if future.done() and not future.cancelled():
-                reads[name] = future.result()
+            if not future.done() or future.cancelled():
+                results[name] = (None, f"no answer within {self.node_deadline_s:g} s")
+            elif future.exception() is not None:
+                results[name] = (None, _one_line(future.exception()))
             else:
-                reads[name] = _Read(error=f"no answer within {self.read_deadline_s:g} s", read_s=self.read_deadline_s)
-        return reads
+                results[name] = (future.result(), None)
+        return results
+
+    def _read_all(self) -> dict[str, _Read]:
+        """Read every node in parallel; a node not done within `node_deadline_s` is down."""
+        results = self._parallel({c.name: partial(self._read_one, c) for c in self.clients})
+        return {name: read if error is None else _Read(error=error, read_s=self.node_deadline_s)
+                for name, (read, error) in results.items()}
 
     # -- one round -------------------------------------------------------------------------------
 
@@ -398,11 +419,13 @@ class Coordinator:
             changes[name] = min(changes[name], counted[name])
         in_force = dict(counted)
         outcomes: dict[str, _Outcome] = {}
-        decreases = sorted((n for n in changes if changes[n] <= counted[n]), key=lambda n: changes[n] - counted[n])
-        increases = [n for n in changes if changes[n] > counted[n]]
-        for name in decreases:
-            outcomes[name] = self._put_budget(name, changes[name], counted[name], in_force, drifts, actions)
-        for name in increases:
+        # Phase 1, all at once: decreases (each only lowers the total, in whatever order they land).
+        decreases = {n: b for n, b in changes.items() if b <= counted[n]}
+        self._put_budgets(decreases, counted, in_force, outcomes, drifts, actions)
+        # Phase 2: each raise is reserved in turn against what is now counted (a failed decrease
+        # still counts at its old budget), then all are sent at once: any subset landing fits.
+        raises = {}
+        for name in (c.name for c in self.clients if c.name in changes and c.name not in decreases):
             others_w = sum(in_force.values()) - in_force[name]
             value_w = min(changes[name], self.cluster_budget_w - others_w)
             if value_w <= in_force[name] + _EPS_W:
@@ -410,49 +433,60 @@ class Coordinator:
                                "nodes confirm their budgets")
                 outcomes[name] = _Outcome(clipped=True)
                 continue
-            outcomes[name] = self._put_budget(name, value_w, counted[name], in_force, drifts, actions)
             if value_w < changes[name] - _EPS_W:
-                outcomes[name].clipped = True
                 actions.append(f"{name}: raise cut from {changes[name]:.0f} W to {value_w:.0f} W so the "
                                "budgets in force stay within the cluster budget")
+            raises[name] = value_w
+            in_force[name] = value_w
+        self._put_budgets(raises, counted, in_force, outcomes, drifts, actions)
+        for name, value_w in raises.items():
+            outcomes[name].clipped = value_w < changes[name] - _EPS_W
         return outcomes, in_force
 
-    def _put_budget(self, name: str, budget_w: float, before_w: float, in_force: dict[str, float],
-                    drifts: Mapping[str, str | None], actions: list[str]) -> _Outcome:
-        client = next(c for c in self.clients if c.name == name)
-        try:
-            client.set_budget(budget_w)
-        except Exception as error:  # the write may or may not have landed: count the worse of the two
-            in_force[name] = max(before_w, budget_w)
-            actions.append(f"{name}: PUT /budget {budget_w:.0f} W failed ({_one_line(error)}); counting "
-                           f"{in_force[name]:.0f} W until it answers")
-            return _Outcome(written_w=budget_w, error=_one_line(error))
-        in_force[name] = budget_w
+    def _put_budgets(self, budgets_w: Mapping[str, float], counted: Mapping[str, float], in_force: dict[str, float],
+                     outcomes: dict[str, _Outcome], drifts: Mapping[str, str | None], actions: list[str]) -> None:
+        """PUT budgets in parallel; a failed write counts at the larger of before and after."""
+        results = self._parallel({n: partial(self._clients[n].set_budget, b) for n, b in budgets_w.items()})
+        for name, budget_w in budgets_w.items():
+            error = results[name][1]
+            outcomes[name] = _Outcome(written_w=budget_w, error=error)
+            if error is not None:  # it may or may not have landed
+                in_force[name] = max(counted[name], budget_w)
+                actions.append(f"{name}: PUT /budget {budget_w:.0f} W failed ({error}); counting "
+                               f"{in_force[name]:.0f} W until it answers")
+                continue
+            in_force[name] = budget_w
+            self._log_write(name, counted[name], budget_w, drifts, actions)
+
+    @staticmethod
+    def _log_write(name: str, before_w: float, budget_w: float, drifts: Mapping[str, str | None],
+                   actions: list[str]) -> None:
         why = {"missing": " (it reported no node budget: restarted or removed; rewritten)",
                "changed": " (it reported a budget the coordinator did not write; rewritten)"}.get(drifts.get(name), "")
         before = "none" if drifts.get(name) == "missing" else f"{before_w:.0f} W"
         actions.append(f"{name}: budget {before} -> {budget_w:.0f} W{why}")
-        return _Outcome(written_w=budget_w)
 
     def _write_targets(self, reads: Mapping[str, _Read], outcomes: Mapping[str, _Outcome],
                        actions: list[str]) -> dict[str, tuple[float, str | None]]:
         """Rewrite each target the node does not report (restarted, or changed by hand)."""
-        written = {}
-        for client in self.clients:
-            read, target = reads[client.name], self.targets_tps.get(client.name)
-            outcome = outcomes.get(client.name)
+        wanted = {}
+        for name, client in self._clients.items():
+            read, target = reads[name], self.targets_tps.get(name)
+            outcome = outcomes.get(name)
             if not target or read.status is None or (outcome is not None and outcome.error is not None):
                 continue
             reported = read.status.target_tps
-            if reported is not None and abs(reported - target) <= 1e-3 * max(1.0, target):
-                continue
-            try:
-                client.set_target(target)
-                written[client.name] = (target, None)
-                actions.append(f"{client.name}: target {_fmt(reported, 'tok/s')} -> {target:.0f} tok/s")
-            except Exception as error:
-                written[client.name] = (target, _one_line(error))
-                actions.append(f"{client.name}: PUT /target {target:.0f} tok/s failed ({_one_line(error)})")
+            if reported is None or abs(reported - target) > 1e-3 * max(1.0, target):
+                wanted[name] = (target, reported)
+        results = self._parallel({n: partial(self._clients[n].set_target, t) for n, (t, _) in wanted.items()})
+        written = {}
+        for name, (target, reported) in wanted.items():
+            error = results[name][1]
+            written[name] = (target, error)
+            if error is None:
+                actions.append(f"{name}: target {_fmt(reported, 'tok/s')} -> {target:.0f} tok/s")
+            else:
+                actions.append(f"{name}: PUT /target {target:.0f} tok/s failed ({error})")
         return written
 
     def _node_rounds(self, reads, counted, in_force, allocation, outcomes, targets, drifts) -> dict[str, NodeRound]:

@@ -107,7 +107,7 @@ class RoundReport:
     def summary_line(self) -> str:
         """One line for a terminal."""
         budgets = ", ".join(
-            f"{k} {n.budget_in_force_w:.0f} W" + ("" if n.up else " (down)") for k, n in self.nodes.items()
+            f"{k} {n.budget_in_force_w:.0f} W" + ("" if n.up else " [down]") for k, n in self.nodes.items()
         )
         return (
             f"round {self.round_index}: {budgets} (total {self.in_force_end_w:.0f} of {self.cluster_budget_w:.0f} W, "
