@@ -151,7 +151,7 @@ def test_a_down_node_never_stops_the_coordinator_and_rounds_are_logged(capsys, t
     with Endpoint(loop, port=0) as endpoint:
         code = main(["coordinate", "--node", f"a={endpoint.url}", "--node", f"b={down}",
                      "--cluster-budget-w", "3000", "--timeout-s", "2", "--interval-s", "0.1",
-                     "--duration-s", "0.35", "--log", str(log)])
+                     "--duration-s", "1.5", "--log", str(log)])
     assert code == 0
     rounds = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(rounds) >= 2

@@ -276,7 +276,7 @@ def test_a_node_that_hangs_is_down_for_the_round_and_the_round_finishes():
     release = threading.Event()
     hung = _HangingNode(cluster, "h", release)
     try:
-        report = Coordinator([a, hung], cluster_budget_w=3000, node_deadline_s=0.3).step()
+        report = Coordinator([a, hung], cluster_budget_w=3000, node_deadline_s=2.0).step()
         assert not report.nodes["h"].up and "no answer within" in report.nodes["h"].error
         assert a.budget_w <= 3000 - MAX_DRAW_W + 1e-6
     finally:

@@ -265,3 +265,12 @@ def test_cli_coordinate_once_against_a_live_node(capsys):
     out = capsys.readouterr().out
     assert "round 0: a" in out and "a: budget none ->" in out
     assert loop.budget.budget_w <= 1300.0
+
+
+def test_node_urls_are_parsed_with_defaults_and_kept_prefixes():
+    from pals.cluster.client import parse_node_url
+
+    assert parse_node_url("127.0.0.1:9100") == ("127.0.0.1", 9100, "")
+    assert parse_node_url("http://node-a/pals/") == ("node-a", 80, "/pals")
+    assert parse_node_url("http://[::1]:9100") == ("::1", 9100, "")
+    assert HttpNodeClient("http://[::1]:9100").url == "http://[::1]:9100"

@@ -9,6 +9,10 @@ stalled or babbling node ends within `deadline_s`, whatever the node does.
 Each request uses its own connection (`Connection: close`): the node endpoint
 closes after each answer anyway, a fresh connection has no stale state to
 recover from, and requests from several threads never share a socket.
+
+Not bounded by the deadline: resolving a host *name* (the system resolver has its
+own timeouts). Give nodes by address where a slow DNS is a concern; the
+coordinator's `node_deadline_s` still bounds a round.
 """
 
 from __future__ import annotations
