@@ -410,3 +410,16 @@ def test_no_round_ever_puts_more_than_the_cluster_budget_in_force(budget_w, hist
         if not writes_failed and reserve_ok:
             assert true_w <= budget_w + 1e-6
             assert report.in_force_end_w <= budget_w + 1e-6
+
+
+def test_a_failing_or_garbled_frontier_source_falls_back_to_the_linear_estimate():
+    cluster, a, b = make()
+
+    def broken(status):
+        raise RuntimeError("predictor file vanished")
+
+    report = Coordinator([a, b], cluster_budget_w=3000,
+                         frontier_sources={"a": broken, "b": lambda status: "not a frontier"}).step()
+    assert report.nodes["a"].up and report.nodes["b"].up
+    assert a.budget_w is not None and b.budget_w is not None
+    assert cluster.true_sum_w() <= 3000 + 1e-6

@@ -371,7 +371,7 @@ class Coordinator:
                     demand_tps=demand_tps,
                     priority=float(self.priorities.get(name, 1.0)),
                 )
-            except ConfigError as error:  # e.g. a frontier with negative power: fall back once
+            except Exception as error:  # e.g. a frontier source returning garbage: fall back once
                 LOG.warning("%s: unusable frontier (%s); using the linear estimate", name, error)
         raise AssertionError("the linear frontier is always usable")  # pragma: no cover
 
