@@ -121,3 +121,76 @@ def test_bad_inputs_name_the_field():
         node("a", 1, floor=900, ceiling=800)
     with pytest.raises(ConfigError, match="frontier"):
         Frontier.from_points([])
+
+
+# -- properties (hypothesis) ------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def demands(draw):
+    """1-6 nodes with random floors, ceilings, frontiers (which may start above the floor), targets,
+    offered loads and priorities."""
+    count = draw(st.integers(1, 6))
+    nodes = []
+    for i in range(count):
+        floor_w = draw(st.floats(0, 3000))
+        ceiling_w = floor_w + draw(st.floats(0, 3000))
+        points = draw(st.lists(st.tuples(st.floats(1, 6000), st.floats(0, 5000)), min_size=1, max_size=8))
+        demand = draw(st.one_of(st.just(math.inf), st.floats(0, 5000)))
+        nodes.append(NodeDemand(
+            name=f"n{i}", floor_w=floor_w, ceiling_w=ceiling_w, target_tps=draw(st.floats(0, 5000)),
+            frontier=Frontier.from_points(points), demand_tps=demand, priority=draw(st.floats(0.1, 5)),
+        ))
+    return nodes
+
+
+def _tol(budget_w):
+    return 1e-6 * max(1.0, budget_w)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nodes=demands(), budget_w=st.floats(1, 20000), step_w=st.floats(10, 200))
+def test_allocation_never_exceeds_the_budget_and_meets_floors_and_needs_when_they_fit(nodes, budget_w, step_w):
+    result = allocate(nodes, budget_w, step_w=step_w)
+    assert result.total_w <= budget_w + _tol(budget_w)
+    assert all(b >= 0 for b in result.budgets_w.values())
+    floors_fit = sum(n.floor_w for n in nodes) <= budget_w
+    assert result.feasible == floors_fit
+    if floors_fit:
+        for n in nodes:
+            assert n.floor_w - _tol(budget_w) <= result.budgets_w[n.name] <= n.ceiling_w + _tol(budget_w)
+    if sum(result.need_w.values()) <= budget_w:
+        assert result.qos_fraction == 1.0
+        for n in nodes:
+            assert result.budgets_w[n.name] >= result.need_w[n.name] - _tol(budget_w)
+
+
+@settings(max_examples=200, deadline=None)
+@given(nodes=demands(), low_w=st.floats(1, 15000), extra_w=st.floats(0, 5000))
+def test_more_cluster_budget_never_means_less_allocated_or_less_qos(nodes, low_w, extra_w):
+    small = allocate(nodes, low_w, step_w=25.0)
+    large = allocate(nodes, low_w + extra_w, step_w=25.0)
+    assert large.total_w >= small.total_w - _tol(low_w + extra_w)
+    assert large.qos_fraction >= small.qos_fraction - 1e-9
+    assert large.feasible or not small.feasible
+
+
+@settings(max_examples=100, deadline=None)
+@given(nodes=demands(), budget_w=st.floats(1, 20000))
+def test_node_order_plays_no_part_in_the_qos_split(nodes, budget_w):
+    forward = allocate(nodes, budget_w)
+    backward = allocate(list(reversed(nodes)), budget_w)
+    assert forward.qos_fraction == pytest.approx(backward.qos_fraction, abs=1e-12)
+    assert forward.feasible == backward.feasible
+
+
+def test_a_frontier_that_starts_above_the_floor_does_not_push_the_total_over():
+    # Found by the property above before the fix: with target 0 the need was the frontier's first
+    # point (1,000 W), not the floor (100 W), and the QoS pass overspent.
+    nodes = [NodeDemand("a", 100.0, 2000.0, 0.0, Frontier.from_points([(1000.0, 10.0), (2000.0, 20.0)])),
+             NodeDemand("b", 100.0, 2000.0, 0.0, Frontier.from_points([(1000.0, 10.0), (2000.0, 20.0)]))]
+    result = allocate(nodes, 500.0)
+    assert result.total_w <= 500.0 + 1e-9

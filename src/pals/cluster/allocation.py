@@ -53,6 +53,8 @@ class Frontier:
                 "a frontier needs the same non-zero number of power and throughput points; "
                 f"got {len(self.node_power_w)} and {len(self.throughput_tps)}"
             )
+        if not all(math.isfinite(x) for x in (*self.node_power_w, *self.throughput_tps)):
+            raise ConfigError("a frontier's power and throughput points must be finite numbers")
 
     @classmethod
     def from_points(cls, points: Sequence[tuple[float, float]]) -> "Frontier":
@@ -124,6 +126,12 @@ class NodeDemand:
     """Weight on the QoS fraction when needs do not fit (2 = filled twice as fast)."""
 
     def __post_init__(self) -> None:
+        for label, value in (("floor_w", self.floor_w), ("ceiling_w", self.ceiling_w),
+                             ("target_tps", self.target_tps), ("priority", self.priority)):
+            if not math.isfinite(value):
+                raise ConfigError(f"node {self.name!r}: {label} must be a finite number, got {value!r}")
+        if math.isnan(self.demand_tps) or self.demand_tps < 0:
+            raise ConfigError(f"node {self.name!r}: demand_tps must be >= 0 (inf: unbounded), got {self.demand_tps!r}")
         if not 0 <= self.floor_w <= self.ceiling_w:
             raise ConfigError(
                 f"node {self.name!r}: floor_w {self.floor_w:g} W must be between 0 and "
@@ -137,6 +145,8 @@ class NodeDemand:
     def need_w(self, fraction: float = 1.0) -> float:
         """Power to serve `fraction` of the QoS target (clamped to [floor_w, ceiling_w])."""
         wanted_tps = min(self.target_tps, self.demand_tps) * fraction
+        if wanted_tps <= 0:
+            return self.floor_w  # nothing to serve: the floor (a frontier may start above it)
         power_w = self.frontier.power_for(wanted_tps)
         return min(self.ceiling_w, max(self.floor_w, power_w))
 
@@ -174,9 +184,9 @@ def allocate(nodes: Sequence[NodeDemand], cluster_budget_w: float, step_w: float
     Returns:
         An `Allocation` whose budgets sum to at most `cluster_budget_w`.
     """
-    if cluster_budget_w <= 0:
+    if not math.isfinite(cluster_budget_w) or cluster_budget_w <= 0:
         raise ConfigError(f"cluster_budget_w must be positive, got {cluster_budget_w:g} W")
-    if step_w <= 0:
+    if not math.isfinite(step_w) or step_w <= 0:
         raise ConfigError(f"step_w must be positive, got {step_w:g} W")
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
