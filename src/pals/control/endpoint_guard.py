@@ -124,9 +124,9 @@ class RequestGuard:
             return None
         if token_matches(headers.get("Authorization"), self.token):
             return None
-        what = "this route" if not reading else "reads on an endpoint bound beyond loopback"
+        why = "reads need it when the endpoint is bound beyond loopback" if reading else "changes need it"
         return Refusal(
-            401, f"missing or wrong bearer token: {what} need(s) the header 'Authorization: Bearer <token>' "
+            401, f"missing or wrong bearer token ({why}); send the header 'Authorization: Bearer <token>' "
             "with the token from the node's --endpoint-token-file",
             (("WWW-Authenticate", 'Bearer realm="pals"'),),
         )
