@@ -72,7 +72,8 @@ def served(tmp_path):
 
 def call(endpoint, method, path, body=None):
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    request = urllib.request.Request(endpoint.url + path, data=data, method=method)
+    headers = {} if data is None else {"Content-Type": "application/json"}
+    request = urllib.request.Request(endpoint.url + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.headers.get("Content-Type"), response.read()
@@ -118,11 +119,11 @@ def test_endpoint_changes_budget_and_target(served):
     [
         ("PUT", "/budget", b"{not json", 400, "not valid JSON"),
         ("PUT", "/budget", {"kind": "gpu"}, 400, "missing field"),
-        ("PUT", "/budget", {"budget_w": -5}, 422, "positive"),
-        ("PUT", "/budget", {"budget_w": "lots"}, 422, "number"),
-        ("PUT", "/budget", {"budget_w": 900, "kind": "rack"}, 422, "'node' or 'gpu'"),
+        ("PUT", "/budget", {"budget_w": -5}, 400, "positive"),
+        ("PUT", "/budget", {"budget_w": "lots"}, 400, "number"),
+        ("PUT", "/budget", {"budget_w": 900, "kind": "rack"}, 400, "'node' or 'gpu'"),
         ("PUT", "/budget", [900], 400, "JSON object"),
-        ("PUT", "/target", {"target_tps": 0}, 422, "positive"),
+        ("PUT", "/target", {"target_tps": 0}, 400, "positive"),
         ("PUT", "/target", {"target_tps": 100, "extra": 1}, 400, "unknown field"),
         ("PUT", "/target", None, 400, "empty body"),
         ("GET", "/decisions?n=abc", None, 400, "integer"),
