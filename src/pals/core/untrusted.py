@@ -53,6 +53,7 @@ def read_text_file(
     *,
     max_bytes: int = MAX_TEXT_FILE_BYTES,
     error: type[PalsError] = ConfigError,
+    allow_nul: bool = False,
 ) -> str:
     """The UTF-8 text of a small input file.
 
@@ -61,6 +62,7 @@ def read_text_file(
         what: What it should be, for the message ("budget schedule", "trace").
         max_bytes: Refuse larger files (read stops there; nothing larger is held in memory).
         error: The `PalsError` subclass to raise.
+        allow_nul: Let NUL characters through (for a reader whose own checks name them better).
 
     Raises:
         error: missing, a directory, unreadable, larger than `max_bytes`, not UTF-8, or holding NUL
@@ -78,16 +80,16 @@ def read_text_file(
         raise error(f"{what} {file} cannot be read ({exc.strerror or exc}); check the path and permissions") from None
     if len(data) > max_bytes:
         raise error(f"{what} {file} is larger than {fmt_limit(max_bytes)} bytes; is it the right file?")
-    return decode_text(data, f"{what} {file}", error=error)
+    return decode_text(data, f"{what} {file}", error=error, allow_nul=allow_nul)
 
 
-def decode_text(data: bytes, what: str, *, error: type[PalsError] = ConfigError) -> str:
-    """`data` as UTF-8 text, refusing binary content (invalid UTF-8 or NUL bytes)."""
+def decode_text(data: bytes, what: str, *, error: type[PalsError] = ConfigError, allow_nul: bool = False) -> str:
+    """`data` as UTF-8 text, refusing binary content (invalid UTF-8 or, unless `allow_nul`, NUL bytes)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{what} is not UTF-8 text (binary or corrupt at byte {exc.start})") from None
-    if "\x00" in text:
+    if not allow_nul and "\x00" in text:
         raise error(f"{what} is not text (it holds NUL bytes: binary or corrupt)")
     return text
 
