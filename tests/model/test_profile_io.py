@@ -140,8 +140,8 @@ def _drop_field(text: str, line: int) -> str:
 # -- numbers out of their plausible range: refused on read, one line naming the column and the range --
 
 BAD_CELLS = [
-    ("power_cap_w", "-150.0", "power_cap_w must be a finite number from 1 to 10,000 W per GPU"),
-    ("power_cap_w", "0", "power_cap_w must be a finite number from 1"),
+    ("power_cap_w", "-150.0", "power_cap_w must be a finite positive number from 1 to 10,000 W per GPU"),
+    ("power_cap_w", "0", "power_cap_w must be a finite positive number from 1"),
     ("power_cap_w", "1e20", "got 1e+20"),
     ("power_cap_w", "inf", "not finite"),
     ("power_cap_w", "nan", "not finite"),
@@ -153,7 +153,7 @@ BAD_CELLS = [
     ("tp", "0", "tp must be a whole number from 1 to 4,096"),
     ("throughput_tps", "-1", "throughput_tps must be a finite number from 0"),
     ("gpu_power_total_w", "1e308", "gpu_power_total_w must be a finite number from 0 to 10,000,000 W"),
-    ("window_s", "0", "window_s must be a finite number"),
+    ("window_s", "0", "window_s must be a finite positive number"),
     ("mean_prompt_tokens", "inf", "mean_prompt_tokens must be a finite number from 0 to 100,000,000 tokens"),
     ("mean_output_tokens", "-5", "mean_output_tokens must be a finite number"),
     ("arrival_rate_rps", "-inf", "arrival_rate_rps must be a finite number"),

@@ -193,7 +193,8 @@ def number_in(
         number = math.inf if value > 0 else -math.inf
     if not (math.isfinite(number) and low <= number <= high):
         raise error(
-            f"{where}{name} must be a finite number from {fmt_limit(low)} to {fmt_limit(high)}{unit_text}, "
+            f"{where}{name} must be a finite {'positive ' if low > 0 else ''}number "
+            f"from {fmt_limit(low)} to {fmt_limit(high)}{unit_text}, "
             f"got {show(value)}"
         )
     return number
