@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -160,8 +161,8 @@ def parse_json(
 
 
 def is_real_number(value: Any) -> bool:
-    """int or float, but not bool (JSON `true` must not become 1 W)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """int or float (numpy's too), but not bool (JSON `true` must not become 1 W)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def number_in(
@@ -218,7 +219,7 @@ def whole_in(
         Others as `number_in`.
     """
     unit_text = f" {unit}" if unit else ""
-    ok = isinstance(value, int) and not isinstance(value, bool)
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if integral_floats and isinstance(value, float) and math.isfinite(value) and value.is_integer():
         ok = True
     if not ok or not low <= value <= high:
