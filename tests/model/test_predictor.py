@@ -169,7 +169,7 @@ def test_library_versions_are_recorded_not_required(fitted, tmp_path):
         (lambda m: m["deployment"].update(tp="four"), "deployment.tp must be a whole number from 1 to 4,096"),
         (lambda m: m["deployment"].update(num_gpus=10**400), "deployment.num_gpus must be a whole number"),
         (lambda m: m["syspower"].update(alpha=float("inf")), "alpha must be a finite number"),
-        (lambda m: m["syspower"].update(beta_w="345"), "beta_w must be a finite number"),
+        (lambda m: m["syspower"].update(beta_w="345"), "beta_w must be a number W, got '345'"),
         (lambda m: m.update(workload={"mean_prompt_tokens": -1, "mean_output_tokens": 5}), "mean_prompt_tokens"),
         (lambda m: m["params"].update(detrend="yes"), "detrend must be true or false"),
         (lambda m: m.pop("params"), "invalid metadata (no 'params' entry)"),

@@ -381,7 +381,7 @@ class PowerPerfPredictor:
             return cls._restore(metadata, arrays, file)
         except ModelMismatchError:
             raise
-        except (PalsError, TypeError, ValueError, KeyError, AttributeError) as error:
+        except (PalsError, TypeError, ValueError, KeyError, AttributeError, OverflowError) as error:
             if isinstance(error, KeyError):
                 message = f"no {error.args[0]!r} entry"
             else:

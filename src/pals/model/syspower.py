@@ -8,14 +8,13 @@ carry measured node power; without such rows the paper's values are used.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 import numpy as np
 
 from pals.core.power import PAPER_ALPHA, PAPER_BETA_W
-from pals.core.untrusted import is_real_number, show
+from pals.core.untrusted import is_real_number, number_in, show
 from pals.errors import ConfigError, ProfileError
 
 SOURCES = ("fitted", "paper-default")
@@ -42,10 +41,9 @@ class SysPowerFit:
     source: str = "paper-default"
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "beta_w"):
-            value = getattr(self, name)
-            if not (is_real_number(value) and math.isfinite(value)):
-                raise ConfigError(f"node-power line {name} must be a finite number, got {show(value)}")
+        # Wide ranges: a fit on an odd profile may be far from the paper's 1.05 and 345 W, but not this far.
+        number_in(self.alpha, "alpha", -1e3, 1e3, where="node-power line ")
+        number_in(self.beta_w, "beta_w", -1e6, 1e6, "W", where="node-power line ")
         for name in ("r2", "mae_w"):  # NaN is the documented "not fitted" value
             if not is_real_number(getattr(self, name)):
                 raise ConfigError(f"node-power line {name} must be a number (NaN when not fitted), got {show(getattr(self, name))}")
