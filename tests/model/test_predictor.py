@@ -246,3 +246,13 @@ def test_evaluation_reports_importances(sim_profile):
 def test_saturating_is_encoded_explicitly(sim_profile):
     X = features_from_profile(sim_profile)
     assert np.all(X[:, FEATURES.index("arrival_rate_rps")] == SATURATING_RATE_RPS)
+
+
+def test_save_to_a_directory_or_an_unwritable_path_is_one_line(fitted, tmp_path):
+    with pytest.raises(ConfigError, match="is a directory; give a file name such as"):
+        fitted.save(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="cannot write predictor file .* choose a writable path"):
+        fitted.save(blocker / "m.pals")  # a path under a regular file
+    assert sorted(os.listdir(tmp_path)) == ["file"]

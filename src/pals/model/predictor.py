@@ -327,7 +327,13 @@ class PowerPerfPredictor:
 
         Nothing in the file can execute code on load (see `pals.model.predictor_io`). A
         `<path>.json` copy of the metadata is written beside it for people and tools.
+
+        Raises:
+            ConfigError: `path` is a directory or cannot be written (nothing is left half-written).
         """
+        out = Path(path)
+        if out.is_dir():
+            raise ConfigError(f"predictor output {out} is a directory; give a file name such as {out / 'model.pals'}")
         metadata = self.metadata()
         arrays: dict[str, np.ndarray] = {"caps_w": np.asarray(self.caps_, dtype=np.float64),
                                          "batches": np.asarray(self.batches_, dtype=np.int64)}
@@ -335,9 +341,14 @@ class PowerPerfPredictor:
             arrays.update(self._packed[target].arrays(f"{target}."))
             if self.trends_[target] is not None:
                 arrays.update(self.trends_[target].arrays(f"{target}."))
-        predictor_io.write_predictor_file(path, metadata, arrays)
-        atomic_write_text(str(path) + ".json", json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        return Path(path)
+        try:
+            predictor_io.write_predictor_file(out, metadata, arrays)
+            atomic_write_text(str(out) + ".json", json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        except OSError as error:
+            raise ConfigError(
+                f"cannot write predictor file {out} ({error.strerror or error}); choose a writable path"
+            ) from None
+        return out
 
     @classmethod
     def read_metadata(cls, path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
