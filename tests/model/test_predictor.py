@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -18,6 +19,7 @@ from pals.model.predictor import (
     evaluate,
     features_from_profile,
 )
+from pals.model.predictor_io import MODEL_FILE_MAGIC
 from pals.model.profile import Profile
 
 CAPS = np.repeat([150.0, 200.0, 250.0, 300.0, 350.0, 400.0], 6)
@@ -98,18 +100,45 @@ def test_without_node_power_the_paper_line_is_used(sim_profile):
     np.testing.assert_allclose(p.node_power_w, 1.05 * p.gpu_power_total_w + 345.0)
 
 
-def test_save_load_round_trip(fitted, tmp_path):
+def _all_arrays(p: Prediction) -> list[np.ndarray]:
+    return [p.throughput_tps, p.throughput_std_tps, p.gpu_power_total_w, p.gpu_power_std_w, p.node_power_w,
+            p.tokens_per_joule]
+
+
+OFF_GRID_CAPS = np.repeat([120.0, 150.0, 175.0, 320.0, 400.0, 450.0], 8)
+OFF_GRID_BATCHES = np.tile([1, 2, 3, 5, 8, 20, 64, 100], 6)
+
+
+@pytest.mark.parametrize("detrend", [True, False])
+def test_save_load_round_trip_is_bit_identical(sim_profile, tmp_path, detrend):
+    fitted = PowerPerfPredictor(n_estimators=30, random_state=0, detrend=detrend).fit(sim_profile)
     path = tmp_path / "m.pals"
     fitted.save(path)
     loaded = PowerPerfPredictor.load(path, expect_model="OLMoE-1B-7B", expect_features=FEATURES)
-    a = fitted.predict_candidates(CAPS, BATCHES)
-    b = loaded.predict_candidates(CAPS, BATCHES)
-    np.testing.assert_array_equal(a.throughput_tps, b.throughput_tps)
-    np.testing.assert_array_equal(a.gpu_power_total_w, b.gpu_power_total_w)
+    for workload in (None, WorkloadDescriptor(500.0, 100.0, 2.5)):
+        a = fitted.predict_candidates(OFF_GRID_CAPS, OFF_GRID_BATCHES, workload, tp=2)
+        b = loaded.predict_candidates(OFF_GRID_CAPS, OFF_GRID_BATCHES, workload, tp=2)
+        for before, after in zip(_all_arrays(a), _all_arrays(b)):
+            np.testing.assert_array_equal(before, after)
+    assert loaded.deployment_ == fitted.deployment_ and loaded.workload_ == fitted.workload_
+    assert loaded.syspower_ == fitted.syspower_ or fitted.syspower_.source == "paper-default"
+    assert list(loaded.caps_) == list(fitted.caps_) and list(loaded.batches_) == list(fitted.batches_)
+    assert loaded.profile_hash_ == fitted.profile_hash_
+    assert loaded.feature_importances_ == fitted.feature_importances_
     meta = json.loads((tmp_path / "m.pals.json").read_text())
-    assert meta["profile_hash"] == fitted.profile_hash_
+    assert meta["profile_hash"] == fitted.profile_hash_ and meta["format_version"] == 2
     assert set(meta["versions"]) == {"sklearn", "numpy", "pals"}
+    assert (meta["trend_coefficients"]["throughput_tps"] is None) == (not detrend)
     assert sorted(os.listdir(tmp_path)) == ["m.pals", "m.pals.json"]
+
+
+def test_payload_is_a_plain_npz_that_numpy_reads_without_pickle(fitted, tmp_path):
+    path = tmp_path / "m.pals"
+    fitted.save(path)
+    _, payload = PowerPerfPredictor.read_metadata(path)
+    with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+        assert "throughput_tps.threshold" in archive.files
+        assert all(archive[name].dtype in (np.float64, np.int64) for name in archive.files)
 
 
 def _rewrite_metadata(path, change):
@@ -120,22 +149,49 @@ def _rewrite_metadata(path, change):
     path.write_bytes(magic + b"\n" + json.dumps(metadata).encode() + b"\n" + rest)
 
 
+def test_library_versions_are_recorded_not_required(fitted, tmp_path):
+    """No scikit-learn object is rebuilt on load, so another library version predicts the same numbers."""
+    path = tmp_path / "m.pals"
+    fitted.save(path)
+    _rewrite_metadata(path, lambda m: m["versions"].update(sklearn="0.24.2", numpy="1.26.4"))
+    loaded = PowerPerfPredictor.load(path)
+    np.testing.assert_array_equal(loaded.predict_candidates(CAPS, BATCHES).tokens_per_joule,
+                                  fitted.predict_candidates(CAPS, BATCHES).tokens_per_joule)
+
+
 @pytest.mark.parametrize(
     "change, needle",
     [
-        (lambda m: m["versions"].update(sklearn="0.24.2"), "scikit-learn 0.24.2"),
-        (lambda m: m["versions"].update(numpy="1.26.4"), "numpy 1.26.4"),
         (lambda m: m.update(feature_names=["power_cap_w", "batch_cap"]), "uses features"),
         (lambda m: m.update(format_version=99), "format version 99"),
+        (lambda m: m.update(format_version=True), "format version True"),
+        (lambda m: m.update(format="something-else"), "not a PALS predictor"),
+        (lambda m: m["deployment"].update(tp="four"), "deployment.tp must be a whole number from 1 to 4,096"),
+        (lambda m: m["deployment"].update(num_gpus=10**400), "deployment.num_gpus must be a whole number"),
+        (lambda m: m["syspower"].update(alpha=float("inf")), "alpha must be a finite number"),
+        (lambda m: m["syspower"].update(beta_w="345"), "beta_w must be a number W, got '345'"),
+        (lambda m: m.update(workload={"mean_prompt_tokens": -1, "mean_output_tokens": 5}), "mean_prompt_tokens"),
+        (lambda m: m["params"].update(detrend="yes"), "detrend must be true or false"),
+        (lambda m: m.pop("params"), "invalid metadata (no 'params' entry)"),
+        (lambda m: m.update(profile_hash=5), "profile_hash"),
     ],
 )
-def test_mismatched_model_files_are_refused(fitted, tmp_path, change, needle):
+def test_mismatched_or_crafted_headers_are_refused(fitted, tmp_path, change, needle):
     path = tmp_path / "m.pals"
     fitted.save(path)
     _rewrite_metadata(path, change)
     with pytest.raises(ModelMismatchError) as error:
         PowerPerfPredictor.load(path)
     assert needle in str(error.value) and "pals fit" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_deeply_nested_or_binary_header_is_one_line(fitted, tmp_path):
+    path = tmp_path / "m.pals"
+    for header in (b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe\x00garbage", b'{"format_version": 1' + b"9" * 5000 + b"}"):
+        path.write_bytes(MODEL_FILE_MAGIC + header + b"\n0\n")
+        with pytest.raises(ModelMismatchError) as error:
+            PowerPerfPredictor.load(path)
+        assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
 def test_other_model_or_feature_set_than_expected_is_refused(fitted, tmp_path):
@@ -159,6 +215,8 @@ def test_truncated_or_foreign_model_files_are_refused(fitted, tmp_path):
         PowerPerfPredictor.load(other)
     with pytest.raises(ConfigError, match="does not exist"):
         PowerPerfPredictor.load(tmp_path / "missing.pals")
+    with pytest.raises(ModelMismatchError, match="is a directory"):
+        PowerPerfPredictor.load(tmp_path)
 
 
 def test_evaluation_holds_out_whole_configurations(sim_profile):
@@ -188,3 +246,13 @@ def test_evaluation_reports_importances(sim_profile):
 def test_saturating_is_encoded_explicitly(sim_profile):
     X = features_from_profile(sim_profile)
     assert np.all(X[:, FEATURES.index("arrival_rate_rps")] == SATURATING_RATE_RPS)
+
+
+def test_save_to_a_directory_or_an_unwritable_path_is_one_line(fitted, tmp_path):
+    with pytest.raises(ConfigError, match="is a directory; give a file name such as"):
+        fitted.save(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="cannot write predictor file .* choose a writable path"):
+        fitted.save(blocker / "m.pals")  # a path under a regular file
+    assert sorted(os.listdir(tmp_path)) == ["file"]

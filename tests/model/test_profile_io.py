@@ -135,3 +135,92 @@ def _drop_field(text: str, line: int) -> str:
     lines = text.splitlines()
     lines[line] = ",".join(lines[line].split(",")[:-3])
     return "\n".join(lines) + "\n"
+
+
+# -- numbers out of their plausible range: refused on read, one line naming the column and the range --
+
+BAD_CELLS = [
+    ("power_cap_w", "-150.0", "power_cap_w must be a finite positive number from 1 to 10,000 W per GPU"),
+    ("power_cap_w", "0", "power_cap_w must be a finite positive number from 1"),
+    ("power_cap_w", "1e20", "got 1e+20"),
+    ("power_cap_w", "inf", "not finite"),
+    ("power_cap_w", "nan", "not finite"),
+    ("power_cap_w", "1e400", "not finite"),
+    ("batch_cap", "0", "batch_cap must be a whole number from 1 to 1,048,576 requests"),
+    ("batch_cap", "8.5", "batch_cap must be a whole number"),
+    ("batch_cap", "-8", "batch_cap must be a whole number"),
+    ("batch_cap", "1e12", "batch_cap must be a whole number"),
+    ("tp", "0", "tp must be a whole number from 1 to 4,096"),
+    ("throughput_tps", "-1", "throughput_tps must be a finite number from 0"),
+    ("gpu_power_total_w", "1e308", "gpu_power_total_w must be a finite number from 0 to 10,000,000 W"),
+    ("window_s", "0", "window_s must be a finite positive number"),
+    ("mean_prompt_tokens", "inf", "mean_prompt_tokens must be a finite number from 0 to 100,000,000 tokens"),
+    ("mean_output_tokens", "-5", "mean_output_tokens must be a finite number"),
+    ("arrival_rate_rps", "-inf", "arrival_rate_rps must be a finite number"),
+    ("node_power_w", "-1", "node_power_w must be a finite number"),
+    ("ttft_p99_s", "1e300", "ttft_p99_s must be a finite number"),
+    ("tokens_per_joule", "1,5", "fields, expected"),
+]
+
+
+@pytest.mark.parametrize("column, raw, needle", BAD_CELLS)
+def test_cells_out_of_range_are_refused(sim_profile, tmp_path, column, raw, needle):
+    good = tmp_path / "good.csv"
+    write_profile(good, sim_profile.metadata, sim_profile.rows)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(_replace_cell(good.read_text(), 5, column, raw))
+    with pytest.raises(ProfileError) as error:
+        read_profile(bad)
+    message = _one_line(error)
+    assert needle in message and str(bad) in message
+    assert "line 6" in message or "fields, expected" in message
+
+
+@pytest.mark.parametrize(
+    "key, value, needle",
+    [
+        ("tp", "four", "metadata tp must be a whole number from 1 to 4,096, got 'four'"),
+        ("tp", 0, "metadata tp must be a whole number"),
+        ("tp", -1, "metadata tp must be a whole number"),
+        ("tp", 2.5, "metadata tp must be a whole number"),
+        ("tp", True, "metadata tp must be a whole number"),
+        ("num_gpus", 10**400, "metadata num_gpus must be a whole number from 1 to 4,096 GPUs, got 1000000"),
+        ("ep", None, "metadata ep must be a whole number"),
+        ("model", "", "metadata model must be a non-empty name"),
+        ("gpu", 7, "metadata gpu must be a non-empty name"),
+        ("workload", "saturating", "workload must be an object or null"),
+        ("workload", {"mean_prompt_tokens": True, "mean_output_tokens": 5}, "mean_prompt_tokens must be a number"),
+        ("workload", {"mean_prompt_tokens": -3, "mean_output_tokens": 5}, "mean_prompt_tokens must be a positive"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 20 else None,
+)
+def test_metadata_out_of_range_is_refused(sim_profile, tmp_path, key, value, needle):
+    good = tmp_path / "good.csv"
+    write_profile(good, sim_profile.metadata, sim_profile.rows)
+    first, rest = good.read_text().split("\n", 1)
+    meta = json.loads(first.split(" ", 3)[3])
+    meta[key] = value
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"# pals-profile v1 {json.dumps(meta)}\n{rest}")
+    with pytest.raises(ProfileError) as error:
+        read_profile(bad)
+    message = _one_line(error)
+    assert needle in message and str(bad) in message and "pals profile" in message
+
+
+def test_metadata_nested_deep_is_one_line(sim_profile, tmp_path):
+    good = tmp_path / "good.csv"
+    write_profile(good, sim_profile.metadata, sim_profile.rows)
+    rest = good.read_text().split("\n", 1)[1]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("# pals-profile v1 " + "[" * 100_000 + "]" * 100_000 + "\n" + rest)
+    with pytest.raises(ProfileError) as error:
+        read_profile(bad)
+    assert str(bad) in _one_line(error)
+
+
+def test_shipped_profile_still_reads(sim_profile):
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "data" / "profile-tiny-mixtral-cpu-simgpu.csv"
+    assert len(read_profile(shipped)) == 8

@@ -169,3 +169,82 @@ def test_bad_value_and_missing_file(tmp_path):
     cfg = dict(REAL_CONFIGS["Mixtral-8x7B"], num_experts_per_tok=9)
     with pytest.raises(ConfigError, match="top_k"):
         load_hf_config(_write(tmp_path, cfg))
+
+
+# -- hostile or careless configs: one line naming the file, the key and the limit ------------------
+
+
+@pytest.mark.parametrize(
+    "key, value, needle",
+    [
+        ("num_local_experts", 10**400, "key 'num_local_experts' must be a whole number from 0 to 16,777,216, got 1000"),
+        ("num_local_experts", 1e400, "not valid JSON (Infinity is not a JSON number)"),
+        ("num_local_experts", 8.5, "key 'num_local_experts' must be a whole number"),
+        ("num_local_experts", 1_000_000, "num_experts must be a whole number from 0 to 65,536"),
+        ("num_local_experts", -8, "key 'num_local_experts' must be a whole number"),
+        ("num_local_experts", 8.0, "key 'num_local_experts' must be a whole number"),
+        ("num_local_experts", True, "key 'num_local_experts' must be a whole number"),
+        ("num_local_experts", "8", "key 'num_local_experts' must be a whole number"),
+        ("num_local_experts", None, "missing key 'num_local_experts'"),
+        ("hidden_size", 0, "hidden_size must be a whole number from 1 to 262,144"),
+        ("hidden_size", 10_000_000, "hidden_size must be a whole number from 1 to 262,144"),
+        ("hidden_size", 10**20, "key 'hidden_size' must be a whole number from 0 to 16,777,216"),
+        ("num_hidden_layers", 100_000, "num_layers must be a whole number from 1 to 1,024"),
+        ("num_attention_heads", 0, "num_heads must be a whole number from 1 to 16,384"),
+        ("vocab_size", [32000], "key 'vocab_size' must be a whole number"),
+        ("tie_word_embeddings", "false", "key 'tie_word_embeddings' must be true or false, got 'false'"),
+        ("num_experts_per_tok", 0, "top_k"),
+    ],
+    ids=lambda v: repr(v)[:24],
+)
+def test_absurd_sizes_are_refused_with_the_limit(tmp_path, key, value, needle):
+    cfg = dict(REAL_CONFIGS["Mixtral-8x7B"], **{key: value})
+    if value is None:
+        del cfg[key]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError) as info:
+        load_hf_config(path)
+    message = str(info.value)
+    assert needle in message and str(path) in message and "\n" not in message and len(message) < 300
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (bytes(range(256)) * 16, "is not UTF-8 text"),
+        (b'{"model_type": "llama"\x00}', "NUL bytes"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 64 levels"),
+        (b'{"model_type": "mixtral", "hidden_size": 1' + b"0" * 5000 + b"}", "not valid JSON (Exceeds the limit"),
+        (b'{"model_type": "mixtral", "hidden_size": NaN}', "NaN is not a JSON number"),
+        (b'{"model_type": "mixtral", "hidden_size": Infinity}', "Infinity is not a JSON number"),
+        (b"", "not valid JSON"),
+        (b'"mixtral"', "expected a JSON object"),
+        (b'{"model_type": ["mixtral"]}', "unsupported model_type"),
+    ],
+    ids=lambda v: repr(v)[:24],
+)
+def test_garbage_config_files_are_one_line(tmp_path, content, needle):
+    path = tmp_path / "config.json"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_hf_config(path)
+    message = str(info.value)
+    assert needle in message and str(path) in message and "\n" not in message and len(message) < 300
+
+
+def test_mistral_sliding_window_is_checked_and_names_are_made_printable(tmp_path):
+    cfg = dict(REAL_CONFIGS["Mistral-7B"], sliding_window="4096")
+    with pytest.raises(ConfigError, match="key 'sliding_window' must be a whole number"):
+        load_hf_config(_write(tmp_path, cfg))
+    cfg = dict(REAL_CONFIGS["Mistral-7B"], sliding_window=None, _name_or_path="org/evil\nname" + "x" * 500)
+    spec = load_hf_config(_write(tmp_path, cfg))
+    assert spec.sliding_window is None and "\n" not in spec.name and len(spec.name) == 128
+    cfg = dict(REAL_CONFIGS["Mistral-7B"], _name_or_path={"a": 1})
+    assert load_hf_config(_write(tmp_path / "sub" if (tmp_path / "sub").mkdir() is None else tmp_path, cfg)).name == "sub"
+
+
+def test_spec_built_in_code_is_checked_too():
+    with pytest.raises(ConfigError, match="num_layers must be a whole number from 1 to 1,024, got '4'"):
+        LLM_PRESETS["GPT-2"].__class__(name="x", num_layers="4", hidden_size=8, num_heads=1, num_kv_heads=1,
+                                        head_dim=8, vocab_size=10, ffn_size=8)

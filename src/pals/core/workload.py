@@ -6,7 +6,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from pals.core.untrusted import is_real_number, show
 from pals.errors import ConfigError
+
+
+def _finite_real(value: Any) -> bool:
+    """A real number (not bool) that is finite; an int too large for a float is not."""
+    try:
+        return is_real_number(value) and math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -26,12 +35,13 @@ class WorkloadDescriptor:
     def __post_init__(self) -> None:
         for key in ("mean_prompt_tokens", "mean_output_tokens"):
             value = getattr(self, key)
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                    and math.isfinite(value) and value > 0):
-                raise ConfigError(f"workload {key} must be a positive number of tokens, got {value!r}")
+            if not (_finite_real(value) and value > 0):
+                raise ConfigError(f"workload {key} must be a positive number of tokens, got {show(value)}")
         rate = self.arrival_rate_rps
-        if rate is not None and not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
-            raise ConfigError(f"workload arrival_rate_rps must be positive requests/s or None for saturating, got {rate!r}")
+        if rate is not None and not (_finite_real(rate) and rate > 0):
+            raise ConfigError(
+                f"workload arrival_rate_rps must be positive requests/s or None for saturating, got {show(rate)}"
+            )
 
     @property
     def saturating(self) -> bool:
@@ -50,5 +60,5 @@ class WorkloadDescriptor:
             rate = data.get("arrival_rate_rps")
             return cls(float(data["mean_prompt_tokens"]), float(data["mean_output_tokens"]),
                        None if rate is None else float(rate))
-        except (KeyError, TypeError, ValueError) as error:
-            raise ConfigError(f"workload description {dict(data)!r} is malformed: {error}") from error
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
+            raise ConfigError(f"workload description {show(dict(data), 80)} is malformed: {error}") from None

@@ -32,22 +32,23 @@ arrays packed from the fitted `tree_` objects, which gives identical numbers
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from pals.errors import ConfigError, ModelMismatchError, ProfileError
-from pals.core.io import atomic_write_bytes, atomic_write_text
+from pals.core.io import atomic_write_text
+from pals.core.untrusted import whole_in
 from pals.core.workload import WorkloadDescriptor
+from pals.errors import ConfigError, ModelMismatchError, PalsError, ProfileError
+from pals.model import predictor_io
+from pals.model.predictor_io import MODEL_FILE_MAGIC, MODEL_FORMAT_VERSION
 from pals.model.profile import Profile
 from pals.model.syspower import SysPowerFit, syspower_from_profile
+from pals.model.trees import PackedForest, Trend
 
 __all__ = [
     "FEATURES",
@@ -75,8 +76,6 @@ SATURATING_RATE_RPS = 1.0e6
 UNKNOWN_TOKENS = -1.0
 """Feature value of a mean prompt/output length the profile did not record."""
 
-MODEL_FILE_MAGIC = b"PALS-PREDICTOR\n"
-MODEL_FORMAT_VERSION = 1
 TARGETS = ("throughput_tps", "gpu_power_total_w")
 
 
@@ -129,80 +128,6 @@ def features_from_profile(profile: Profile) -> np.ndarray:
     )
 
 
-class _Trend:
-    """Least-squares log-space surface that the forest corrects (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self.low_: np.ndarray | None = None
-        self.high_: np.ndarray | None = None
-        self.coef_: np.ndarray | None = None
-
-    def _design(self, X: np.ndarray) -> np.ndarray:
-        Xc = np.clip(X, self.low_, self.high_)
-        lb = np.log2(np.maximum(Xc[:, 1], 1.0))
-        span = np.where(self.high_ > self.low_, self.high_ - self.low_, 1.0)
-        c = (Xc[:, 0] - self.low_[0]) / span[0]
-        columns = [np.ones(len(X)), lb, lb * lb, c, c * c, lb * c]
-        for j in range(2, X.shape[1]):
-            if self.high_[j] > self.low_[j]:
-                columns.append((Xc[:, j] - self.low_[j]) / span[j])
-        return np.column_stack(columns)
-
-    def fit(self, X: np.ndarray, log_y: np.ndarray) -> "_Trend":
-        self.low_ = X.min(axis=0)
-        self.high_ = X.max(axis=0)
-        design = self._design(X)
-        self.coef_, *_ = np.linalg.lstsq(design, log_y, rcond=None)
-        return self
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self._design(X) @ self.coef_
-
-
-class _PackedForest:
-    """All trees of a fitted forest in flat arrays, walked at once with numpy.
-
-    Leaves point to themselves, so walking `max_depth` steps from the roots lands
-    every (row, tree) pair on its leaf. Comparisons are done on float32 inputs, as
-    scikit-learn's trees do, so results equal `forest.predict` exactly.
-    """
-
-    def __init__(self, forest) -> None:
-        features, thresholds, lefts, rights, values, roots = [], [], [], [], [], []
-        offset = 0
-        depth = 0
-        for estimator in forest.estimators_:
-            tree = estimator.tree_
-            n = tree.node_count
-            leaf = tree.children_left == -1
-            idx = np.arange(n)
-            features.append(np.where(leaf, 0, tree.feature))
-            thresholds.append(np.where(leaf, np.inf, tree.threshold))
-            lefts.append(np.where(leaf, idx, tree.children_left) + offset)
-            rights.append(np.where(leaf, idx, tree.children_right) + offset)
-            values.append(tree.value[:, 0, 0])
-            roots.append(offset)
-            offset += n
-            depth = max(depth, int(tree.max_depth))
-        self.feature = np.concatenate(features).astype(np.intp)
-        self.threshold = np.concatenate(thresholds).astype(np.float64)
-        self.left = np.concatenate(lefts).astype(np.intp)
-        self.right = np.concatenate(rights).astype(np.intp)
-        self.value = np.concatenate(values).astype(np.float64)
-        self.roots = np.asarray(roots, dtype=np.intp)
-        self.depth = depth
-
-    def per_tree(self, X: np.ndarray) -> np.ndarray:
-        """Leaf values, shape (rows, trees)."""
-        X32 = np.ascontiguousarray(X, dtype=np.float32).astype(np.float64)
-        rows = np.arange(X32.shape[0])[:, None]
-        node = np.broadcast_to(self.roots, (X32.shape[0], self.roots.size)).copy()
-        for _ in range(self.depth):
-            go_left = X32[rows, self.feature[node]] <= self.threshold[node]
-            node = np.where(go_left, self.left[node], self.right[node])
-        return self.value[node]
-
-
 class PowerPerfPredictor:
     """Random-forest throughput and power model of one deployment, trained from a profile.
 
@@ -215,7 +140,9 @@ class PowerPerfPredictor:
             (see the module docstring); False gives the plain forests of the paper.
 
     Fitted attributes: `deployment_`, `feature_names_`, `caps_`, `batches_`, `workload_`,
-    `syspower_`, `profile_hash_`, `forests_`, `trends_`, `feature_importances_`.
+    `syspower_`, `profile_hash_`, `trends_`, `feature_importances_`, and `forests_` (the
+    scikit-learn forests; only after `fit`: a loaded predictor has their trees as arrays, which
+    is all prediction uses).
     """
 
     def __init__(
@@ -244,8 +171,8 @@ class PowerPerfPredictor:
             raise ProfileError(f"profile {profile.path or ''} has {len(profile)} row(s); fitting needs at least 2")
         X = features_from_profile(profile)
         self.forests_: dict[str, Any] = {}
-        self.trends_: dict[str, _Trend | None] = {}
-        self._packed: dict[str, _PackedForest] = {}
+        self.trends_: dict[str, Trend | None] = {}
+        self._packed: dict[str, PackedForest] = {}
         for target in TARGETS:
             y = profile.column(target)
             if np.any(~np.isfinite(y)) or np.any(y <= 0):
@@ -253,7 +180,7 @@ class PowerPerfPredictor:
                     f"profile {profile.path or ''} has non-positive or missing {target}; re-profile the bad points"
                 )
             log_y = np.log(y)
-            trend = _Trend().fit(X, log_y) if self.detrend else None
+            trend = Trend().fit(X, log_y) if self.detrend else None
             residual = log_y - trend.predict(X) if trend is not None else log_y
             forest = RandomForestRegressor(
                 n_estimators=self.n_estimators,
@@ -263,7 +190,7 @@ class PowerPerfPredictor:
             ).fit(X, residual)
             self.forests_[target] = forest
             self.trends_[target] = trend
-            self._packed[target] = _PackedForest(forest)
+            self._packed[target] = PackedForest.from_forest(forest)
         self.syspower_: SysPowerFit = syspower_from_profile(profile)
         self.deployment_ = dict(profile.deployment)
         self.feature_names_ = tuple(FEATURES)
@@ -278,7 +205,7 @@ class PowerPerfPredictor:
         return self
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "forests_"):
+        if not hasattr(self, "_packed"):
             raise ConfigError("this PowerPerfPredictor is not fitted; call fit(profile) or load a saved one")
 
     # -- prediction --------------------------------------------------------------
@@ -364,7 +291,7 @@ class PowerPerfPredictor:
     # -- persistence -------------------------------------------------------------
 
     def metadata(self) -> dict[str, Any]:
-        """What the saved file says about itself (checked on load)."""
+        """What the saved file says about itself (its JSON header, also written to `<path>.json`)."""
         import sklearn
 
         from pals import __version__
@@ -388,43 +315,45 @@ class PowerPerfPredictor:
                 "max_features": self.max_features,
                 "detrend": self.detrend,
             },
+            "feature_importances": self.feature_importances_,
+            "trend_coefficients": {
+                t: None if self.trends_[t] is None else [float(c) for c in self.trends_[t].coef_] for t in TARGETS
+            },
             "versions": {"sklearn": sklearn.__version__, "numpy": np.__version__, "pals": __version__},
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save atomically: a magic line, one line of JSON metadata, then the pickled predictor.
+        """Save atomically: a magic line, one line of JSON metadata, a checksum, then the trees as plain arrays.
 
-        A `<path>.json` copy of the metadata is written beside it for people and tools.
+        Nothing in the file can execute code on load (see `pals.model.predictor_io`). A
+        `<path>.json` copy of the metadata is written beside it for people and tools.
+
+        Raises:
+            ConfigError: `path` is a directory or cannot be written (nothing is left half-written).
         """
+        out = Path(path)
+        if out.is_dir():
+            raise ConfigError(f"predictor output {out} is a directory; give a file name such as {out / 'model.pals'}")
         metadata = self.metadata()
-        meta_line = json.dumps(metadata, sort_keys=True).encode("utf-8") + b"\n"
-        payload = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
-        digest = hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n"
-        atomic_write_bytes(path, MODEL_FILE_MAGIC + meta_line + digest + payload)
-        atomic_write_text(str(path) + ".json", json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        return Path(path)
+        arrays: dict[str, np.ndarray] = {"caps_w": np.asarray(self.caps_, dtype=np.float64),
+                                         "batches": np.asarray(self.batches_, dtype=np.int64)}
+        for target in TARGETS:
+            arrays.update(self._packed[target].arrays(f"{target}."))
+            if self.trends_[target] is not None:
+                arrays.update(self.trends_[target].arrays(f"{target}."))
+        try:
+            predictor_io.write_predictor_file(out, metadata, arrays)
+            atomic_write_text(str(out) + ".json", json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        except OSError as error:
+            raise ConfigError(
+                f"cannot write predictor file {out} ({error.strerror or error}); choose a writable path"
+            ) from None
+        return out
 
     @classmethod
     def read_metadata(cls, path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
-        """The metadata and the raw payload of a saved predictor, without unpickling it."""
-        file = Path(path)
-        fix = f"refit it with `pals fit PROFILE --out {file}`"
-        if not file.exists():
-            raise ConfigError(f"predictor file {file} does not exist; {fix}")
-        data = file.read_bytes()
-        if not data.startswith(MODEL_FILE_MAGIC):
-            raise ModelMismatchError(f"{file} is not a PALS predictor file (or is corrupt); {fix}")
-        stream = io.BytesIO(data[len(MODEL_FILE_MAGIC) :])
-        meta_line = stream.readline()
-        digest = stream.readline().strip()
-        payload = stream.read()
-        try:
-            metadata = json.loads(meta_line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ModelMismatchError(f"predictor file {file} has corrupt metadata; {fix}") from None
-        if hashlib.sha256(payload).hexdigest().encode("ascii") != digest:
-            raise ModelMismatchError(f"predictor file {file} is truncated or corrupt (checksum mismatch); {fix}")
-        return metadata, payload
+        """The metadata and the raw (unparsed) array payload of a saved predictor."""
+        return predictor_io.read_container(path)
 
     @classmethod
     def load(
@@ -435,54 +364,86 @@ class PowerPerfPredictor:
     ) -> "PowerPerfPredictor":
         """Load a saved predictor, refusing one that does not match what loads it.
 
-        The payload is a pickle: load only predictor files you (or your pipeline) wrote.
+        The file holds only JSON and plain numeric arrays, every index bounds-checked, so a crafted
+        file cannot run code; predictions equal those of the predictor that was saved, bit for bit.
+        The library versions it was saved with are recorded, not required: no scikit-learn object
+        is rebuilt.
 
         Raises:
-            ModelMismatchError: corrupt file, other format version, other scikit-learn
-                version (or numpy minor version), other feature set, other model than expected.
+            ModelMismatchError: corrupt or crafted file, the former pickle format (v1), another format
+                version, another feature set or another model than expected.
         """
-        import sklearn
-
         file = Path(path)
-        fix = f"refit it with `pals fit PROFILE --out {file}`"
-        metadata, payload = cls.read_metadata(file)
-        if metadata.get("format") != "pals-predictor" or metadata.get("format_version") != MODEL_FORMAT_VERSION:
-            raise ModelMismatchError(
-                f"predictor file {file} has format version {metadata.get('format_version')!r}, "
-                f"this pals reads {MODEL_FORMAT_VERSION}; {fix}"
-            )
-        versions = metadata.get("versions", {})
-        if versions.get("sklearn") != sklearn.__version__:
-            raise ModelMismatchError(
-                f"predictor file {file} was saved with scikit-learn {versions.get('sklearn')}, "
-                f"this is {sklearn.__version__}; {fix}"
-            )
-        if _minor(versions.get("numpy")) != _minor(np.__version__):
-            raise ModelMismatchError(
-                f"predictor file {file} was saved with numpy {versions.get('numpy')}, this is {np.__version__}; {fix}"
-            )
+        fix = predictor_io.fix_for(file)
+        metadata, payload = predictor_io.read_container(file)
         wanted = list(expect_features) if expect_features is not None else list(FEATURES)
         if metadata.get("feature_names") != wanted:
             raise ModelMismatchError(
                 f"predictor file {file} uses features {metadata.get('feature_names')}, expected {wanted}; {fix}"
             )
-        saved_model = (metadata.get("deployment") or {}).get("model")
+        saved_model = (metadata.get("deployment") or {}).get("model") if isinstance(metadata.get("deployment"), dict) else None
         if expect_model is not None and saved_model != expect_model:
             raise ModelMismatchError(
                 f"predictor file {file} is for model {saved_model!r}, not {expect_model!r}; "
                 f"fit one from a {expect_model!r} profile with `pals fit PROFILE --out MODEL`"
             )
+        arrays = predictor_io.read_arrays(payload, file)
         try:
-            predictor = pickle.loads(payload)
-        except Exception as error:  # unpickling arbitrary corruption raises many types
-            raise ModelMismatchError(f"predictor file {file} cannot be unpickled ({type(error).__name__}); {fix}") from None
-        if not isinstance(predictor, cls):
-            raise ModelMismatchError(f"predictor file {file} does not hold a PowerPerfPredictor; {fix}")
+            return cls._restore(metadata, arrays, file)
+        except ModelMismatchError:
+            raise
+        except (PalsError, TypeError, ValueError, KeyError, AttributeError, OverflowError) as error:
+            if isinstance(error, KeyError):
+                message = f"no {error.args[0]!r} entry"
+            else:
+                message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ModelMismatchError(f"predictor file {file} has invalid metadata ({message}); {fix}") from None
+
+    @classmethod
+    def _restore(cls, metadata: dict[str, Any], arrays: dict[str, np.ndarray], file: Path) -> "PowerPerfPredictor":
+        """Rebuild a predictor from a checked header and checked arrays (`load`'s second half)."""
+        n_features = len(FEATURES)
+        params = metadata["params"]
+        detrend = params["detrend"]
+        if not isinstance(detrend, bool):
+            raise ValueError(f"params.detrend must be true or false, got {detrend!r}")
+        predictor = cls(
+            n_estimators=whole_in(params["n_estimators"], "params.n_estimators", 1, 100_000),
+            random_state=params["random_state"],
+            min_samples_leaf=params["min_samples_leaf"],
+            max_features=params["max_features"],
+            detrend=detrend,
+        )
+        predictor.trends_ = {}
+        predictor._packed = {}
+        for target in TARGETS:
+            predictor._packed[target] = PackedForest(**predictor_io.check_forest(arrays, target, n_features, file))
+            trend = predictor_io.check_trend(arrays, target, n_features, file) if detrend else None
+            predictor.trends_[target] = None if trend is None else Trend.from_arrays(**trend)
+        deployment = metadata["deployment"]
+        if not isinstance(deployment, dict) or not all(isinstance(deployment.get(k), str) for k in ("model", "gpu")):
+            raise ValueError("deployment must name the model and the GPU")
+        predictor.deployment_ = {
+            "model": deployment["model"],
+            "gpu": deployment["gpu"],
+            **{k: whole_in(deployment[k], f"deployment.{k}", 1, 4096) for k in ("num_gpus", "tp", "ep")},
+        }
+        predictor.syspower_ = SysPowerFit.from_dict(metadata["syspower"])
+        predictor.feature_names_ = tuple(FEATURES)
+        predictor.n_features_in_ = n_features
+        predictor.caps_ = predictor_io.check_array(arrays, "caps_w", "float64", file)
+        predictor.batches_ = predictor_io.check_array(arrays, "batches", "int64", file).astype(int)
+        workload = metadata.get("workload")
+        predictor.workload_ = None if workload is None else WorkloadDescriptor.from_dict(workload)
+        profile_hash = metadata["profile_hash"]
+        if not isinstance(profile_hash, str):
+            raise ValueError("profile_hash must be a string")
+        predictor.profile_hash_ = profile_hash
+        importances = metadata.get("feature_importances") or {}
+        predictor.feature_importances_ = {
+            t: {name: float(importances.get(t, {}).get(name, float("nan"))) for name in FEATURES} for t in TARGETS
+        }
         return predictor
-
-
-def _minor(version: str | None) -> str | None:
-    return None if version is None else ".".join(str(version).split(".")[:2])
 
 
 def _workload_from_rows(profile: Profile) -> WorkloadDescriptor | None:

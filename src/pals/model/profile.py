@@ -31,9 +31,10 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from pals.core.io import atomic_write_text
+from pals.core.untrusted import is_real_number, number_in, parse_json, read_text_file, whole_in
 from pals.core.workload import WorkloadDescriptor
 from pals.errors import ConfigError, ProfileError
-from pals.core.io import atomic_write_text
 
 SCHEMA_VERSION = 1
 MAGIC = "# pals-profile"
@@ -95,6 +96,37 @@ COLUMNS = (
 
 NUMERIC_COLUMNS = REQUIRED_NUMERIC_COLUMNS + OPTIONAL_NUMERIC_COLUMNS
 REQUIRED_METADATA = ("model", "gpu", "num_gpus", "tp", "ep")
+
+WHOLE_COLUMNS = ("num_gpus", "tp", "ep", "batch_cap")
+"""Columns (and metadata keys, for the first three) that hold whole numbers."""
+MAX_GPUS = 4096
+"""Most GPUs (and TP, EP degree) a profiled node may have."""
+COLUMN_LIMITS: dict[str, tuple[float, float, str]] = {
+    "num_gpus": (1, MAX_GPUS, "GPUs"),
+    "tp": (1, MAX_GPUS, ""),
+    "ep": (1, MAX_GPUS, ""),
+    "power_cap_w": (1.0, 10_000.0, "W per GPU"),
+    "batch_cap": (1, 1_048_576, "requests"),
+    "throughput_tps": (0.0, 1e9, "tokens/s"),
+    "gpu_power_w": (0.0, 100_000.0, "W"),
+    "gpu_power_total_w": (0.0, 1e7, "W"),
+    "tokens_per_joule": (0.0, 1e6, "tokens/J"),
+    "tokens_per_joule_gpu": (0.0, 1e6, "tokens/J"),
+    "window_s": (1e-3, 1e7, "s"),
+    "mean_prompt_tokens": (0.0, 1e8, "tokens"),
+    "mean_output_tokens": (0.0, 1e8, "tokens"),
+    "arrival_rate_rps": (0.0, 1e6, "requests/s"),
+    "prompt_throughput_tps": (0.0, 1e9, "tokens/s"),
+    "node_power_w": (0.0, 1e7, "W"),
+    "ttft_p50_s": (0.0, 1e6, "s"),
+    "ttft_p99_s": (0.0, 1e6, "s"),
+    "tpot_p50_s": (0.0, 1e6, "s"),
+    "tpot_p99_s": (0.0, 1e6, "s"),
+}
+"""Plausible range (low, high, unit) of every numeric column: a value outside is a corrupt or
+hand-edited file (a negative cap, batch cap 0, inf tokens), refused on read with the range."""
+MAX_PROFILE_BYTES = 256 * 1024 * 1024
+"""Largest profile read (a 10,000-point profile is ~3 MB). Units: bytes."""
 
 
 @dataclass
@@ -264,11 +296,9 @@ def read_profile(path: str | os.PathLike, expect_model: str | None = None) -> Pr
     if file.is_dir():
         raise ProfileError(f"profile {file} is a directory, not a file; pass the profile CSV")
     try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ProfileError(f"profile {file} is not text (corrupt or not a profile); {fix_new}") from None
-    except OSError as error:
-        raise ProfileError(f"profile {file} cannot be read ({error.strerror}); check the path and permissions") from None
+        text = read_text_file(file, "profile", max_bytes=MAX_PROFILE_BYTES, error=ProfileError, allow_nul=True)
+    except ProfileError as error:
+        raise ProfileError(f"{error} (corrupt or not a profile?); {fix_new}") from None
     if not text.strip():
         raise ProfileError(f"profile {file} is empty; {fix_new}")
     if not text.startswith(MAGIC + " "):
@@ -287,14 +317,15 @@ def read_profile(path: str | os.PathLike, expect_model: str | None = None) -> Pr
             f"profile {file} uses schema v{version}, this pals reads v{SCHEMA_VERSION}; {fix_new} with this pals"
         )
     try:
-        metadata = json.loads(parts[3])
-    except json.JSONDecodeError:
-        raise ProfileError(f"profile {file} has corrupt metadata JSON on its first line; {fix_new}") from None
+        metadata = parse_json(parts[3], f"profile {file} metadata", error=ProfileError)
+    except ProfileError as error:
+        raise ProfileError(f"{error}: corrupt metadata JSON on its first line; {fix_new}") from None
     if not isinstance(metadata, dict):
         raise ProfileError(f"profile {file} metadata is not a JSON object; {fix_new}")
     missing_meta = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing_meta:
         raise ProfileError(f"profile {file} metadata lacks {', '.join(missing_meta)}; {fix_new}")
+    _check_metadata(file, metadata, fix_new)
 
     reader = csv.reader(io.StringIO(body))
     try:
@@ -361,5 +392,41 @@ def _parse_row(file: Path, line_no: int, cells: dict[str, str], fix: str) -> dic
             ) from None
         if not math.isfinite(value) and name in REQUIRED_NUMERIC_COLUMNS:
             raise ProfileError(f"profile {file} line {line_no}: column {name} is {raw!r}, not finite; {fix}")
+        if not math.isnan(value):  # NaN: an optional column spelled "nan" instead of left empty
+            _check_value(value, name, f"profile {file} line {line_no}: ", fix)
         row[name] = value
     return row
+
+
+def _check_value(value: Any, name: str, where: str, fix: str) -> None:
+    """`value` within `COLUMN_LIMITS[name]` (a whole number where the column holds one)."""
+    low, high, unit = COLUMN_LIMITS[name]
+    try:
+        if name in WHOLE_COLUMNS:
+            whole_in(value, name, int(low), int(high), unit, where=where, error=ProfileError, integral_floats=True)
+        else:
+            number_in(value, name, low, high, unit, where=where, error=ProfileError)
+    except ProfileError as error:
+        raise ProfileError(f"{error}; {fix}") from None
+
+
+def _check_metadata(file: Path, metadata: dict[str, Any], fix: str) -> None:
+    """The deployment and workload of the first line: names are text, sizes whole numbers in range."""
+    for key in ("model", "gpu"):
+        if not isinstance(metadata[key], str) or not metadata[key].strip():
+            raise ProfileError(f"profile {file} metadata {key} must be a non-empty name, got {metadata[key]!r}; {fix}")
+    for key in ("num_gpus", "tp", "ep"):
+        _check_value(metadata[key], key, f"profile {file} metadata ", fix)
+    workload = metadata.get("workload")
+    if workload is None:
+        return
+    if not isinstance(workload, dict):
+        raise ProfileError(f"profile {file} metadata workload must be an object or null; {fix}")
+    for key in ("mean_prompt_tokens", "mean_output_tokens", "arrival_rate_rps"):
+        if workload.get(key) is not None and not is_real_number(workload[key]):
+            raise ProfileError(f"profile {file} metadata workload {key} must be a number or null, got {workload[key]!r}; {fix}")
+    if workload.get("mean_prompt_tokens") is not None and workload.get("mean_output_tokens") is not None:
+        try:
+            WorkloadDescriptor.from_dict(workload)
+        except ConfigError as error:
+            raise ProfileError(f"profile {file} metadata {error}; {fix}") from None

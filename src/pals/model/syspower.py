@@ -8,12 +8,16 @@ carry measured node power; without such rows the paper's values are used.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
 
 import numpy as np
 
 from pals.core.power import PAPER_ALPHA, PAPER_BETA_W
-from pals.errors import ProfileError
+from pals.core.untrusted import is_real_number, number_in, show
+from pals.errors import ConfigError, ProfileError
+
+SOURCES = ("fitted", "paper-default")
 
 
 @dataclass(frozen=True)
@@ -36,12 +40,36 @@ class SysPowerFit:
     n_rows: int = 0
     source: str = "paper-default"
 
+    def __post_init__(self) -> None:
+        # Wide ranges: a fit on an odd profile may be far from the paper's 1.05 and 345 W, but not this far.
+        number_in(self.alpha, "alpha", -1e3, 1e3, where="node-power line ")
+        number_in(self.beta_w, "beta_w", -1e6, 1e6, "W", where="node-power line ")
+        for name in ("r2", "mae_w"):  # NaN is the documented "not fitted" value
+            if not is_real_number(getattr(self, name)):
+                raise ConfigError(f"node-power line {name} must be a number (NaN when not fitted), got {show(getattr(self, name))}")
+        if not isinstance(self.n_rows, int) or isinstance(self.n_rows, bool) or self.n_rows < 0:
+            raise ConfigError(f"node-power line n_rows must be a whole number >= 0, got {show(self.n_rows)}")
+        if self.source not in SOURCES:
+            raise ConfigError(f"node-power line source must be one of {', '.join(SOURCES)}, got {show(self.source)}")
+
     def node_power_w(self, gpu_power_total_w):
         """Predicted node power for a summed GPU power (scalar or array). Units: W."""
         return self.alpha * np.asarray(gpu_power_total_w, dtype=np.float64) + self.beta_w
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SysPowerFit":
+        """The inverse of `to_dict`, validated (a saved predictor's header is untrusted input).
+
+        Raises:
+            ConfigError: not a mapping, unknown or missing keys, or a field out of its domain.
+        """
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, Mapping) or set(data) != names:
+            raise ConfigError(f"node-power line must have exactly the keys {', '.join(sorted(names))}")
+        return cls(**data)
 
 
 def fit_syspower(gpu_power_total_w, node_power_w) -> SysPowerFit:

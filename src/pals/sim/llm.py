@@ -8,13 +8,37 @@ norms are left out (under 0.1 % for every preset). Weights are BF16 (2 bytes).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pals.core.untrusted import parse_json, read_text_file, show, whole_in
 from pals.errors import ConfigError
 
 _BYTES_PER_PARAM = 2  # BF16
+
+SIZE_LIMITS: dict[str, tuple[int, int]] = {
+    "num_layers": (1, 1024),
+    "hidden_size": (1, 262_144),
+    "num_heads": (1, 16_384),
+    "num_kv_heads": (1, 16_384),
+    "head_dim": (1, 16_384),
+    "vocab_size": (1, 16_777_216),
+    "ffn_size": (0, 4_194_304),
+    "num_experts": (0, 65_536),
+    "top_k": (0, 65_536),
+    "expert_ffn_size": (0, 4_194_304),
+    "shared_expert_ffn_size": (0, 16_777_216),
+    "num_shared_experts": (0, 65_536),
+    "first_dense_layers": (0, 1024),
+    "learned_positions": (0, 16_777_216),
+}
+"""Plausible range of every size of an `LlmSpec` (the largest public models use under a tenth of
+each): a config beyond it is corrupt or hostile, and sizes like 10^400 experts would overflow the
+step model's float arithmetic."""
+MAX_CONFIG_INT = 16_777_216
+"""Largest integer accepted for any size key of a Hugging Face config.json."""
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+"""Largest config.json read (real ones are ~1-5 kB). Units: bytes."""
 
 
 @dataclass(frozen=True)
@@ -53,9 +77,13 @@ class LlmSpec:
     model_type: str = "llama"
 
     def __post_init__(self) -> None:
-        for field_name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "vocab_size"):
-            if getattr(self, field_name) < 1:
-                raise ConfigError(f"model '{self.name}': {field_name} must be at least 1, got {getattr(self, field_name)}")
+        for field_name, (low, high) in SIZE_LIMITS.items():
+            whole_in(getattr(self, field_name), field_name, low, high, where=f"model '{self.name}': ")
+        if self.sliding_window is not None:
+            whole_in(self.sliding_window, "sliding_window", 1, MAX_CONFIG_INT, where=f"model '{self.name}': ")
+        for field_name in ("tied_embeddings", "gated_mlp"):
+            if not isinstance(getattr(self, field_name), bool):
+                raise ConfigError(f"model '{self.name}': {field_name} must be true or false, got {show(getattr(self, field_name))}")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"model '{self.name}': {self.num_kv_heads} KV heads do not divide {self.num_heads} attention heads"
@@ -222,14 +250,10 @@ def load_hf_config(path: str | Path) -> LlmSpec:
     file = Path(path)
     if file.is_dir():
         file = file / "config.json"
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read model config ({exc.strerror or exc})") from exc
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    if not file.is_file():
+        raise ConfigError(f"{file}: cannot read model config (no such file); give a Hugging Face config.json")
+    text = read_text_file(file, "model config", max_bytes=MAX_CONFIG_BYTES)
+    cfg = parse_json(text, str(file))
     if not isinstance(cfg, dict):
         raise ConfigError(f"{file}: expected a JSON object at the top level")
     model_type = cfg.get("model_type")
@@ -237,37 +261,45 @@ def load_hf_config(path: str | Path) -> LlmSpec:
         raise ConfigError(
             f"{file}: unsupported model_type {model_type!r}; supported: {', '.join(_SUPPORTED_TYPES)}"
         )
-    name = str(cfg.get("_name_or_path") or (file.parent.name if file.parent.name else file.stem)).rstrip("/")
-    name = name.rsplit("/", 1)[-1] or file.stem
+    raw_name = cfg.get("_name_or_path")
+    if not isinstance(raw_name, str) or not raw_name.strip():
+        raw_name = file.parent.name or file.stem
+    # The name reaches logs, file names and error lines: printable, one line, bounded.
+    name = "".join(ch for ch in raw_name.rstrip("/").rsplit("/", 1)[-1] if ch.isprintable())[:128] or file.stem
 
     def need(key: str):
         if key not in cfg:
             raise ConfigError(f"{file}: missing key '{key}' (needed for model_type '{model_type}')")
-        value = cfg[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{file}: key '{key}' must be a non-negative integer, got {value!r}")
-        return value
+        return whole_in(cfg[key], f"key '{key}'", 0, MAX_CONFIG_INT, where=f"{file}: ")
 
     def opt(key: str, default: int) -> int:
         return need(key) if cfg.get(key) is not None else default
+
+    def flag(key: str, default: bool) -> bool:
+        value = cfg.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{file}: key '{key}' must be true or false, got {show(value)}")
+        return value
 
     try:
         if model_type == "gpt2":
             hidden, heads = need("n_embd"), need("n_head")
             return LlmSpec(name=name, num_layers=need("n_layer"), hidden_size=hidden, num_heads=heads,
                            num_kv_heads=heads, head_dim=hidden // max(heads, 1), vocab_size=need("vocab_size"),
-                           ffn_size=opt("n_inner", 4 * hidden), tied_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+                           ffn_size=opt("n_inner", 4 * hidden), tied_embeddings=flag("tie_word_embeddings", True),
                            gated_mlp=False, learned_positions=need("n_positions"), model_type=model_type)
 
         hidden, heads = need("hidden_size"), need("num_attention_heads")
         common = dict(
             name=name, num_layers=need("num_hidden_layers"), hidden_size=hidden, num_heads=heads,
             num_kv_heads=opt("num_key_value_heads", heads), head_dim=opt("head_dim", hidden // max(heads, 1)),
-            vocab_size=need("vocab_size"), tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            vocab_size=need("vocab_size"), tied_embeddings=flag("tie_word_embeddings", False),
             model_type=model_type,
         )
         if model_type in ("llama", "mistral", "qwen2", "qwen3"):
-            window = cfg.get("sliding_window") if model_type == "mistral" else None
+            window = opt("sliding_window", None) if model_type == "mistral" else None
             return LlmSpec(ffn_size=need("intermediate_size"), sliding_window=window, **common)
         if model_type in ("mixtral", "phimoe"):
             return LlmSpec(num_experts=need("num_local_experts"), top_k=need("num_experts_per_tok"),

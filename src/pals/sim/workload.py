@@ -19,14 +19,17 @@ global random state is touched.
 from __future__ import annotations
 
 import csv
+import io
 import math
+import numbers
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from pals.core.untrusted import fmt_limit, number_in, read_text_file, show, whole_in
 from pals.core.workload import WorkloadDescriptor
 from pals.errors import ConfigError
 
@@ -37,6 +40,30 @@ PACKAGED_TRACES = {"conv": "azure_llm_2023_conv.csv", "code": "azure_llm_2023_co
 """Short names of the traces shipped in pals/data/traces (CC-BY 4.0, see ATTRIBUTION.md there)."""
 
 TRACE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+
+MAX_TOKENS = 16_777_216
+"""Longest prompt or output one request may have. Units: tokens (real contexts reach ~1e6)."""
+MIN_RATE_RPS = 1e-6
+"""Slowest offered load accepted (one request in ~12 days). Units: requests/s."""
+MAX_RATE_RPS = 10_000.0
+"""Fastest offered load accepted, Poisson or trace (after its speed-up). Units: requests/s. A node
+serves ~1-100 requests/s; beyond this a load is a typo (`--rate inf`) and would queue requests
+faster than the simulation can drain them, growing without bound. Use a saturating load instead."""
+MIN_RATE_SCALE, MAX_RATE_SCALE = 1e-6, 1e6
+"""Range of a trace's speed-up factor."""
+MAX_TRACE_SPAN_S = 1e9
+"""Longest trace (first to last arrival) and longest Poisson duration accepted (~31 years). Units: s."""
+MAX_TRACE_BYTES = 256 * 1024 * 1024
+"""Largest trace file read (the shipped Azure traces are ~1 MB). Units: bytes."""
+MAX_QUEUE_DEPTH = 1_048_576
+"""Largest `min_waiting` of a saturating load. Units: requests."""
+
+
+def _check_seed(seed: Any, what: str) -> int:
+    """A seed for `np.random.default_rng`: a whole number >= 0 (numpy's own error is a traceback)."""
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**128:
+        raise ConfigError(f"{what} seed must be a whole number from 0 to 2**128 - 1, got {show(seed)}")
+    return int(seed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,18 +95,21 @@ class LengthDistribution:
             raise ConfigError(
                 f"length distribution kind {self.kind!r} is unknown; use fixed, uniform, lognormal or empirical"
             )
+        if self.kind == "empirical" and not self.values:
+            raise ConfigError("empirical length distribution needs at least one value")
 
     @classmethod
     def fixed(cls, tokens: int) -> "LengthDistribution":
-        """Always `tokens`."""
-        if tokens < 1:
-            raise ConfigError(f"fixed length must be at least 1 token, got {tokens}")
+        """Always `tokens` (a whole number from 1 to `MAX_TOKENS`)."""
+        whole_in(tokens, "fixed length", 1, MAX_TOKENS, "tokens", integral_floats=True)
         return cls("fixed", (float(tokens),))
 
     @classmethod
     def uniform(cls, low_tokens: int, high_tokens: int) -> "LengthDistribution":
-        """Uniform integers in [low_tokens, high_tokens]."""
-        if not 1 <= low_tokens <= high_tokens:
+        """Uniform integers in [low_tokens, high_tokens], within 1..`MAX_TOKENS`."""
+        whole_in(low_tokens, "uniform low length", 1, MAX_TOKENS, "tokens", integral_floats=True)
+        whole_in(high_tokens, "uniform high length", 1, MAX_TOKENS, "tokens", integral_floats=True)
+        if not low_tokens <= high_tokens:
             raise ConfigError(
                 f"uniform lengths need 1 <= low <= high, got {low_tokens}..{high_tokens}"
             )
@@ -90,19 +120,22 @@ class LengthDistribution:
         cls, mean_tokens: float, cv: float = 1.0, max_tokens: int = 32768
     ) -> "LengthDistribution":
         """Log-normal with the given mean and coefficient of variation, rounded, clipped to [1, max_tokens]."""
-        if mean_tokens < 1 or cv < 0 or max_tokens < 1:
-            raise ConfigError(
-                f"lognormal lengths need mean >= 1, cv >= 0 and max >= 1, got {mean_tokens}, {cv}, {max_tokens}"
-            )
+        number_in(mean_tokens, "lognormal mean length", 1, MAX_TOKENS, "tokens")
+        number_in(cv, "lognormal cv", 0, 100)
+        number_in(max_tokens, "lognormal max length", 1, MAX_TOKENS, "tokens")
         return cls("lognormal", (float(mean_tokens), float(cv), float(max_tokens)))
 
     @classmethod
     def empirical(cls, values: Sequence[int]) -> "LengthDistribution":
-        """Resample (with replacement) from observed lengths, e.g. a trace's column."""
-        vals = tuple(max(1, int(v)) for v in values)
+        """Resample (with replacement) from observed lengths, e.g. a trace's column (0 counts as 1)."""
+        vals = []
+        for v in values:
+            if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 <= v <= MAX_TOKENS):
+                raise ConfigError(f"empirical lengths must be numbers from 0 to {fmt_limit(MAX_TOKENS)} tokens, got {show(v)}")
+            vals.append(max(1, int(v)))
         if not vals:
             raise ConfigError("empirical length distribution needs at least one value")
-        return cls("empirical", (), vals)
+        return cls("empirical", (), tuple(vals))
 
     @property
     def mean(self) -> float:
@@ -167,14 +200,13 @@ class PoissonWorkload(Workload):
         seed: int = 0,
         duration_s: float | None = None,
     ) -> None:
-        if not rate_rps > 0:
-            raise ConfigError(f"PoissonWorkload rate_rps must be > 0, got {rate_rps}")
-        if duration_s is not None and duration_s < 0:
-            raise ConfigError(f"PoissonWorkload duration_s must be >= 0, got {duration_s}")
+        number_in(rate_rps, "Poisson rate_rps", MIN_RATE_RPS, MAX_RATE_RPS, "requests/s (for more, use a saturating load)")
+        if duration_s is not None:
+            number_in(duration_s, "Poisson duration_s", 0, MAX_TRACE_SPAN_S, "s")
         self.rate_rps = float(rate_rps)
         self.prompt_tokens = prompt_tokens
         self.output_tokens = output_tokens
-        self.seed = seed
+        self.seed = _check_seed(seed, "Poisson")
         self.duration_s = duration_s
 
     @property
@@ -199,38 +231,54 @@ class PoissonWorkload(Workload):
 
 
 def _parse_timestamp(text: str) -> float:
-    """Seconds from a TIMESTAMP cell: a number of seconds, or an ISO date-time."""
+    """Seconds from a TIMESTAMP cell: a finite number of seconds, or an ISO date-time."""
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         stamp = datetime.fromisoformat(text.strip())
-    if stamp.tzinfo is None:
-        # Naive times: read as UTC, so no local daylight-saving jump enters the gaps.
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return stamp.timestamp()
+        if stamp.tzinfo is None:
+            # Naive times: read as UTC, so no local daylight-saving jump enters the gaps.
+            stamp = stamp.replace(tzinfo=timezone.utc)
+        return stamp.timestamp()
+    if not math.isfinite(seconds):
+        raise ValueError("not finite")
+    return seconds
+
+
+def _parse_tokens(text: str) -> int:
+    """A token count cell: a finite number from 0 to MAX_TOKENS (fractions truncated, 0 raised to 1)."""
+    value = float(text)
+    if not (math.isfinite(value) and 0 <= value <= MAX_TOKENS):
+        raise ValueError("out of range")
+    return max(1, int(value))
 
 
 def load_trace(path: str | Path) -> tuple[list[float], list[int], list[int]]:
     """Read a trace CSV into (arrival seconds from the first row, prompt tokens, output tokens).
 
     `path` is a file path or a shipped trace name ("conv", "code"). Rows are
-    sorted by arrival. Token counts below 1 are raised to 1 (every request
-    carries a prompt and yields at least one token).
+    sorted by arrival. Token counts must be numbers from 0 to `MAX_TOKENS`; 0 is
+    raised to 1 (every request carries a prompt and yields at least one token).
 
     Raises:
-        ConfigError: missing file, missing column or an unparsable row (one line naming file, row and column).
+        ConfigError: missing or binary file, missing column, an unparsable or out-of-range row (one line
+            naming file, row and column), or arrivals spanning more than `MAX_TRACE_SPAN_S`.
     """
     if isinstance(path, str) and path in PACKAGED_TRACES:
         return load_trace(Path(__file__).resolve().parent.parent / "data" / "traces" / PACKAGED_TRACES[path])
     path = Path(path)
-    try:
-        handle = path.open(newline="")
-    except OSError as exc:
+    if not path.is_file():
         raise ConfigError(
-            f"trace {path}: cannot open ({exc.strerror}); give a CSV path or one of {sorted(PACKAGED_TRACES)}"
-        ) from None
-    with handle:
-        reader = csv.reader(handle)
+            f"trace {path}: cannot open ({'not a file' if path.exists() else 'no such file'}); "
+            f"give a CSV path or one of {sorted(PACKAGED_TRACES)}"
+        )
+    text = read_text_file(path, "trace", max_bytes=MAX_TRACE_BYTES)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    times: list[float] = []
+    prompts: list[int] = []
+    outputs: list[int] = []
+    row_no = 1
+    try:
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in TRACE_COLUMNS if c not in header]
         if missing:
@@ -238,9 +286,6 @@ def load_trace(path: str | Path) -> tuple[list[float], list[int], list[int]]:
                 f"trace {path}: missing column {missing[0]} (need {', '.join(TRACE_COLUMNS)})"
             )
         i_t, i_p, i_o = (header.index(c) for c in TRACE_COLUMNS)
-        times: list[float] = []
-        prompts: list[int] = []
-        outputs: list[int] = []
         for row_no, row in enumerate(reader, start=2):
             if not row or all(not c.strip() for c in row):
                 continue
@@ -248,18 +293,26 @@ def load_trace(path: str | Path) -> tuple[list[float], list[int], list[int]]:
             try:
                 times.append(_parse_timestamp(row[i_t]))
                 col = TRACE_COLUMNS[1]
-                prompts.append(max(1, int(float(row[i_p]))))
+                prompts.append(_parse_tokens(row[i_p]))
                 col = TRACE_COLUMNS[2]
-                outputs.append(max(1, int(float(row[i_o]))))
-            except (ValueError, IndexError):
+                outputs.append(_parse_tokens(row[i_o]))
+            except (ValueError, IndexError, OverflowError):
                 cell = row[header.index(col)] if header.index(col) < len(row) else ""
+                expected = "a finite time" if col == TRACE_COLUMNS[0] else f"a number from 0 to {fmt_limit(MAX_TOKENS)}"
                 raise ConfigError(
-                    f"trace {path}: row {row_no} column {col} is not a number or time: {cell!r}"
+                    f"trace {path}: row {row_no} column {col} is not {expected}: {show(cell)}"
                 ) from None
+    except csv.Error as exc:
+        raise ConfigError(f"trace {path}: row {row_no} is corrupt CSV ({exc})") from None
     if not times:
         raise ConfigError(f"trace {path}: no data rows")
     order = sorted(range(len(times)), key=times.__getitem__)
     t0 = times[order[0]]
+    if times[order[-1]] - t0 > MAX_TRACE_SPAN_S:
+        raise ConfigError(
+            f"trace {path}: arrivals span {times[order[-1]] - t0:.3g} s, more than {MAX_TRACE_SPAN_S:g} s; "
+            "check the TIMESTAMP column's unit (seconds or ISO date-times)"
+        )
     return (
         [times[i] - t0 for i in order],
         [prompts[i] for i in order],
@@ -283,20 +336,46 @@ class TraceWorkload(Workload):
         loop: bool = False,
         name: str = "trace",
     ) -> None:
-        if not rate_scale > 0:
-            raise ConfigError(f"trace rate_scale must be > 0, got {rate_scale}")
+        number_in(rate_scale, "trace rate_scale", MIN_RATE_SCALE, MAX_RATE_SCALE)
         if not (len(arrivals_s) == len(prompt_tokens) == len(output_tokens)) or not arrivals_s:
             raise ConfigError("trace needs equally long, non-empty arrival and length columns")
-        self.arrivals_s = list(arrivals_s)
+        self.arrivals_s = [float(t) for t in arrivals_s]
         self.prompt_tokens = [int(p) for p in prompt_tokens]
         self.output_tokens = [int(o) for o in output_tokens]
         self.rate_scale = float(rate_scale)
         self.loop = loop
         self.name = name
+        self._check_columns()
         n = len(self.arrivals_s)
         # A loop repeats the window once its last request is in, one mean gap later.
         span_s = self.arrivals_s[-1] - self.arrivals_s[0]
         self._period_s = span_s + (span_s / (n - 1) if n > 1 else 1.0)
+        rate_rps = n / self._period_s * self.rate_scale
+        if rate_rps > MAX_RATE_RPS:
+            raise ConfigError(
+                f"trace {name} offers {rate_rps:.3g} requests/s at rate_scale {self.rate_scale:g}, more than "
+                f"{fmt_limit(MAX_RATE_RPS)}; lower the rate scale, or use a saturating load"
+            )
+
+    def _check_columns(self) -> None:
+        """Finite, sorted arrivals over a positive span; lengths within 1..MAX_TOKENS.
+
+        A trace whose requests all arrive at one instant has no duration to replay or loop over:
+        looping it would emit requests forever without time moving (the engine never returns).
+        """
+        times = self.arrivals_s
+        if not all(math.isfinite(t) for t in times) or any(b < a for a, b in zip(times, times[1:])):
+            raise ConfigError(f"trace {self.name}: arrival times must be finite and sorted")
+        if times[-1] - times[0] > MAX_TRACE_SPAN_S:
+            raise ConfigError(f"trace {self.name}: arrivals span more than {MAX_TRACE_SPAN_S:g} s")
+        if len(times) > 1 and times[-1] == times[0]:
+            raise ConfigError(
+                f"trace {self.name}: all {len(times)} requests arrive at the same instant (zero duration); "
+                "give a trace whose timestamps differ, or use a saturating load"
+            )
+        for column in (self.prompt_tokens, self.output_tokens):
+            if any(not 1 <= tokens <= MAX_TOKENS for tokens in column):
+                raise ConfigError(f"trace {self.name}: token counts must be from 1 to {fmt_limit(MAX_TOKENS)}")
 
     @classmethod
     def from_csv(
@@ -316,6 +395,9 @@ class TraceWorkload(Workload):
             duration_s: keep only this many seconds after `start_s` (trace time; None: to the end).
             loop: repeat the selected window forever.
         """
+        number_in(start_s, "trace start_s", 0, MAX_TRACE_SPAN_S, "s")
+        if duration_s is not None:
+            number_in(duration_s, "trace duration_s", 0, MAX_TRACE_SPAN_S, "s")
         times, prompts, outputs = load_trace(path)
         end_s = math.inf if duration_s is None else start_s + duration_s
         keep = [i for i, t in enumerate(times) if start_s <= t < end_s]
@@ -378,11 +460,11 @@ class SaturatingWorkload(Workload):
         seed: int = 0,
         min_waiting: int | None = None,
     ) -> None:
-        if min_waiting is not None and min_waiting < 1:
-            raise ConfigError(f"SaturatingWorkload min_waiting must be >= 1, got {min_waiting}")
+        if min_waiting is not None:
+            whole_in(min_waiting, "saturating min_waiting", 1, MAX_QUEUE_DEPTH, "requests")
         self.prompt_tokens = prompt_tokens
         self.output_tokens = output_tokens
-        self.seed = seed
+        self.seed = _check_seed(seed, "saturating load")
         self.min_waiting = min_waiting
 
     @classmethod
