@@ -211,6 +211,6 @@ def test_the_live_workload_reaches_the_predictor():
     policy.decide(ctx(obs=None))
     assert model.seen is None  # nothing observed yet: the profile's own workload
     observed = replace(obs_for(model, Configuration(400.0, 64)), mean_prompt_tokens=1800.0, mean_output_tokens=90.0)
-    policy.decide(ctx(obs=observed, target=1e9, changed=True, index=2))
+    policy.decide(ctx(obs=observed, target=1e6, changed=True, index=2))
     assert model.seen == WorkloadDescriptor(1800.0, 90.0, None)
     assert policy.workload_ == model.seen
