@@ -284,3 +284,47 @@ def test_default_state_paths(sim, isolated_state, monkeypatch):
     monkeypatch.delenv("PALS_STATE_DIR")
     monkeypatch.setenv("XDG_STATE_HOME", "/x")
     assert str(default_state_path()) == "/x/pals/power-limits.json"
+
+
+def test_a_signal_during_a_write_is_acted_on_after_it(sim, state_path, monkeypatch):
+    # SIGTERM lands while the driver write is in flight. Restoring in the middle would let the write
+    # land afterwards: a cap left on with no saved state. The guard acts once the write is done.
+    seen = []
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append((limits(sim), state_path.exists())))
+    real_set = sim.set_power_limit_w
+
+    def set_and_get_signalled(index, watts):
+        if watts == 150.0:  # the guard's write, not the restore's
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_set(index, watts)
+
+    try:
+        guard = PowerLimitGuard(sim, state_path)
+        monkeypatch.setattr(sim, "set_power_limit_w", set_and_get_signalled)
+        guard.set_power_limit_w(1, 150.0)
+        monkeypatch.undo()
+        assert seen == [([400.0] * 4, False)]  # restored after the write, then the previous handler ran
+        assert limits(sim) == [400.0] * 4
+        guard.close()
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_other_signals_are_taken_only_from_their_default_action(sim, state_path):
+    app_handler = lambda signum, frame: None  # noqa: E731 - an application's own SIGALRM use
+    saved = {s: signal.getsignal(s) for s in (signal.SIGALRM, signal.SIGHUP, signal.SIGUSR1)}
+    signal.signal(signal.SIGALRM, app_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        guard = PowerLimitGuard(sim, state_path)
+        assert signal.getsignal(signal.SIGALRM) is app_handler  # left to the application
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN  # ignored stays ignored
+        assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN)  # would kill: taken
+        assert any("SIGALRM has the application's own handler" in n for n in guard.notes)
+        assert any("SIGUSR1 is ignored" in n for n in guard.notes)
+        guard.close()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL  # put back as it was
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)

@@ -20,7 +20,7 @@ Not handled, and why:
 - SIGIO/SIGPOLL, SIGPWR, SIGSTKFLT: not sent to ordinary processes.
 
 Rules:
-- A signal whose disposition is SIG_IGN when the first hook registers stays ignored: the parent
+- A signal whose disposition is SIG_IGN when a hook registers stays ignored: the parent
   chose that (nohup ignores SIGHUP; a shell's background job ignores SIGINT and SIGQUIT), the
   process will not stop on it, so there is nothing to clean up for.
 - SIGINT and SIGTERM with a Python handler already installed: run the cleanup, then call that
@@ -83,6 +83,8 @@ class _Hub:
         notes = []
         for signum in TERMINATING_SIGNALS:
             previous = signal.getsignal(signum)
+            if previous == self.on_signal:
+                continue  # taken when an earlier hook registered
             if previous == signal.SIG_IGN:
                 if signum not in (signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)):
                     notes.append(f"{signum.name} is ignored (nohup or a background job): it stays ignored")
@@ -145,8 +147,8 @@ def register(cleanup: Callable[[str], None], busy: Callable[[], bool] = lambda: 
         return None
     with _lock:
         registration = Registration(cleanup, busy)
-        if not _hub.hooks:
-            registration.notes.extend(_hub.install())
+        # Every registration looks again: a disposition may have changed since the last one.
+        registration.notes.extend(_hub.install())
         _hub.hooks.append(registration)
         return registration
 
