@@ -328,3 +328,38 @@ def test_other_signals_are_taken_only_from_their_default_action(sim, state_path)
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
+
+
+def test_a_signal_while_a_loop_thread_writes_leaves_no_cap_behind(sim, state_path):
+    # A control loop writes caps on its own thread; SIGTERM arrives on the main thread. The restore
+    # waits for a write in flight, and no write lands after it.
+    import threading
+
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # survive, to look afterwards
+    written = threading.Event()
+    stopped = []
+
+    def loop():
+        watts = 150.0
+        while True:
+            try:
+                guard.set_power_limit_w(0, watts)
+            except ActuationError as e:
+                stopped.append(str(e))
+                return
+            written.set()
+            watts = 310.0 - watts  # 150 <-> 160
+
+    try:
+        guard = PowerLimitGuard(sim, state_path)
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        assert written.wait(timeout=60)
+        os.kill(os.getpid(), signal.SIGTERM)
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+        assert stopped and "restored on SIGTERM" in stopped[0]
+        assert limits(sim) == [400.0] * 4 and not state_path.exists()
+        guard.close()
+    finally:
+        signal.signal(signal.SIGTERM, old)

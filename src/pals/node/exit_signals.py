@@ -32,9 +32,10 @@ Rules:
   to the process again, so the process dies OF THE SIGNAL: a parent sees WIFSIGNALED, and a shell
   reports the conventional status 128 + signal number. Should the process survive that (the signal
   blocked), it exits with status 128 + signal number.
-- A cleanup that runs while the code it would interrupt is in a critical section (`busy()` true)
-  is deferred until `run_deferred()` is called at the end of that section, so a save of the
-  original limits is never interrupted half-way by the restore of the same limits.
+- A cleanup that would interrupt the main thread inside a critical section (`busy()` true) is
+  deferred until `run_deferred()` is called at the end of that section, so a save of the original
+  limits is never interrupted half-way by the restore of the same limits. (Critical sections on
+  other threads are the hook's business: PowerLimitGuard's cleanup waits for their lock.)
 
 Only the main thread can install handlers; elsewhere `register` returns None and says why.
 
@@ -165,7 +166,12 @@ def unregister(registration: Registration | None) -> None:
 
 
 def run_deferred() -> None:
-    """Act on signals that arrived while a hook was busy (call it when a critical section ends)."""
+    """Act on signals that arrived while a hook was busy (call it when a critical section ends).
+
+    Main thread only (signal dispositions can only change there); elsewhere it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
     if not _hub.pending or any(hook.busy() for hook in _hub.hooks):
         return
     pending, _hub.pending = _hub.pending, []

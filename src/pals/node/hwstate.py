@@ -48,6 +48,7 @@ import datetime as _dt
 import os
 import socket
 import sys
+import threading
 import uuid as _uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -79,6 +80,8 @@ STATE_FILE_NAME = "power-limits.json"
 LOCK_DIR_NAME = "locks"
 READBACK_TOLERANCE_W = 0.5
 """A limit read back within this of the target counts as set (NVML rounds to mW)."""
+SIGNAL_WRITE_WAIT_S = 30.0
+"""On a terminating signal, how long the restore waits for a limit write in flight on another thread."""
 _REAL_KINDS = frozenset({"zeus", "nvml"})
 """Backends that reach the same hardware (same UUIDs): a state saved by one is restored by the other."""
 
@@ -347,13 +350,18 @@ class PowerLimitGuard:
         indices = range(backend.count()) if gpu_indices is None else gpu_indices
         for i in indices:
             check_index(backend, i)
+        if not indices:
+            raise ConfigError("a PowerLimitGuard needs at least one GPU; gpu_indices is empty")
         self.gpu_indices: tuple[int, ...] = tuple(sorted(set(indices)))
         self.owner = LockHolder(os.getpid(), _uuid.uuid4().hex, socket.gethostname(), _now_iso())
         self.saved: SavedState | None = None
         """This owner's saved originals (its entries of the state file); None before the first write."""
         self.notes: list[str] = []
         self._closed = False
-        self._busy = 0
+        self._stopped_by: str | None = None
+        """The signal whose cleanup restored the limits; the guard takes no more writes after it."""
+        self._write_lock = threading.RLock()
+        self._busy_main = 0
         self._locks = lock_all(self.lock_dir, [backend.uuid(i) for i in self.gpu_indices], self.owner)
         self._signals: exit_signals.Registration | None = None
         self._atexit_registered = False
@@ -361,7 +369,7 @@ class PowerLimitGuard:
             atexit.register(self._restore_at_exit)
             self._atexit_registered = True
         if handle_signals:
-            self._signals = exit_signals.register(self._restore_on_signal, lambda: self._busy > 0)
+            self._signals = exit_signals.register(self._restore_on_signal, lambda: self._busy_main > 0)
             if self._signals is None:
                 self.notes.append("not in the main thread: restore on signals relies on the caller")
             else:
@@ -369,14 +377,23 @@ class PowerLimitGuard:
 
     @contextlib.contextmanager
     def _critical(self) -> Iterator[None]:
-        """A save or a write in progress: a terminating signal waits for its end (see exit_signals)."""
-        self._busy += 1
-        try:
-            yield
-        finally:
-            self._busy -= 1
-            if not self._busy:
-                exit_signals.run_deferred()
+        """A save, write or restore in progress; one thread at a time.
+
+        A terminating signal that lands while the main thread is inside is acted on when the main
+        thread leaves (exit_signals defers it); while another thread (a control loop) is inside,
+        the signal's cleanup waits for the lock, so no write can land after the restore.
+        """
+        main = threading.current_thread() is threading.main_thread()
+        with self._write_lock:
+            if main:
+                self._busy_main += 1
+            try:
+                yield
+            finally:
+                if main:
+                    self._busy_main -= 1
+        if main and not self._busy_main:
+            exit_signals.run_deferred()
 
     # --- writing ------------------------------------------------------------------
 
@@ -449,6 +466,8 @@ class PowerLimitGuard:
             raise ConfigError(f"GPU {index} is not owned by this PowerLimitGuard (it owns {list(self.gpu_indices)})")
         check_limit_in_range(self.backend, index, watts)  # bad input never reaches the driver
         with self._critical():
+            if self._stopped_by is not None:
+                raise ActuationError(f"the limits were restored on {self._stopped_by}; this guard takes no more writes")
             self.save()
             self.backend.set_power_limit_w(index, watts)
 
@@ -526,8 +545,16 @@ class PowerLimitGuard:
             print(f"pals: on {why}: {report.failure_message()}", file=sys.stderr)
 
     def _restore_on_signal(self, signal_name: str) -> None:
-        if not self._closed:
+        if self._closed:
+            return
+        # Wait for a write in flight on another thread (bounded: a hung driver must not stop the exit).
+        locked = self._write_lock.acquire(timeout=SIGNAL_WRITE_WAIT_S)
+        try:
+            self._stopped_by = signal_name
             self._restore_quietly(signal_name)
+        finally:
+            if locked:
+                self._write_lock.release()
 
     def _restore_at_exit(self) -> None:
         if not self._closed:
