@@ -7,10 +7,13 @@ work directory, anything a child process puts in its temp dir). Child processes 
 HOME and PALS_CACHE_DIR are left alone: the vLLM environments, model files and profiling cache
 the tests reuse live there on purpose.
 
-At the end, the real paths these variables had before the session are compared with a snapshot
-taken at its start; a test that wrote there (through a path computed before the redirection, or a
+At the end, the user's real PALS paths (the state directory, the test double's former shared
+default in $TMPDIR, the default cap-channel directory) are compared with a snapshot taken at the
+start; a test that wrote there (through a path computed before the redirection, or a
 hard-coded one) fails the session with the paths it touched. A PALS run of your own, outside the
-tests, writing to those paths during the session, would trip it too: the message says so.
+tests, writing to those paths during the session, would trip it too: the message says so. The
+top level of the real $TMPDIR is not watched (other programs write there all the time); the
+redirection is what keeps the tests out of it.
 """
 
 from __future__ import annotations
@@ -36,14 +39,13 @@ def _real_paths() -> list[Path]:
         state,  # saved limits, GPU locks, the test double's default driver state
         tmp / f"pals-simulated-gpu-{uid}",  # the former shared default of the test double
         runtime,  # the default batch-cap channel's directory
-        tmp,  # top level only: new pals-* entries (e.g. `pals serve`'s work directory)
     ]
 
 
-def _snapshot(path: Path, top_level_pals_only: bool) -> dict[str, tuple[int, int]]:
+def _snapshot(path: Path) -> dict[str, tuple[int, int]]:
     if not path.exists():
         return {}
-    if top_level_pals_only or path == Path(os.environ.get("XDG_RUNTIME_DIR", "/nonexistent")):
+    if path == Path(os.environ.get("XDG_RUNTIME_DIR", "/nonexistent")):  # shared with the desktop: pals-* only
         entries = [p for p in path.iterdir() if p.name.startswith("pals-")] if path.is_dir() else []
     elif path.is_dir():
         entries = []
@@ -66,7 +68,7 @@ def _snapshot(path: Path, top_level_pals_only: bool) -> dict[str, tuple[int, int
 @pytest.fixture(scope="session", autouse=True)
 def no_writes_to_the_users_real_paths(tmp_path_factory):
     watched = _real_paths()
-    before = {str(p): _snapshot(p, p == watched[-1]) for p in watched}
+    before = {str(p): _snapshot(p) for p in watched}
     sandbox = tmp_path_factory.mktemp("session-env")
     runtime = sandbox / "run"
     runtime.mkdir(mode=0o700)
@@ -78,7 +80,7 @@ def no_writes_to_the_users_real_paths(tmp_path_factory):
         patch.setenv("TMPDIR", str(sandbox / "tmp"))
         patch.setattr(tempfile, "tempdir", str(sandbox / "tmp"))
         yield sandbox
-    after = {str(p): _snapshot(p, p == watched[-1]) for p in watched}
+    after = {str(p): _snapshot(p) for p in watched}
     touched = sorted(
         path
         for key in after
