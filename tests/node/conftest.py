@@ -56,6 +56,21 @@ def sim(a100, driver_path, clock):
 
 
 @pytest.fixture
+def kill9():
+    """Play kill -9 on a PowerLimitGuard in this process: no restore, and its locks dropped (as the
+    kernel drops a dead process's flocks); its saved entries stay behind for `pals restore`."""
+
+    def crash(guard) -> None:
+        from pals.node import exit_signals
+
+        guard._closed = True
+        exit_signals.unregister(guard._signals)
+        guard.release()
+
+    return crash
+
+
+@pytest.fixture
 def make_fake_pynvml():
     """Factory of fake pynvml modules (see `_make_fake_pynvml`)."""
     return _make_fake_pynvml

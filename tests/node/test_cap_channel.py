@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -20,7 +21,9 @@ from pals.integrations.cap_channel import (
     decode_record,
     effective_cap,
     encode_record,
+    read_record,
 )
+from pals.errors import ConfigError
 
 
 class FakeMonotonic:
@@ -219,3 +222,88 @@ def test_settled_means_running_follows_the_cap():
     assert not rec(2, 3).settled  # under it while requests wait: not yet admitted
     assert not rec(6, 0).settled  # above it: still draining
     assert not CapRecord(KIND_COMMAND, 1, 4, 0.0).settled  # a command carries no counts
+
+
+# --- the channel's directory and its temporaries (hostile local users) ---
+
+
+def test_missing_directory_is_created_private_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        writer = CapWriter(tmp_path / "pals-1234" / "pals-cap-8000")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "pals-1234").st_mode) == 0o700
+    writer.write(3)
+    assert read_record(writer.path).cap == 3
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o702, 0o1777])
+def test_a_directory_others_can_write_is_refused(tmp_path, mode):
+    shared = tmp_path / "pals-1234"
+    shared.mkdir()
+    os.chmod(shared, mode)
+    with pytest.raises(ConfigError, match=f"writable by group or others.*chmod 700 {shared}") as info:
+        CapWriter(shared / "pals-cap-8000")
+    assert "\n" not in str(info.value)
+    assert not (shared / "pals-cap-8000").exists()
+
+
+def test_a_symlinked_directory_is_refused(tmp_path):
+    real = tmp_path / "attacker"
+    real.mkdir(mode=0o700)
+    (tmp_path / "pals-1234").symlink_to(real)
+    with pytest.raises(ConfigError, match="is a symlink.*rm -r"):
+        CapWriter(tmp_path / "pals-1234" / "pals-cap-8000")
+    assert list(real.iterdir()) == []
+
+
+def test_a_file_where_the_directory_should_be_is_refused(tmp_path):
+    (tmp_path / "pals-1234").write_text("x")
+    with pytest.raises(ConfigError, match="not a directory|cannot create"):
+        CapWriter(tmp_path / "pals-1234" / "pals-cap-8000")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to another user (CI runs as root)")
+def test_a_directory_owned_by_another_user_is_refused(tmp_path):
+    theirs = tmp_path / "pals-1234"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, 65534, 65534)  # nobody
+    with pytest.raises(ConfigError, match=f"owned by uid 65534, not by you.*rm -r {theirs}"):
+        CapWriter(theirs / "pals-cap-8000")
+
+
+def test_a_planted_symlink_at_the_temporary_name_is_never_followed(tmp_path, monkeypatch):
+    import pals.integrations.cap_channel as cap_channel
+
+    channel = tmp_path / "pals-1234" / "pals-cap-8000"
+    writer = CapWriter(channel)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    names = iter(["guessed", "fresh"])
+    monkeypatch.setattr(cap_channel.secrets, "token_hex", lambda n: next(names))
+    (channel.parent / ".pals-cap-8000.guessed.tmp").symlink_to(victim)  # the attacker guessed the name
+    writer.write(5)
+    assert victim.read_text() == "precious"
+    assert read_record(channel).cap == 5
+    assert os.path.islink(channel.parent / ".pals-cap-8000.guessed.tmp")  # left as it was, not removed
+
+
+def test_a_symlink_at_the_record_path_is_replaced_not_written_through(tmp_path):
+    channel = tmp_path / "pals-1234" / "pals-cap-8000"
+    writer = CapWriter(channel)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    channel.symlink_to(victim)
+    reader = CapReader(channel, min_interval_s=0.0)
+    assert reader.poll() is None and reader.ignored_torn == 1  # a symlinked record is never read
+    writer.write(6)
+    assert victim.read_text() == "precious"
+    assert not channel.is_symlink() and read_record(channel).cap == 6
+
+
+def test_a_fifo_at_the_record_path_does_not_block_the_reader(tmp_path):
+    channel = tmp_path / "pals-cap-8000"
+    os.mkfifo(channel)
+    reader = CapReader(channel, min_interval_s=0.0)
+    assert reader.poll() is None and reader.ignored_torn == 1  # returns at once: not opened for a blocking read

@@ -94,9 +94,30 @@ def environment_checks() -> list[Check]:
     else:
         checks.append(Check("zeusd", "info", "not configured (ZEUSD_SOCK_PATH / ZEUSD_HOST_PORT unset)"))
     checks.append(Check("CUDA_VISIBLE_DEVICES", "info", os.environ.get("CUDA_VISIBLE_DEVICES", "(unset: all GPUs)")))
-    pending = default_state_path()
-    if pending.exists():
-        checks.append(Check("saved limits", "fail", f"{pending} exists: a PALS run did not restore; run `pals restore`"))
+    checks.extend(_saved_limits_checks(default_state_path()))
+    return checks
+
+
+def _saved_limits_checks(path) -> list[Check]:
+    """A saved state whose owner is gone means a run did not restore; one whose owner runs is fine."""
+    from pals.errors import ConfigError
+    from pals.node.hwstate import load_state, owner_is_live
+
+    try:
+        state = load_state(path)
+        if state is None:
+            return []
+        live = [g for g in state.gpus if owner_is_live(state, g)]
+    except ConfigError as e:
+        return [Check("saved limits", "fail", str(e))]
+    dead = [g for g in state.gpus if g not in live]
+    checks = []
+    if live:
+        pids = ", ".join(str(p) for p in sorted({g.owner.pid for g in live}))
+        checks.append(Check("saved limits", "info", f"{len(live)} GPU(s) controlled by running PALS pid {pids}"))
+    if dead:
+        checks.append(Check("saved limits", "fail", f"{len(dead)} GPU(s) in {path} were not restored by their "
+                                                    f"PALS run (pid {dead[0].owner.pid}); run `pals restore`"))
     return checks
 
 
@@ -158,18 +179,29 @@ def cap_checks(backend, index: int, state_path) -> list[Check]:
         checks.append(Check("set cap", "skip", "no permission to set power limits: PALS will run batch-only control; "
                                                "run as root, grant CAP_SYS_ADMIN, or run zeusd and set ZEUSD_SOCK_PATH"))
         return checks
-    from pals.node.hwstate import default_state_path
+    from pals.node.hwstate import default_state_path, load_state
 
     state_path = state_path or default_state_path(backend)
-    if os.path.exists(state_path):
+    uuid = backend.uuid(index)
+    try:
+        pending = load_state(state_path)
+    except ConfigError as e:
+        return checks + [Check("saved limits", "fail", str(e))]
+    entry = next((g for g in pending.gpus if g.uuid == uuid), None) if pending else None
+    if entry is not None:
         # Adopting it would restore a crashed run's limits as a side effect: leave that to the user.
-        checks.append(Check("set cap", "skip", f"saved limits already at {state_path}: run `pals restore` first"))
+        checks.append(Check("set cap", "skip", f"a saved limit for GPU {index} (pid {entry.owner.pid}) is in "
+                                               f"{state_path}: run `pals restore` first"))
         return checks
     original_w = backend.get_power_limit_w(index)
     low_w, high_w = backend.power_limit_range_w(index)
     # If the GPU already sits at the minimum, the maximum still exercises a real write.
     target_w = low_w if abs(original_w - low_w) > READBACK_TOLERANCE_W else high_w
-    guard = PowerLimitGuard(backend, state_path)
+    try:
+        # Owns only the GPU under test: another PALS process on the other GPUs is no obstacle.
+        guard = PowerLimitGuard(backend, state_path, gpu_indices=[index])
+    except ConfigError as e:  # another PALS process controls this GPU
+        return checks + [Check("set cap", "skip", str(e))]
     try:
         guard.set_power_limit_w(index, target_w)
         readback_w = backend.get_power_limit_w(index)
@@ -187,9 +219,12 @@ def cap_checks(backend, index: int, state_path) -> list[Check]:
             checks.append(Check("restore cap", "fail", str(e)))
     if not any(c.name == "restore cap" for c in checks):
         after_w = backend.get_power_limit_w(index)
-        ok = abs(after_w - original_w) <= READBACK_TOLERANCE_W and not guard.state_path.exists()
+        left = load_state(guard.state_path)
+        entry_left = left is not None and any(g.uuid == uuid for g in left.gpus)
+        ok = abs(after_w - original_w) <= READBACK_TOLERANCE_W and not entry_left
         checks.append(Check("restore cap", "pass" if ok else "fail",
-                            f"GPU {index}: back at {after_w:g} W (original {original_w:g} W), state file removed"))
+                            f"GPU {index}: back at {after_w:g} W (original {original_w:g} W), saved entry "
+                            f"{'still in ' + str(guard.state_path) if entry_left else 'removed'}"))
     return checks
 
 

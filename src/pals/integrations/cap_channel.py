@@ -3,16 +3,24 @@
 The controller (in the `pals` process) writes a command record; the vLLM
 scheduler subclass (in vLLM's engine-core process) polls it at most every
 `min_interval_s` and writes back what it applied. Both records are one small
-fixed-size binary file each, replaced atomically (`pals.core.io.atomic_write_bytes`:
-a temporary file, then `os.replace`), so a reader sees the old record or the new
-one, never a mix.
+fixed-size binary file each, replaced atomically (a temporary file, then
+`os.replace`), so a reader sees the old record or the new one, never a mix.
+
+The channel's directory is private: `prepare_channel_dir` creates it with mode
+0700, and `CapWriter` refuses (one ConfigError naming the fix) a directory that
+is a symlink, is owned by another user (root excepted), or is writable by group
+or others. Otherwise another local user could pre-create `/tmp/pals-<uid>`,
+read or forge the caps, or plant symlinks. The temporary file is created with
+O_CREAT|O_EXCL|O_NOFOLLOW under an unpredictable name, so a planted symlink is
+never followed (the write retries under a fresh name), and the rename replaces
+a symlink at the record's own path instead of writing through it.
 
 A reader still checks every record, because files can be written by hand or by
 an older writer: a record with the wrong length, magic, format or CRC-32 is
 *torn* and ignored; a record whose sequence number is not newer than the last
 one applied is *stale* and ignored. Nothing is ever applied half.
 
-Standard library and `pals.core.io` only: vLLM's engine-core process imports
+Standard library and `pals.errors` only: vLLM's engine-core process imports
 this module, and it must not pull anything heavy (or anything vLLM lacks) into
 that process.
 """
@@ -20,6 +28,8 @@ that process.
 from __future__ import annotations
 
 import os
+import secrets
+import stat
 import struct
 import threading
 import time
@@ -27,7 +37,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable
 
-from pals.core.io import atomic_write_bytes
+from pals.errors import ConfigError
 
 ENV_VAR = "PALS_CAP_CHANNEL"
 """Environment variable that names the command file; vLLM's engine process inherits it."""
@@ -108,22 +118,109 @@ def decode_record(data: bytes) -> CapRecord | None:
 
 
 _RECORD_FILE_MODE = 0o644
-"""Readable by the other end even when vLLM runs as another user than the controller."""
+"""The records are not secret; the private directory is what keeps other users out."""
+CHANNEL_DIR_MODE = 0o700
+_TEMP_NAME_ATTEMPTS = 8
+
+
+def prepare_channel_dir(channel_path: str | os.PathLike) -> str:
+    """Create the channel's directory (mode 0700; parents as usual) if missing, then check it.
+
+    Returns the directory. Raises ConfigError as `check_channel_dir`.
+    """
+    directory = os.path.dirname(os.path.abspath(os.fspath(channel_path)))
+    parent = os.path.dirname(directory)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        os.mkdir(directory, CHANNEL_DIR_MODE)  # the mode is masked by umask, never widened by it
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create the cap channel directory {directory} ({e.strerror}); "
+            "pass --cap-channel in a directory of your own"
+        ) from e
+    check_channel_dir(directory)
+    return directory
+
+
+def check_channel_dir(directory: str | os.PathLike) -> None:
+    """Refuse a channel directory another user could control.
+
+    Raises:
+        ConfigError: it is a symlink, not a directory, owned by another user (root is trusted), or
+            writable by group or others; the message names the fix.
+    """
+    directory = os.fspath(directory)
+    try:
+        info = os.lstat(directory)
+    except OSError as e:
+        raise ConfigError(f"cap channel directory {directory} is unusable ({e.strerror}); create it: mkdir -m 700 {directory}") from e
+    fix = f"remove it (rm -r {directory}) so PALS can create its own, or pass --cap-channel in a directory of your own"
+    if stat.S_ISLNK(info.st_mode):
+        raise ConfigError(f"cap channel directory {directory} is a symlink, which another user may have planted; {fix}")
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"cap channel directory {directory} is not a directory; {fix}")
+    uid = os.geteuid()
+    if info.st_uid not in (uid, 0):
+        raise ConfigError(f"cap channel directory {directory} is owned by uid {info.st_uid}, not by you (uid {uid}); {fix}")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"cap channel directory {directory} is writable by group or others (mode "
+            f"{stat.S_IMODE(info.st_mode):o}); make it private: chmod 700 {directory}"
+        )
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    # Not durable: a record matters only to the live processes at both ends, and an fsync
-    # per write would stall the scheduler step that reports.
-    atomic_write_bytes(path, data, durable=False, mode=_RECORD_FILE_MODE)
+    """Replace `path` with `data` by a rename; the temporary is O_EXCL|O_NOFOLLOW, never followed.
+
+    Not durable: a record matters only to the live processes at both ends, and an fsync per write
+    would stall the scheduler step that reports.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(_TEMP_NAME_ATTEMPTS):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
+        try:
+            fd = os.open(tmp, flags, _RECORD_FILE_MODE)
+        except FileExistsError:
+            continue  # something (perhaps a planted symlink) has that name: never touch it, pick another
+        try:
+            try:
+                os.fchmod(fd, _RECORD_FILE_MODE)  # exactly 0644 whatever the umask
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            # Interrupted or failed: the old record stays, and no stray temporary is left.
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return
+    raise FileExistsError(f"could not create a temporary file in {directory} after {_TEMP_NAME_ATTEMPTS} tries")
 
 
 def _read(path: str) -> bytes | None:
+    """The file's first bytes; b"" (a torn record) for a symlink, FIFO or other non-regular file."""
     try:
-        with open(path, "rb") as f:
-            # Read one byte more than a record, so an over-long file counts as torn.
-            return f.read(RECORD_SIZE_BYTES + 1)
+        # No following symlinks, and no blocking on a FIFO planted at the path.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError:
+        return b""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        # Read one byte more than a record, so an over-long file counts as torn.
+        return os.read(fd, RECORD_SIZE_BYTES + 1)
+    finally:
+        os.close(fd)
 
 
 def read_record(path: str) -> CapRecord | None:
@@ -136,11 +233,15 @@ class CapWriter:
     """The controller's end: writes batch-cap commands, reads what was applied.
 
     Args:
-        path: The command file. Its directory must exist.
+        path: The command file. Its directory is created (mode 0700) if missing.
+
+    Raises:
+        ConfigError: the directory is not private to this user (see `check_channel_dir`).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
+        prepare_channel_dir(self.path)
         self.applied_path = self.path + APPLIED_SUFFIX
         # Continue after any record already there, so a restarted controller's
         # first command is newer than the one the scheduler last applied.

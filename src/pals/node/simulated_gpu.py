@@ -27,7 +27,12 @@ API (besides GpuBackend):
     .set_utilisation(utilisation, index=None)   # feed load (0-1) from a workload
     .natural_power_w = callable(index, t_s) -> W  # or a full power model
     .fail_writes = PalsError | None               # inject a driver failure (tests)
-    default_driver_state_path()                   # $TMPDIR/pals-simulated-gpu-<uid>/driver-state.json
+    default_driver_state_path(num_gpus, gpu)      # ~/.local/state/pals/sim-gpu-<n>x<preset>/driver-state.json
+
+The default driver-state file is per user ($PALS_STATE_DIR, else $XDG_STATE_HOME/pals, else
+~/.local/state/pals) and per configuration (one directory per GPU count and preset), so two
+configurations never fight over one file, and nothing lands in a shared $TMPDIR. Tests pass a
+path under pytest's tmp_path.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
-import tempfile
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -45,16 +51,22 @@ from pals.core.io import atomic_write_text
 from pals.core.paper import PAPER_GPU
 from pals.errors import ConfigError, PalsError, PermissionDenied
 from pals.node.gpu_backend import NO_PERMISSION_FIX, check_index, check_limit_in_range
+from pals.node.gpu_lock import ensure_private_dir
+from pals.node.saved_limits import pals_state_dir
 from pals.sim.hardware import get_gpu
 
 DRIVER_SCHEMA = "pals-simulated-gpu-driver/1"
 DEFAULT_SIM_GPU = PAPER_GPU
+MAX_SIM_GPUS = 64
+"""More GPUs than any node has; a larger count is a typo, not a node."""
+MAX_DRIVER_STATE_BYTES = 1 << 20
+"""A driver-state file lists a few GPUs; anything larger is not one."""
 
 
-def default_driver_state_path() -> Path:
-    """Where the test double keeps its 'driver' state unless told otherwise."""
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return Path(tempfile.gettempdir()) / f"pals-simulated-gpu-{uid}" / "driver-state.json"
+def default_driver_state_path(num_gpus: int, gpu: str) -> Path:
+    """Where the test double keeps its 'driver' state unless told otherwise (per user, per configuration)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", gpu)
+    return pals_state_dir() / f"sim-gpu-{int(num_gpus)}x{safe}" / "driver-state.json"
 
 
 def _write_driver_state(path: Path, payload: dict) -> None:
@@ -92,11 +104,13 @@ class SimulatedGpuBackend:
         clock: Clock | None = None,
         settable: bool = True,
     ) -> None:
-        if num_gpus < 1:
-            raise ConfigError(f"sim_gpus must be at least 1, got {num_gpus}")
+        if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or not 1 <= num_gpus <= MAX_SIM_GPUS:
+            raise ConfigError(f"sim_gpus must be a whole number within 1-{MAX_SIM_GPUS}, got {num_gpus!r}")
         self.spec = spec
         self._num_gpus = int(num_gpus)
-        self.driver_state_path = Path(driver_state_path) if driver_state_path else default_driver_state_path()
+        self.driver_state_path = (
+            Path(driver_state_path) if driver_state_path else default_driver_state_path(num_gpus, spec.name)
+        )
         self._utilisation = [0.0] * self._num_gpus
         self.set_utilisation(utilisation)
         self.natural_power_w = natural_power_w
@@ -131,7 +145,7 @@ class SimulatedGpuBackend:
             yield
             return
         lock_path = self.driver_state_path.with_name(self.driver_state_path.name + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(lock_path.parent)
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self._lock_depth += 1
@@ -143,11 +157,19 @@ class SimulatedGpuBackend:
 
     def _read(self) -> dict:
         try:
-            data = json.loads(self.driver_state_path.read_text())
+            with open(self.driver_state_path, "rb") as handle:
+                raw = handle.read(MAX_DRIVER_STATE_BYTES + 1)
+            if len(raw) > MAX_DRIVER_STATE_BYTES:
+                raise ValueError(f"over {MAX_DRIVER_STATE_BYTES} bytes")
+            data = json.loads(raw.decode("utf-8"))
             limits = [float(g["power_limit_w"]) for g in data["gpus"]]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            if not all(math.isfinite(w) and w > 0 for w in limits):
+                raise ValueError(f"limits {limits} are not positive numbers of watts")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            detail = (getattr(e, "strerror", None) or str(e)).splitlines()[0][:200] if str(e) else type(e).__name__
             raise ConfigError(
-                f"simulated-GPU driver state {self.driver_state_path} is unreadable ({e}); delete it to start fresh"
+                f"simulated-GPU driver state {self.driver_state_path} is unreadable ({detail}); "
+                "delete it to start fresh, or pass another --sim-state path"
             ) from e
         if data.get("schema") != DRIVER_SCHEMA or len(limits) != self._num_gpus or data.get("gpu") != self.spec.name:
             raise ConfigError(
