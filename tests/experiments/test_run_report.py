@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import struct
 
 import numpy as np
@@ -121,9 +122,28 @@ def test_bad_input_gets_one_clear_line(run_dir, tmp_path, capsys):
     first_only = tmp_path / "first.jsonl"
     first_only.write_text((run_dir / "decisions.jsonl").read_text().splitlines()[0] + "\n")
     assert "no measured interval" in _error_line(capsys, ["report", str(first_only)])
+    lines = (run_dir / "decisions.jsonl").read_text().splitlines()
+    wrong = json.loads(lines[3])
+    wrong["sample"]["throughput_tps"] = "fast"
+    typed = tmp_path / "typed.jsonl"
+    typed.write_text("\n".join(lines[:3] + [json.dumps(wrong)]) + "\n")
+    assert "not a number" in _error_line(capsys, ["report", str(typed)])
     blocked = tmp_path / "file"
     blocked.write_text("")
     assert "cannot write" in _error_line(capsys, ["report", str(run_dir), "--out", str(blocked / "r.png")])
+
+
+def test_a_null_reading_is_a_gap_not_a_crash(run_dir, tmp_path):
+    # The log writes NaN as null: such an interval is left out of the sums and drawn as a gap.
+    lines = (run_dir / "decisions.jsonl").read_text().splitlines()
+    gap = json.loads(lines[5])
+    gap["sample"]["node_power_w"] = None
+    (tmp_path / "decisions.jsonl").write_text("\n".join(lines[:5] + [json.dumps(gap)] + lines[6:]) + "\n")
+    series = load_run(tmp_path)
+    assert np.isnan(series.node_power_w[4]) and np.isfinite(np.delete(series.node_power_w, 4)).all()
+    totals = series.totals()
+    assert math.isfinite(totals["tokens_per_joule"]) and totals["tokens_per_joule"] > 0
+    assert main(["report", str(tmp_path)]) == 0
 
 
 def test_bin_means_and_token_windows():

@@ -13,6 +13,7 @@ Latency (TTFT/TPOT p50/p99) is read from the optional sample keys `ttft_p50_s`, 
 from __future__ import annotations
 
 import gzip
+from array import array
 import json
 import math
 import re
@@ -76,14 +77,16 @@ class RunSeries:
 
     @property
     def duration_s(self) -> float:
-        return float(self.interval_s.sum())
+        return float(np.nansum(self.interval_s))
 
     def totals(self) -> dict[str, float]:
         """Run-wide figures: tokens, node energy (J), tokens/J, mean power (W), QoS violation share,
         configuration changes."""
-        tokens = float(np.sum(self.throughput_tps * self.interval_s))
-        energy_j = float(np.sum(self.node_power_w * self.interval_s))
-        duration = self.duration_s
+        # Intervals whose throughput or power the log lacks (null) count in neither sum.
+        known = np.isfinite(self.throughput_tps) & np.isfinite(self.node_power_w) & np.isfinite(self.interval_s)
+        tokens = float(np.sum((self.throughput_tps * self.interval_s)[known]))
+        energy_j = float(np.sum((self.node_power_w * self.interval_s)[known]))
+        duration = float(np.sum(self.interval_s[known]))
         return {
             "tokens": tokens,
             "node_energy_j": energy_j,
@@ -135,13 +138,13 @@ def _lines(path: Path) -> Iterator[tuple[int, str, bool]]:
         raise ConfigError(f"cannot read {path} ({error}); is it a PALS decision log?") from None
 
 
-def read_lines(log: Path) -> list[tuple[IntervalRecord, dict[str, Any]]]:
-    """Every record of `log` and its history, with the JSON it came from.
+def iter_records(log: Path) -> Iterator[tuple[IntervalRecord, dict[str, Any]]]:
+    """Every record of `log` and its history, oldest first, with the JSON it came from (streamed:
+    a week of 500 ms intervals is over a million lines).
 
     A last line without its newline that does not parse (a write cut by a crash) is skipped with a
     note on stderr; any other bad line is an error naming the file and line.
     """
-    out: list[tuple[IntervalRecord, dict[str, Any]]] = []
     for path in _history(log):
         for number, text, complete in _lines(path):
             try:
@@ -152,62 +155,83 @@ def read_lines(log: Path) -> list[tuple[IntervalRecord, dict[str, Any]]]:
                     continue
                 raise ConfigError(f"{path}:{number}: not a JSON line ({error.msg}); is this a PALS decision log?") from None
             try:
-                out.append((IntervalRecord.from_json(data), data))
+                record = IntervalRecord.from_json(data)
             except ConfigError as error:
                 raise ConfigError(f"{path}:{number}: {error}") from None
             except (TypeError, ValueError, KeyError, AttributeError) as error:
                 raise ConfigError(f"{path}:{number}: not a PALS decision record ({error})") from None
-    return out
+            yield record, data
 
 
 def _number(value: Any) -> float:
+    """A logged number as a float; the log writes NaN as null."""
     return math.nan if value is None else float(value)
+
+
+_ROWS = ("t_s", "interval_s", "node_power_w", "gpu_power_w", "node_budget_w", "gpu_budget_w", "throughput_tps",
+         "window_throughput_tps", "target_tps", "power_cap_w", "batch_cap", "qos_violation", "config_changed")
+
+
+def _append(rows: dict[str, array], latency: dict[str, array], record: IntervalRecord, data: dict[str, Any],
+            offset_s: float) -> None:
+    """One measured interval's values onto the row arrays (NaN where the log has null)."""
+    sample, budget, measured, target = record.sample, record.budget, record.measured, record.target
+    budget_w = _number(budget.budget_w) if budget is not None else math.nan
+    values = {
+        "t_s": offset_s + _number(record.t_s),
+        "interval_s": _number(record.interval_s),
+        "node_power_w": _number(sample.node_power_w),
+        "gpu_power_w": _number(sample.gpu_power_w),
+        "node_budget_w": budget_w if budget is not None and budget.kind == "node" else math.nan,
+        "gpu_budget_w": budget_w if budget is not None and budget.kind == "gpu" else math.nan,
+        "throughput_tps": _number(sample.throughput_tps),
+        "window_throughput_tps": _number(measured.window_throughput_tps) if measured else math.nan,
+        "target_tps": _number(target.target_tps) if target is not None else math.nan,
+        "power_cap_w": _number(sample.power_cap_w),
+        "batch_cap": _number(sample.batch_cap),
+        "qos_violation": float(bool(record.qos_violation)),
+        "config_changed": float(bool(record.config_changed)),
+    }
+    raw_sample = data.get("sample") or {}
+    lat = {key: _number(raw_sample.get(key)) for key in LATENCY_KEYS}
+    # Appended only once every value converted, so the arrays stay the same length.
+    for key, value in values.items():
+        rows[key].append(value)
+    for key, value in lat.items():
+        latency[key].append(value)
 
 
 def load_run(run_dir: str | Path) -> RunSeries:
     """The time series of the run in `run_dir` (see the module docstring)."""
     log = find_log(run_dir)
-    lines = read_lines(log)
-    if not lines:
-        raise ConfigError(f"{log} is empty: the run wrote no control interval")
-    rows: dict[str, list[float]] = {k: [] for k in (
-        "t_s", "interval_s", "node_power_w", "gpu_power_w", "node_budget_w", "gpu_budget_w", "throughput_tps",
-        "window_throughput_tps", "target_tps", "power_cap_w", "batch_cap", "qos_violation", "config_changed")}
-    latency: dict[str, list[float]] = {k: [] for k in LATENCY_KEYS}
+    # Compact float arrays, not lists of objects: a week-long log has over a million intervals.
+    rows: dict[str, array] = {k: array("d") for k in _ROWS}
+    latency: dict[str, array] = {k: array("d") for k in LATENCY_KEYS}
     restarts: list[float] = []
     offset_s = 0.0
     last_t_s = None
-    for record, data in lines:
-        if last_t_s is not None and (record.interval == 0 or record.t_s < last_t_s):
-            offset_s = rows["t_s"][-1] if rows["t_s"] else offset_s
-            restarts.append(offset_s)
-        last_t_s = record.t_s
-        if record.sample is None:
-            continue
-        sample, budget = record.sample, record.budget
-        measured = record.measured
-        rows["t_s"].append(offset_s + record.t_s)
-        rows["interval_s"].append(record.interval_s)
-        rows["node_power_w"].append(sample.node_power_w)
-        rows["gpu_power_w"].append(sample.gpu_power_w)
-        budget_w = _number(budget.budget_w) if budget is not None else math.nan
-        rows["node_budget_w"].append(budget_w if budget is not None and budget.kind == "node" else math.nan)
-        rows["gpu_budget_w"].append(budget_w if budget is not None and budget.kind == "gpu" else math.nan)
-        rows["throughput_tps"].append(sample.throughput_tps)
-        rows["window_throughput_tps"].append(measured.window_throughput_tps if measured else math.nan)
-        rows["target_tps"].append(record.target.target_tps if record.target is not None else math.nan)
-        rows["power_cap_w"].append(sample.power_cap_w)
-        rows["batch_cap"].append(sample.batch_cap)
-        rows["qos_violation"].append(record.qos_violation)
-        rows["config_changed"].append(record.config_changed)
-        raw_sample = data.get("sample") or {}
-        for key in LATENCY_KEYS:
-            latency[key].append(_number(raw_sample.get(key)))
+    policy = None
+    for record, data in iter_records(log):
+        policy = record.policy
+        try:
+            if last_t_s is not None and (record.interval == 0 or record.t_s < last_t_s):
+                # A restarted controller's run: continue the time axis where the last one ended.
+                offset_s = rows["t_s"][-1] if rows["t_s"] else offset_s
+                restarts.append(offset_s)
+            last_t_s = record.t_s
+            if record.sample is not None:
+                _append(rows, latency, record, data, offset_s)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{log}: interval {record.interval}: a value is not a number ({error}); "
+                              "is this a PALS decision log?") from None
+    if policy is None:
+        raise ConfigError(f"{log} is empty: the run wrote no control interval")
     if not rows["t_s"]:
         raise ConfigError(f"{log} has no measured interval yet (only the first line of a run); let the run go longer")
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in rows.items()}
     for flag in ("qos_violation", "config_changed"):
         arrays[flag] = arrays[flag].astype(bool)
-    present = {k: np.asarray(v, dtype=np.float64) for k, v in latency.items() if not all(math.isnan(x) for x in v)}
-    return RunSeries(source=log, policy=lines[-1][0].policy, latency_s=present,
+    present = {k: values for k, values in ((k, np.asarray(v, dtype=np.float64)) for k, v in latency.items())
+               if np.isfinite(values).any()}
+    return RunSeries(source=log, policy=policy, latency_s=present,
                      restarts_s=[t for t in restarts if t > 0], **arrays)
