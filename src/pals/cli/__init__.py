@@ -27,6 +27,7 @@ SUBCOMMANDS = (
     "experiment",
     "coordinate",
     "serve",
+    "report",
     "doctor",
     "restore",
 )
