@@ -131,3 +131,13 @@ def test_shipped_points_load_and_estimate():
     models = StepModels(A100, A100.physics)
     for point in a100[:10]:
         assert estimate(point, models).throughput_tps > 0
+
+
+def test_nothing_to_fit_is_an_error():
+    points = read_points(_simulated_profile_cached())
+    with pytest.raises(ConfigError, match="nothing to fit"):
+        fit_physics(points, A100, free=[], folds=0)
+    with pytest.raises(ConfigError, match="cannot fit 'tdp_w'"):
+        fit_physics(points, A100, free=["tdp_w"], folds=0)
+    with pytest.raises(ConfigError, match="points of A100-SXM4-80GB given to a fit of H100-SXM"):
+        fit_physics(points, get_gpu("H100-SXM"), folds=0)

@@ -198,6 +198,8 @@ class Fitter:
         own_everywhere = {n for n in FIT_PARAMETERS if sources and all(n in per_engine.get(s, ()) for s in sources)}
         entries += [(None, n) for n in dict.fromkeys(free) if n not in own_everywhere]
         entries += [(s, n) for s in sources for n in per_engine.get(s, ())]
+        if not entries:
+            raise ConfigError("nothing to fit: give --free and/or --per-engine parameters")
         specs = [FIT_PARAMETERS[n] for _, n in entries]
         centre = np.array([math.log(_gpu_value(gpu, self.base, n)) if FIT_PARAMETERS[n].log
                            else _gpu_value(gpu, self.base, n) for _, n in entries])
