@@ -53,13 +53,19 @@ def zeus_band(frac: float) -> tuple[float, float] | None:
 
 @pytest.mark.parametrize("name", ["Llama-2-7B", "Mixtral-8x7B", "Qwen1.5-MoE-A2.7B", "OLMoE-1B-7B"])
 @pytest.mark.parametrize("batch", [1, 4, 8])
-def test_small_batch_decode_barely_feels_half_tdp_cap(name, batch):
-    """Splitwise / Illusion of Power Capping: decode is memory-bound and draws far below TDP."""
+def test_small_batch_decode_draws_what_serving_measurements_show(name, batch):
+    """Recalibration (docs/calibration.md §14): decode at full clock draws 0.4-0.9 TDP on an A100, as Splitwise's
+    A100 decode (0.44-0.79 TDP, falling with TP) and vLLM serving (0.73-0.91) do, not the 0.2-0.45 of the old target."""
     m = model(name, tp=4 if LLM_PRESETS[name].is_moe else 1)
     full = m.cost(decode(batch), A100.tdp_w)
+    assert 0.38 * A100.tdp_w < full.gpu_power_w < 0.9 * A100.tdp_w
+    # A cap at or above the natural draw costs nothing.
+    assert m.cost(decode(batch), full.gpu_power_w + 1.0).time_s == pytest.approx(full.time_s)
+    # A half-TDP cap binds on the dense model's decode (it draws 0.8 TDP) and slows it, but by less than the
+    # power cut (Samsi et al.: -13 to -18 % at 0.5 TDP for a decode job drawing >= 0.83 TDP; ours is steeper).
     half = m.cost(decode(batch), A100.tdp_w / 2)
-    assert full.time_s / half.time_s > 0.95
-    assert full.gpu_power_w < 0.45 * A100.tdp_w  # calibration target (b), docs/calibration.md §6 (disputed for serving, §1)
+    assert half.gpu_power_w <= A100.tdp_w / 2 + 1e-9
+    assert 0.6 < full.time_s / half.time_s <= 1.0
 
 
 @pytest.mark.parametrize("name, tp", [("Llama-2-7B", 1), ("Mixtral-8x7B", 4), ("Phi-3.5-MoE", 2)])
@@ -82,10 +88,11 @@ def test_large_prefill_follows_zeus_compute_bound_table(name, tp):
 @pytest.mark.parametrize("shape", [decode(1), decode(64), PREFILL_4K, StepShape(32, 32 * 700, 2016, 2016 * 900)])
 def test_power_never_exceeds_the_cap_and_caps_above_natural_draw_change_nothing(shape):
     m = model("Mixtral-8x7B", 4)
-    natural = m.cost(shape, A100.power_limit_max_w)
-    assert not natural.cap_binding
-    above = m.cost(shape, min(A100.power_limit_max_w, natural.gpu_power_w + 1.0))
-    assert above == natural
+    natural = m.cost_at_clock(shape, A100.max_sm_clock_mhz)  # the uncapped draw (a prefill's exceeds TDP)
+    if natural.gpu_power_w < A100.power_limit_max_w:
+        above = m.cost(shape, natural.gpu_power_w + 1.0)
+        assert not above.cap_binding
+        assert (above.time_s, above.gpu_power_w) == pytest.approx((natural.time_s, natural.gpu_power_w))
     for cap in range(100, 401, 13):
         cost = m.cost(shape, float(cap))
         assert cost.gpu_power_w <= cap + 1e-9
@@ -93,17 +100,23 @@ def test_power_never_exceeds_the_cap_and_caps_above_natural_draw_change_nothing(
         if cost.cap_binding and not cost.throttled:
             assert cost.sm_clock_mhz < A100.max_sm_clock_mhz
             assert cost.time_s >= natural.time_s
+            assert cost.gpu_power_w == pytest.approx(cap, abs=0.5)  # the limiter holds the cap
 
 
-def test_cap_picks_the_highest_clock_that_fits():
+def test_a_binding_cap_mixes_the_two_clocks_around_it():
     m = model("Llama-2-7B")
     shape = StepShape(16, 16 * 900, 1000, 1000 * 500)
     cap = 230.0
     chosen = m.cost(shape, cap)
     grid = m.clock_grid_mhz
-    assert m.cost_at_clock(shape, chosen.sm_clock_mhz).gpu_power_w <= cap
-    next_up = grid[grid.index(chosen.sm_clock_mhz) + 1]
-    assert m.cost_at_clock(shape, next_up).gpu_power_w > cap
+    below = max(c for c in grid if m.cost_at_clock(shape, c).gpu_power_w <= cap)
+    above = grid[grid.index(below) + 1]
+    assert m.cost_at_clock(shape, above).gpu_power_w > cap
+    assert below <= chosen.sm_clock_mhz <= above
+    assert m.cost_at_clock(shape, above).time_s <= chosen.time_s <= m.cost_at_clock(shape, below).time_s
+    assert chosen.gpu_power_w == pytest.approx(cap, abs=0.25)
+    # Continuous in the cap (a fit needs it): a slightly higher cap is slightly faster, never slower.
+    assert m.cost(shape, cap + 0.5).time_s < chosen.time_s
 
 
 def test_power_rises_and_time_falls_with_clock():
@@ -235,7 +248,7 @@ def test_quantized_memo_stays_within_one_percent_of_exact():
     for shape in (StepShape(64, 70_001, 0, 0), StepShape(7, 9_999, 1_777, 1_777 * 613)):
         exact = m._eval(m._work(shape.decode_seqs, shape.decode_context_tokens, shape.prefill_tokens,
                                 shape.prefill_context_tokens), m._grid[-1])
-        cached = m.cost(shape, 400)
+        cached = m.cost_at_clock(shape, A100.max_sm_clock_mhz)
         assert math.isclose(cached.time_s, exact[0], rel_tol=0.01)
         assert math.isclose(cached.gpu_power_w, exact[1], rel_tol=0.01)
 

@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     "sweep",
     "profile",
     "fit",
+    "calibrate",
     "run",
     "experiment",
     "coordinate",

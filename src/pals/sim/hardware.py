@@ -1,20 +1,35 @@
-"""GPU presets for the simulator.
+"""GPU presets for the simulator, as data: one JSON file per GPU.
 
-Every constant names its source; docs/calibration.md §3 has the full citations.
-Tags: [P] primary (vendor sheet, nvidia-smi dump, raw data file); [Q] a quote
-from a paper not yet checked against the PDF; [S] secondary (blog, summary);
-[D] derived by us from cited data; "assumption" where nothing was found.
+The built-in presets are `pals/data/gpus/*.json`; each field carries its source in the file's
+`sources` block (tags: [P] primary, [Q] quote not checked against the paper, [S] secondary, [D] derived
+by us, "assumption"), and docs/calibration.md §3 has the full citations. A user adds a GPU without code:
+drop `NAME.json` (same format) into a directory named by `PALS_GPU_PRESETS_DIR` (several directories
+separated by `os.pathsep`; a user file of the same name replaces a built-in one), or pass the file's
+path wherever a GPU name is taken. Every file is validated on load, with one error line that names
+the file, the field and the fix.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
 from pals.errors import ConfigError
+from pals.sim.physics import PhysicsParams, physics_from_mapping
 
 _MIB = 1024**2
 _GB = 1e9
 _TF = 1e12
+
+PRESETS_DIR_ENV = "PALS_GPU_PRESETS_DIR"
+"""Environment variable: directories (os.pathsep-separated) of extra GPU preset files."""
+GPU_FORMAT = "pals-gpu"
+GPU_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -22,6 +37,7 @@ class GpuSpec:
     """Constants of one GPU model. Units are in the field names (W, MHz, bytes, s)."""
 
     name: str
+    """Preset name (what `--gpu` takes)."""
     peak_bf16_flops: float
     """Dense BF16 tensor-core peak. Units: FLOP/s."""
     hbm_bandwidth_bytes_per_s: float
@@ -31,6 +47,7 @@ class GpuSpec:
     link_bandwidth_bytes_per_s: float
     """GPU-to-GPU link, total of both directions (NVLink, or PCIe without it). Units: B/s."""
     nvlink: bool
+    """Whether GPUs of a node talk over NVLink (else PCIe)."""
     tdp_w: float
     """Default power limit. Units: W."""
     power_limit_min_w: float
@@ -38,12 +55,13 @@ class GpuSpec:
     power_limit_max_w: float
     """Highest limit NVML accepts. Units: W."""
     max_sm_clock_mhz: float
+    """Highest SM clock. Units: MHz."""
     min_sm_clock_mhz: float
-    """Lowest supported SM clock (the clock grid's floor; not verified, see sources)."""
+    """Lowest supported SM clock (the clock grid's floor; not verified, see sources). Units: MHz."""
     idle_bare_w: float
     """Idle draw with no CUDA context (deep idle). Units: W."""
     idle_context_w: float
-    """Idle draw with the serving engine's context and weights loaded. Units: W."""
+    """Idle draw with the serving engine's context and weights loaded (between steps). Units: W."""
     eta_compute: float
     """Achieved share of peak FLOP/s in large GEMMs (roofline compute efficiency)."""
     eta_memory: float
@@ -53,7 +71,17 @@ class GpuSpec:
     allreduce_busbw_bytes_per_s: dict[int, float] = field(hash=False)
     """Large-message all-reduce bus bandwidth by group size (2, 4, 8 GPUs). Units: B/s."""
     sm_clock_step_mhz: float = 15.0
-    """Spacing of the supported SM clocks (assumption: `nvidia-smi -q -d SUPPORTED_CLOCKS` not read)."""
+    """Spacing of the supported SM clocks (assumption: `nvidia-smi -q -d SUPPORTED_CLOCKS` not read). Units: MHz."""
+    vllm_max_num_batched_tokens: int = 2048
+    """vLLM's default per-step token budget on this GPU (`vllm serve`, chunked prefill)."""
+    vllm_max_num_seqs: int = 256
+    """vLLM's default max_num_seqs on this GPU: the largest batch cap a default deployment allows."""
+    batch_grid_max: int = 64
+    """Largest batch cap of the default profiling grid (`pals.sim.steady.default_batch_grid`)."""
+    physics: PhysicsParams = field(default_factory=PhysicsParams, hash=False)
+    """The step model's tunables for this GPU (the preset's `physics` block over `PhysicsParams()`)."""
+    sources: dict[str, str] = field(default_factory=dict, hash=False, compare=False, repr=False)
+    """Field -> where its value comes from (tagged), as the preset file states it."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_sm_clock_mhz < self.max_sm_clock_mhz:
@@ -67,6 +95,12 @@ class GpuSpec:
                 raise ConfigError(f"{self.name}: {eta_name} must be in (0, 1], got {getattr(self, eta_name)}")
         if not self.allreduce_busbw_bytes_per_s:
             raise ConfigError(f"{self.name}: allreduce_busbw_bytes_per_s needs at least one group size")
+        if self.vllm_max_num_batched_tokens < self.vllm_max_num_seqs:
+            raise ConfigError(f"{self.name}: vllm_max_num_batched_tokens must be >= vllm_max_num_seqs, as vLLM requires")
+        if not 1 <= self.batch_grid_max <= self.vllm_max_num_seqs:
+            raise ConfigError(f"{self.name}: batch_grid_max must be in 1..vllm_max_num_seqs")
+        if self.physics.busy_floor_frac_tdp * self.tdp_w < self.idle_bare_w:
+            raise ConfigError(f"{self.name}: physics busy_floor_frac_tdp x tdp_w must be at least idle_bare_w")
 
     def allreduce_busbw(self, num_gpus: int) -> float:
         """Bus bandwidth of an all-reduce over `num_gpus` GPUs: the measured value of the
@@ -89,123 +123,169 @@ class GpuSpec:
         return grid
 
 
-# A100 efficiencies: the tuned set of docs/calibration.md §7 (eta_c 0.65: Vidur prefill layers reach 68-72 %,
-# cuBLASLt 82 %; eta_m 0.83: STREAM triad 1.70 of 2.04 TB/s) [P -> D]. 0.70-0.80 / 0.75 also pass its checks.
-# A100 all-reduce: vidur data/profiling/network/a100_dgx/all_reduce.csv, small messages 20-60 us,
-# large-message busbw 172 / 190 / 198 GB/s for 2 / 4 / 8 GPUs [D]; latency 60 us is the tuned value.
-_A100_ALLREDUCE = {2: 172 * _GB, 4: 190 * _GB, 8: 198 * _GB}
-# H100 all-reduce: vidur h100_dgx all_reduce.csv: 30-40 us, busbw 290 / 340 / 379 GB/s [D].
-_H100_ALLREDUCE = {2: 290 * _GB, 4: 340 * _GB, 8: 379 * _GB}
+# ------------------------------------------------------------------ preset files
 
-GPU_PRESETS: dict[str, GpuSpec] = {
-    "A100-SXM4-40GB": GpuSpec(
-        name="A100-SXM4-40GB",
-        peak_bf16_flops=312 * _TF,  # NVIDIA A100 datasheet r4 [P]
-        hbm_bandwidth_bytes_per_s=1555 * _GB,  # HBM2, datasheet [P]
-        memory_bytes=40960 * _MIB,  # nvidia-smi -q, NVIDIA/nvidia-docker#1648 [P]
-        link_bandwidth_bytes_per_s=600 * _GB,  # NVLink3, 12 links (fudzilla 50832) [S]
-        nvlink=True,
-        tdp_w=400.0,  # datasheet; PALS section 3.1 [P]
-        power_limit_min_w=100.0,  # nvidia-smi -q Min Power Limit, nvidia-docker#1648 [P]
-        power_limit_max_w=400.0,  # same dump [P]
-        max_sm_clock_mhz=1410.0,  # same dump [P]
-        min_sm_clock_mhz=210.0,  # assumption: supported-clocks table not read
-        idle_bare_w=53.7,  # Vadari arXiv 2605.23918 [Q]
-        idle_context_w=60.0,  # vLLM loaded: 59-62 W (chuyishang/inference-energy) [S]; tuned set
-        eta_compute=0.65,
-        eta_memory=0.83,
-        allreduce_latency_s=60e-6,
-        allreduce_busbw_bytes_per_s=_A100_ALLREDUCE,
-    ),
-    "A100-SXM4-80GB": GpuSpec(
-        name="A100-SXM4-80GB",
-        peak_bf16_flops=312 * _TF,  # datasheet r4 [P]
-        hbm_bandwidth_bytes_per_s=2039 * _GB,  # HBM2e, datasheet [P]
-        memory_bytes=81920 * _MIB,  # nvidia-smi -q, NVIDIA/DCGM#152 [P]
-        link_bandwidth_bytes_per_s=600 * _GB,  # NVLink3 [S]
-        nvlink=True,
-        tdp_w=400.0,  # [P]
-        power_limit_min_w=100.0,  # DCGM#152 [P]
-        power_limit_max_w=400.0,  # DCGM#152 [P]
-        max_sm_clock_mhz=1410.0,  # DCGM#152 [P]
-        min_sm_clock_mhz=210.0,  # assumption
-        idle_bare_w=53.7,  # Vadari [Q] (measured on an A100; variant not stated)
-        idle_context_w=60.0,  # vLLM loaded 59-62 W [S]; tuned set
-        eta_compute=0.65,
-        eta_memory=0.83,
-        allreduce_latency_s=60e-6,
-        allreduce_busbw_bytes_per_s=_A100_ALLREDUCE,
-    ),
-    "H100-SXM": GpuSpec(
-        name="H100-SXM",
-        peak_bf16_flops=989.4 * _TF,  # glennklockwood.com/garden/processors/h100 (dense) [S]
-        hbm_bandwidth_bytes_per_s=3350 * _GB,  # HBM3 [S]
-        memory_bytes=81559 * _MIB,  # H100 80GB as nvidia-smi reports it [S]
-        link_bandwidth_bytes_per_s=900 * _GB,  # NVLink4 [S]
-        nvlink=True,
-        tdp_w=700.0,  # [P]
-        power_limit_min_w=200.0,  # Hopper SXM nvidia-smi -q dump (H800, same board) [P]
-        power_limit_max_w=700.0,  # same dump [P]
-        max_sm_clock_mhz=1980.0,  # same dump [P]
-        min_sm_clock_mhz=345.0,  # lowest clock seen in that dump (idle); assumption as the floor
-        idle_bare_w=71.8,  # Vadari [Q]
-        idle_context_w=121.7,  # Vadari, CUDA context pins the clock [Q]
-        eta_compute=0.74,  # vidur h100 prefill-sized layers 74-78 % [D]
-        eta_memory=0.80,  # vidur h100 decode-sized layers 75-80 % [D]
-        allreduce_latency_s=35e-6,  # vidur h100_dgx 30-40 us [D]
-        allreduce_busbw_bytes_per_s=_H100_ALLREDUCE,
-    ),
-    "H200": GpuSpec(
-        name="H200",
-        peak_bf16_flops=989 * _TF,  # same GH100 die; aiwiki nvidia_h200 (1,979 TF is sparse) [S]
-        hbm_bandwidth_bytes_per_s=4800 * _GB,  # HBM3e [S]
-        memory_bytes=143771 * _MIB,  # H200 141GB as nvidia-smi reports it [S]
-        link_bandwidth_bytes_per_s=900 * _GB,  # NVLink4 [S]
-        nvlink=True,
-        tdp_w=700.0,  # [S]
-        power_limit_min_w=200.0,  # probably as H100, not checked (assumption)
-        power_limit_max_w=700.0,  # [S]
-        max_sm_clock_mhz=1980.0,  # ~1980 MHz [S]
-        min_sm_clock_mhz=345.0,  # assumption, as H100
-        idle_bare_w=80.3,  # [S]
-        idle_context_w=121.7,  # assumption: H100's context idle (same die)
-        eta_compute=0.74,  # as H100 [D]
-        eta_memory=0.86,  # STREAM 4.15 of 4.8 TB/s, Azure ND_H200_v5_results.md [P]
-        allreduce_latency_s=35e-6,  # as H100 [D]
-        # Same NVLink4 fabric as H100 (vidur [D]); Azure's 480 GB/s (8 GPUs, 8 GB message) [P] is an upper bound.
-        allreduce_busbw_bytes_per_s=_H100_ALLREDUCE,
-    ),
-    "L40S": GpuSpec(
-        name="L40S",
-        peak_bf16_flops=362 * _TF,  # NVIDIA datasheet table (mullet.se 355414), dense [S]
-        hbm_bandwidth_bytes_per_s=864 * _GB,  # GDDR6 [S]
-        memory_bytes=46068 * _MIB,  # 48 GB board as nvidia-smi reports it [S]
-        link_bandwidth_bytes_per_s=64 * _GB,  # PCIe Gen4 x16, both directions; no NVLink [S]
-        nvlink=False,
-        tdp_w=350.0,  # [S]
-        power_limit_min_w=150.0,  # not known; 100-150 W floors seen on 350 W Ada boards (assumption)
-        power_limit_max_w=350.0,  # [S]
-        max_sm_clock_mhz=2520.0,  # boost [S]
-        min_sm_clock_mhz=210.0,  # assumption
-        idle_bare_w=35.6,  # Vadari [Q]
-        idle_context_w=102.1,  # Vadari [Q]
-        eta_compute=0.65,  # assumption: as A100
-        eta_memory=0.80,  # assumption
-        allreduce_latency_s=50e-6,  # assumption (PCIe, no NVLink)
-        # assumption: ~1/3 of the 64 GB/s PCIe total survives as all-reduce bus bandwidth.
-        allreduce_busbw_bytes_per_s={2: 22 * _GB, 4: 20 * _GB, 8: 18 * _GB},
-    ),
+# JSON key -> (GpuSpec field, scale to SI, kind). Keys carry their units; the spec holds SI values.
+_KEYS: dict[str, tuple[str, float, str]] = {
+    "peak_bf16_tflops": ("peak_bf16_flops", _TF, "positive"),
+    "hbm_bandwidth_gb_per_s": ("hbm_bandwidth_bytes_per_s", _GB, "positive"),
+    "memory_mib": ("memory_bytes", _MIB, "positive"),
+    "link_bandwidth_gb_per_s": ("link_bandwidth_bytes_per_s", _GB, "positive"),
+    "nvlink": ("nvlink", 1.0, "bool"),
+    "tdp_w": ("tdp_w", 1.0, "positive"),
+    "power_limit_min_w": ("power_limit_min_w", 1.0, "positive"),
+    "power_limit_max_w": ("power_limit_max_w", 1.0, "positive"),
+    "max_sm_clock_mhz": ("max_sm_clock_mhz", 1.0, "positive"),
+    "min_sm_clock_mhz": ("min_sm_clock_mhz", 1.0, "positive"),
+    "sm_clock_step_mhz": ("sm_clock_step_mhz", 1.0, "positive"),
+    "idle_bare_w": ("idle_bare_w", 1.0, "positive"),
+    "idle_context_w": ("idle_context_w", 1.0, "positive"),
+    "eta_compute": ("eta_compute", 1.0, "positive"),
+    "eta_memory": ("eta_memory", 1.0, "positive"),
+    "allreduce_latency_us": ("allreduce_latency_s", 1e-6, "nonnegative"),
+    "vllm_max_num_batched_tokens": ("vllm_max_num_batched_tokens", 1.0, "int"),
+    "vllm_max_num_seqs": ("vllm_max_num_seqs", 1.0, "int"),
+    "batch_grid_max": ("batch_grid_max", 1.0, "int"),
 }
+_OPTIONAL = {"sm_clock_step_mhz": 15.0, "vllm_max_num_batched_tokens": 2048, "vllm_max_num_seqs": 256,
+             "batch_grid_max": 64}
+_OTHER_KEYS = {"format", "version", "name", "description", "allreduce_busbw_gb_per_s", "physics", "sources"}
+
+
+def _number(file: Path, key: str, value: Any, kind: str) -> Any:
+    fix = f"fix \"{key}\" in {file}"
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"GPU preset {file}: \"{key}\" must be true or false, got {value!r}; {fix}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"GPU preset {file}: \"{key}\" must be a number, got {value!r}; {fix}")
+    if kind == "int" and (value != int(value) or value < 1):
+        raise ConfigError(f"GPU preset {file}: \"{key}\" must be a positive integer, got {value!r}; {fix}")
+    if (kind == "positive" and value <= 0) or value < 0:
+        raise ConfigError(f"GPU preset {file}: \"{key}\" must be positive, got {value!r}; {fix}")
+    return int(value) if kind == "int" else float(value)
+
+
+def gpu_from_dict(data: Any, file: Path | str = "<GPU preset>") -> GpuSpec:
+    """Build a `GpuSpec` from a preset file's JSON object.
+
+    Raises:
+        ConfigError: one line naming the file, the field and the fix.
+    """
+    file = Path(file)
+    if not isinstance(data, dict):
+        raise ConfigError(f"GPU preset {file}: expected a JSON object at the top level")
+    if data.get("format") != GPU_FORMAT or data.get("version") != GPU_VERSION:
+        raise ConfigError(f"GPU preset {file}: needs \"format\": \"{GPU_FORMAT}\" and \"version\": {GPU_VERSION}; "
+                          "copy the layout of a built-in preset (pals/data/gpus/*.json)")
+    unknown = sorted(set(data) - set(_KEYS) - _OTHER_KEYS)
+    if unknown:
+        raise ConfigError(f"GPU preset {file}: unknown field(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(set(_KEYS) | _OTHER_KEYS))}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"GPU preset {file}: \"name\" must be a non-empty string (what --gpu takes)")
+    values: dict[str, Any] = {"name": name.strip()}
+    for key, (attr, scale, kind) in _KEYS.items():
+        if key not in data:
+            if key in _OPTIONAL:
+                values[attr] = _OPTIONAL[key]
+                continue
+            raise ConfigError(f"GPU preset {file}: missing \"{key}\"; add it (units are in the name)")
+        number = _number(file, key, data[key], kind)
+        values[attr] = number * scale if kind not in ("bool", "int") else number
+    busbw = data.get("allreduce_busbw_gb_per_s")
+    if not isinstance(busbw, dict) or not busbw:
+        raise ConfigError(f"GPU preset {file}: \"allreduce_busbw_gb_per_s\" must map group sizes to GB/s, "
+                          "e.g. {\"2\": 172, \"4\": 190, \"8\": 198}")
+    table: dict[int, float] = {}
+    for size, value in busbw.items():
+        if not str(size).isdigit() or int(size) < 2:
+            raise ConfigError(f"GPU preset {file}: allreduce_busbw_gb_per_s key {size!r} must be a group size >= 2")
+        table[int(size)] = _number(file, f"allreduce_busbw_gb_per_s.{size}", value, "positive") * _GB
+    values["allreduce_busbw_bytes_per_s"] = table
+    values["physics"] = physics_from_mapping(data.get("physics") or {}, where=f"GPU preset {file} \"physics\"")
+    sources = data.get("sources") or {}
+    if not isinstance(sources, dict):
+        raise ConfigError(f"GPU preset {file}: \"sources\" must map field names to citations")
+    values["sources"] = {str(k): str(v) for k, v in sources.items()}
+    try:
+        return GpuSpec(**values)
+    except ConfigError as error:
+        raise ConfigError(f"GPU preset {file}: {error}") from None
+
+
+def load_gpu_file(path: str | Path) -> GpuSpec:
+    """Read and validate one GPU preset file.
+
+    Raises:
+        ConfigError: unreadable file, bad JSON, or a bad field (one line naming the fix).
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"GPU preset {file} does not exist; give a preset name or the path of a preset JSON") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"GPU preset {file} cannot be read ({error})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"GPU preset {file} is not valid JSON ({error.msg}, line {error.lineno}); fix the file") from None
+    return gpu_from_dict(data, file)
+
+
+def _builtin_presets() -> dict[str, GpuSpec]:
+    folder = resources.files("pals") / "data" / "gpus"
+    presets = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".json"):
+            spec = gpu_from_dict(json.loads(entry.read_text(encoding="utf-8")), Path("pals/data/gpus") / entry.name)
+            presets[spec.name] = spec
+    return presets
+
+
+GPU_PRESETS: dict[str, GpuSpec] = _builtin_presets()
+"""The built-in presets by name (`pals/data/gpus/*.json`)."""
+
+
+def user_presets() -> dict[str, GpuSpec]:
+    """Presets from the directories in `PALS_GPU_PRESETS_DIR` (read on every call; later directories win).
+
+    Raises:
+        ConfigError: a directory that does not exist, or a bad preset file in one.
+    """
+    found: dict[str, GpuSpec] = {}
+    for folder in filter(None, os.environ.get(PRESETS_DIR_ENV, "").split(os.pathsep)):
+        directory = Path(folder)
+        if not directory.is_dir():
+            raise ConfigError(f"{PRESETS_DIR_ENV} names {directory}, which is not a directory; fix or unset it")
+        for file in sorted(directory.glob("*.json")):
+            spec = load_gpu_file(file)
+            found[spec.name] = spec
+    return found
+
+
+def all_presets() -> dict[str, GpuSpec]:
+    """Built-in presets, with the user's (`PALS_GPU_PRESETS_DIR`) added or replacing them by name."""
+    return {**GPU_PRESETS, **user_presets()}
 
 
 def get_gpu(name: str) -> GpuSpec:
-    """Look up a GPU preset by name, case-insensitively.
+    """Look up a GPU preset by name (case-insensitively), or load a preset file by path.
 
     Raises:
-        ConfigError: unknown name; the message lists the known ones.
+        ConfigError: unknown name (the message lists the known ones), or a bad preset file.
     """
-    wanted = name.strip().lower()
-    for key, spec in GPU_PRESETS.items():
-        if key.lower() == wanted:
+    wanted = str(name).strip()
+    if wanted.lower().endswith(".json"):
+        return load_gpu_file(wanted)
+    presets = all_presets()
+    for key, spec in presets.items():
+        if key.lower() == wanted.lower():
             return spec
-    raise ConfigError(f"unknown GPU '{name}'; known GPUs: {', '.join(GPU_PRESETS)}")
+    raise ConfigError(
+        f"unknown GPU '{name}'; known GPUs: {', '.join(presets)} "
+        f"(or pass a preset JSON path, or add one in ${PRESETS_DIR_ENV})"
+    )

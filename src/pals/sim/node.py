@@ -32,6 +32,11 @@ from pals.sim.step import Mechanisms, PhysicsParams, PowerLimiter, StepModel
 from pals.sim.workload import Request, Workload
 
 
+BATCH_CAP_LIMIT = 4096
+"""Largest batch_cap_max a simulated node accepts (vLLM deployments run max_num_seqs up to 1024; the engine is
+tested to 1024)."""
+
+
 @dataclass(frozen=True)
 class SimNodeSpec:
     """The static deployment of one simulated node.
@@ -48,14 +53,17 @@ class SimNodeSpec:
     ep: int = 1
     """Expert-parallel degree (1: experts are tensor-sliced)."""
     batch_cap_max: int = 64
-    """vLLM's max_num_seqs: the largest batch cap the controller may set."""
-    max_num_batched_tokens: int = 2048
-    """Per-step token budget for chunked prefill (decode tokens included)."""
+    """vLLM's max_num_seqs: the largest batch cap the controller may set (the paper's 64 by default; H100/H200
+    deployments run 256-1024, `GpuSpec.vllm_max_num_seqs`; the KV cache may hold fewer)."""
+    max_num_batched_tokens: int | None = None
+    """Per-step token budget for chunked prefill (decode tokens included); None: vLLM's default on this GPU
+    (`GpuSpec.vllm_max_num_batched_tokens`: 2048 on A100/L40S, 8192 on H100/H200)."""
     gpu_memory_utilization: float = 0.9
     mechanisms: Mechanisms | None = None
     """Physics switches for the step model (None: its defaults)."""
     params: PhysicsParams | None = None
-    """Physics constants for the step model (None: its defaults)."""
+    """Physics constants for the step model (None: the GPU preset's; `pals.sim.physics.load_physics` reads a
+    calibrated set)."""
 
     def __post_init__(self) -> None:
         if self.num_gpus < 1:
@@ -67,12 +75,14 @@ class SimNodeSpec:
             )
         if self.ep < 1:
             raise ConfigError(f"SimNodeSpec ep must be at least 1, got {self.ep}")
-        if self.batch_cap_max < 1:
-            raise ConfigError(f"SimNodeSpec batch_cap_max must be at least 1, got {self.batch_cap_max}")
-        if self.max_num_batched_tokens < self.batch_cap_max:
+        if not 1 <= self.batch_cap_max <= BATCH_CAP_LIMIT:
+            raise ConfigError(f"SimNodeSpec batch_cap_max must be in 1-{BATCH_CAP_LIMIT}, got {self.batch_cap_max}")
+        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
+            raise ConfigError(f"SimNodeSpec max_num_batched_tokens must be at least 1, got {self.max_num_batched_tokens}")
+        if self.token_budget < self.batch_cap_max:
             raise ConfigError(
-                f"SimNodeSpec max_num_batched_tokens={self.max_num_batched_tokens} is below "
-                f"batch_cap_max={self.batch_cap_max}; vLLM needs it at least as large"
+                f"SimNodeSpec max_num_batched_tokens={self.token_budget} is below "
+                f"batch_cap_max={self.batch_cap_max}; vLLM needs it at least as large: raise max_num_batched_tokens"
             )
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ConfigError(
@@ -89,6 +99,13 @@ class SimNodeSpec:
     @property
     def gpu_spec(self) -> GpuSpec:
         return get_gpu(self.gpu) if isinstance(self.gpu, str) else self.gpu
+
+    @property
+    def token_budget(self) -> int:
+        """The per-step token budget in effect (max_num_batched_tokens, or the GPU's vLLM default)."""
+        if self.max_num_batched_tokens is not None:
+            return int(self.max_num_batched_tokens)
+        return max(self.gpu_spec.vllm_max_num_batched_tokens, self.batch_cap_max)
 
     @property
     def replicas(self) -> int:
@@ -262,7 +279,7 @@ class SimNode:
                 batch_cap=batch_cap,
                 batch_cap_max=spec.batch_cap_max,
                 power_cap_w=power_cap_w,
-                max_num_batched_tokens=spec.max_num_batched_tokens,
+                max_num_batched_tokens=spec.token_budget,
                 source=self._stream if closed else None,
                 min_waiting=min_waiting if closed else 0,
                 record_segments=record_segments,

@@ -12,21 +12,24 @@ The model is the one of docs/calibration.md §6 as prototyped and tuned in its �
   CPU overhead per step.
 - Power: always-on + SM dynamic power x g(f) x activity + HBM power x bytes moved + NCCL spin
   power during collectives. g(f) = x * v(x)^2 with a flat voltage floor below a knee.
-- A power cap picks the highest supported clock whose step-average power fits under it.
+- A power cap picks the two supported clocks around it and mixes them so that the step's mean power equals the cap
+  (the limiter dithers between clock states).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from pals.errors import ConfigError
 from pals.core.power import NodePowerModel
 from pals.sim.hardware import GpuSpec
 from pals.sim.llm import LlmSpec
+from pals.sim.physics import Mechanisms, PhysicsParams
+
+__all__ = ["Mechanisms", "PhysicsParams", "PowerLimiter", "StepCost", "StepModel", "StepShape"]
 
 _BF16 = 2
-_GIB = 1024**3
 _CACHE_MAX_ENTRIES = 500_000
 
 
@@ -76,90 +79,6 @@ class StepCost:
         return self.gpu_power_w * self.time_s
 
 
-@dataclass(frozen=True)
-class Mechanisms:
-    """Explicit switches for the mechanisms behind the paper's shapes (docs/calibration.md §7).
-
-    Defaults are the feasibility study's tuned set; turning one off is how to see what it contributes.
-    """
-
-    per_step_limiter: bool = True
-    """Assumption. Each step shape gets its own clock (the cap acts on every step). False: one clock held over
-    a window of steps (`PowerLimiter`, long-window averaging). The long window loses the Qwen/OLMoE peak at 200 W."""
-    bandwidth_scales_with_clock: bool = True
-    """Assumption, against the decode sources (Splitwise, Illusion of Power Capping); arXiv 2604.11391 reports
-    H100/H200 memory power moving with the cap. Effective HBM bandwidth falls as min(1, x / bandwidth_knee)."""
-    collective_spin_power: bool = True
-    """Assumption (unmeasured). NCCL kernels busy-poll, drawing spin_power_frac x SM power x g(f) during
-    collectives; without it tokens/J of communication-heavy models only flattens above 200 W instead of falling."""
-    kernel_launch_floor: bool = True
-    """Assumption. Each layer takes at least kernels_per_layer x kernel_floor_s (small-batch steps)."""
-    cpu_overhead: bool = True
-    """Unmeasured, fitted. Per-step CPU / scheduling time (step_overhead_s + seq_overhead_s x sequences) at
-    always-on power."""
-
-
-@dataclass(frozen=True)
-class PhysicsParams:
-    """Tunables of the step model. Defaults: the tuned set of docs/calibration.md §7 (fitted on A100 data);
-    power terms are stored as fractions of TDP so that other GPUs scale (assumption)."""
-
-    eta_compute: float | None = None
-    """Override of `GpuSpec.eta_compute` (None: the GPU's)."""
-    eta_memory: float | None = None
-    """Override of `GpuSpec.eta_memory`."""
-    eta_attention: float = 0.50
-    """Assumption. Share of peak FLOP/s reached by attention kernels."""
-    sm_power_frac_tdp: float = 301.0 / 400.0
-    """Fitted: P_sm = 301 W on A100 (a full-clock 4k prefill then draws ~0.9 TDP, as Zeus's compute-bound jobs)."""
-    hbm_power_frac_tdp: float = 30.0 / 400.0
-    """Not sourced: P_hbm = 30 W on A100 at full bandwidth use (30-90 W all pass the checks)."""
-    mem_sm_activity: float = 0.18
-    """Not sourced (k_m): SM activity of a memory-bound operator, as a share of full SM power."""
-    spin_power_frac: float = 0.44
-    """Unmeasured (c_w): SM power share burnt by NCCL spinning during collectives (0.1-0.6 pass; 0 fails)."""
-    voltage_floor: float = 0.837
-    """Fitted to the Zeus cap tables (v0): relative voltage below the knee."""
-    voltage_knee: float = 0.47
-    """Fitted (x_k): clock ratio where voltage starts rising linearly to 1 at the maximum clock."""
-    bandwidth_knee: float = 1.0
-    """Not sourced (x_bw): bandwidth factor is min(1, x / bandwidth_knee); >= 0.9 needed for the 200 W peak."""
-    step_overhead_s: float = 0.86e-3
-    """Unmeasured (o_step), fitted; <= 1.5 ms needed."""
-    seq_overhead_s: float = 0.0
-    """Unmeasured (o_seq): CPU time per running sequence per step."""
-    kernel_floor_s: float = 4e-6
-    """Assumption: shortest kernel."""
-    kernel_floor_fixed_frac: float = 0.15
-    """Assumption (k_fix): share of the kernel floor that does not speed up with the clock."""
-    kernels_per_dense_layer: int = 14
-    kernels_per_moe_layer: int = 18
-    allreduce_latency_s: float | None = None
-    """Override of `GpuSpec.allreduce_latency_s`."""
-    internode_bandwidth_bytes_per_s: float = 25e9
-    """Assumption: one HDR InfiniBand port (200 Gb/s) per GPU, for expert parallelism across nodes."""
-    internode_latency_s: float = 10e-6
-    """Assumption: extra latency of a collective that crosses nodes."""
-    gpus_per_node: int = 4
-    """PALS nodes: 4 GPUs. EP groups larger than this cross nodes."""
-    activation_reserve_bytes: float = 2 * _GIB
-    """Assumption: memory vLLM keeps for activations and CUDA graphs, per GPU."""
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None and value < 0:
-                raise ConfigError(f"PhysicsParams.{f.name} must be non-negative, got {value}")
-        for name in ("eta_compute", "eta_memory", "eta_attention"):
-            value = getattr(self, name)
-            if value is not None and not 0 < value <= 1:
-                raise ConfigError(f"PhysicsParams.{name} must be in (0, 1], got {value}")
-        if not 0 < self.voltage_floor <= 1 or not 0 < self.voltage_knee < 1:
-            raise ConfigError("PhysicsParams: voltage_floor must be in (0, 1] and voltage_knee in (0, 1)")
-        if self.bandwidth_knee <= 0 or self.gpus_per_node < 1:
-            raise ConfigError("PhysicsParams: bandwidth_knee must be > 0 and gpus_per_node >= 1")
-
-
 def _bucket(value: int, bits: int) -> int:
     """Quantize a count to `bits` significant bits (exact below 2**bits), returning the bucket's middle."""
     if value < (1 << bits):
@@ -186,7 +105,8 @@ class StepModel:
         ep: expert-parallel degree; 1, or a multiple of `tp` dividing the routed experts. With ep > 1 the
             routed experts are spread whole over `ep` GPUs (ep / tp replicas exchanging tokens by all-to-all).
         mechanisms: switches, see `Mechanisms`.
-        params: tunables, see `PhysicsParams`.
+        params: tunables, see `PhysicsParams` (None: the GPU preset's `gpu.physics`; `load_physics` gives a
+            calibrated set).
 
     Raises:
         ConfigError: TP/EP that do not divide the model, or weights that do not fit.
@@ -199,7 +119,7 @@ class StepModel:
         self.tp = tp
         self.ep = ep
         self.mechanisms = mechanisms
-        self.params = params if params is not None else PhysicsParams()
+        self.params = params if params is not None else gpu.physics
         self._validate()
         self.idle_power_w: float = gpu.idle_context_w
         """Per GPU, context and weights loaded, no work. Units: W."""
@@ -253,6 +173,9 @@ class StepModel:
         self._sec_per_attn_flop = 1.0 / (p.eta_attention * gpu.peak_bf16_flops)
         self._sec_per_byte = 1.0 / (eta_m * gpu.hbm_bandwidth_bytes_per_s)
         self._p_sm_w = p.sm_power_frac_tdp * gpu.tdp_w
+        # Always-on power while steps run at full clock: the busy floor (or, switched off, the idle-with-context
+        # level). Between steps the engine draws idle_context_w (`idle_power_w`).
+        self._p_busy_w = max(p.busy_floor_frac_tdp * gpu.tdp_w, gpu.idle_bare_w) if m.busy_floor else gpu.idle_context_w
         self._p_hbm_w = p.hbm_power_frac_tdp * gpu.tdp_w
         self._k_m = p.mem_sm_activity
         self._spin = p.spin_power_frac if m.collective_spin_power else 0.0
@@ -270,7 +193,7 @@ class StepModel:
             v = p.voltage_floor + (1.0 - p.voltage_floor) * (x - p.voltage_knee) / (1.0 - p.voltage_knee)
         g = x * v * v
         b = min(1.0, x / p.bandwidth_knee) if self.mechanisms.bandwidth_scales_with_clock else 1.0
-        always_on_w = self.gpu.idle_bare_w + (self.gpu.idle_context_w - self.gpu.idle_bare_w) * g
+        always_on_w = self.gpu.idle_bare_w + (self._p_busy_w - self.gpu.idle_bare_w) * g
         return clock_mhz, x, g, b, always_on_w
 
     # ------------------------------------------------------------------ work of one step
@@ -458,15 +381,30 @@ class StepModel:
             t, _, c, mem, com, over = at_min
             return StepCost(t * stretch, cap, grid[0][0], c * stretch, mem * stretch, com * stretch,
                             over * stretch, True, True)
-        lo, hi, best = 0, top, at_min  # invariant: power(lo) <= cap < power(hi)
+        lo, hi, best, above = 0, top, at_min, at_top  # invariant: power(lo) <= cap < power(hi)
         while hi - lo > 1:
             mid = (lo + hi) // 2
             at_mid = self._eval(work, grid[mid])
             if at_mid[1] <= cap:
                 lo, best = mid, at_mid
             else:
-                hi = mid
-        return self._make(best, grid[lo][0], True)
+                hi, above = mid, at_mid
+        return self._dither(best, above, grid[lo][0], grid[hi][0], cap)
+
+    @staticmethod
+    def _dither(low, high, low_mhz: float, high_mhz: float, cap: float) -> StepCost:
+        """The limiter alternates between the two clocks around the cap so that the step's mean power equals it:
+        a share a of the work runs at the higher clock, a = t_lo (cap - P_lo) / (t_hi (P_hi - cap) + t_lo (cap - P_lo)).
+        This makes time and power continuous in the cap and in the physics (a fit needs that)."""
+        t_lo, p_lo = low[0], low[1]
+        t_hi, p_hi = high[0], high[1]
+        slack, excess = t_lo * (cap - p_lo), t_hi * (p_hi - cap)
+        share = slack / (slack + excess) if slack + excess > 0 else 0.0
+        mix = [(1.0 - share) * a + share * b for a, b in zip(low, high)]
+        time_s = mix[0]
+        power_w = ((1.0 - share) * t_lo * p_lo + share * t_hi * p_hi) / time_s if time_s > 0 else p_lo
+        clock_mhz = ((1.0 - share) * t_lo * low_mhz + share * t_hi * high_mhz) / time_s if time_s > 0 else low_mhz
+        return StepCost(time_s, min(power_w, cap), clock_mhz, mix[2], mix[3], mix[4], mix[5], True)
 
     @staticmethod
     def _make(ev, clock_mhz: float, binding: bool) -> StepCost:
