@@ -222,8 +222,9 @@ def _tables(report: Report, measured: dict[str, list[SeedRun]], est: dict[str, E
 
 def _figure(report: Report, sec, measured: dict[str, list[SeedRun]]) -> None:
     names = list(measured)
-    fig, ax = plt().subplots(figsize=(9, 4))
+    fig, ax = plt().subplots(figsize=(9, 4.5))
     width = 0.14
+    lowest = 1.0
     for i, p in enumerate(POLICIES + ("hindsight",)):
         means, errs = [], []
         for m in names:
@@ -233,14 +234,19 @@ def _figure(report: Report, sec, measured: dict[str, list[SeedRun]]) -> None:
             ratios = [x for x in ratios if math.isfinite(x) and x > 0]
             e = ratio_ci(ratios) if ratios else Estimate(float("nan"), float("nan"), float("nan"))
             means.append(e.mean)
+            lowest = min(lowest, e.low if math.isfinite(e.low) else e.mean)
             errs.append([e.mean - e.low if math.isfinite(e.low) else 0.0, e.high - e.mean if math.isfinite(e.high) else 0.0])
         ax.bar([k + (i - 2.5) * width for k in range(len(names))], means, width, label=p,
                yerr=list(zip(*errs)) if errs else None, capsize=2)
     ax.axhline(1.0, color="k", lw=0.8)
+    # Differences of a few per cent: the axis is zoomed on them (it does not start at zero).
+    if math.isfinite(lowest):
+        ax.set_ylim(bottom=max(0.0, lowest - 0.05))
     ax.set_xticks(range(len(names)), [n.replace("-", "-\n", 1) for n in names], fontsize=7)
-    ax.set_ylabel("tokens/J (node) / Baseline's (ratio)")
+    ax.set_ylabel("tokens/J (node) / Baseline's (ratio; axis zoomed)")
+    ax.set_xlabel("model")
     ax.set_title("Fig 7: tokens per node joule over Baseline's, mean over seeds with 95 % interval")
-    ax.legend(fontsize=7, ncol=6)
+    ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     save_figure(fig, report.figure_path("fig7_normalized_tpj"))
     report.image(sec, "fig7_normalized_tpj", "Fig 7: tokens/J normalized to Baseline (400 W, batch 64), 95 % intervals")
 
