@@ -43,7 +43,7 @@ def main() -> None:
         summaries = {}
         for policy in POLICIES:
             s = run_scenario(deployment, load, policy, duration_s=args.duration_s, target_tps=0.7 * max_tps,
-                             predictor=predictor, truth=truth).summary
+                             predictor=predictor).summary  # the Oracle's truth: built per run
             summaries[policy] = s
             print(f"{model:20s} {policy:15s} {s['tokens_per_joule_gpu']:9.3f} {s['tokens_per_joule']:10.3f} "
                   f"{s['throughput_tps']:7.0f} {s['qos_violation_pct']:6.1f} {s['mean_power_w']:7.0f} "

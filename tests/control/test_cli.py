@@ -56,3 +56,44 @@ def test_pals_demo_short(pals_cache, tmp_path, capsys):
     assert (tmp_path / "demo" / "demo.png").stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "tok/J node" in out and "running pals" in out
+
+
+def test_pals_run_static_flags_are_checked_with_one_line(pals_cache, tmp_path, capsys):
+    base = ["run", "--model", "OLMoE-1B-7B", "--saturate", "--duration-s", "2", "--quiet"]
+    cases = [
+        (["--policy", "static", "--power-cap-w", "150"], "give both --power-cap-w W and --batch-cap B"),
+        (["--policy", "static", "--power-cap-w", "50", "--batch-cap", "8"], "give a cap from 100 to 400 W"),
+        (["--policy", "static", "--power-cap-w", "150", "--batch-cap", "65"], "from 1 to 64"),
+        (["--policy", "baseline", "--batch-cap", "8"], "for --policy static only"),
+        (["--policy", "pals", "--meet-like", "x.json"], "for --policy hindsight only"),
+    ]
+    for extra, message in cases:
+        out = tmp_path / f"o{len(extra)}"
+        assert main(base + extra + ["--out", str(out)]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, (extra, err)
+        assert not out.exists(), "nothing is written on bad flags"
+    out = tmp_path / "static"
+    assert main(base + ["--policy", "static", "--power-cap-w", "150", "--batch-cap", "8", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["static"] == {"power_cap_w": 150.0, "batch_cap": 8} and summary["objective"] == "node"
+    configs = {json.dumps(json.loads(line)["decision"]["config"]) for line in (out / "decisions.jsonl").read_text().splitlines()}
+    assert configs == {json.dumps({"power_cap_w": 150.0, "batch_cap": 8})}
+
+
+def test_pals_run_hindsight_writes_the_whole_table(pals_cache, tmp_path, capsys):
+    under_test = tmp_path / "under-test.json"
+    under_test.write_text(json.dumps({"qos_violation_pct": 100.0, "budget_overshoot_pct": 0.0}))
+    out = tmp_path / "hindsight"
+    rc = main(["run", "--model", "OLMoE-1B-7B", "--policy", "hindsight", "--rate", "20", "--target-tps", "1000",
+               "--duration-s", "5", "--meet-like", str(under_test), "--out", str(out), "--quiet"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    entry = summary["hindsight"]
+    assert entry["configurations"] == 36 and entry["table"] == "hindsight.csv"
+    rows = (out / "hindsight.csv").read_text().splitlines()
+    assert len(rows) == 37
+    # Every configuration meets "no more violations than 100 %": the best is the highest tokens/J of all.
+    best = max(float(r.split(",")[2]) for r in rows[1:])
+    assert entry["meeting"] == 36 and summary["tokens_per_joule"] == best
+    assert "hindsight optimum" in capsys.readouterr().out

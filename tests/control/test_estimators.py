@@ -216,7 +216,7 @@ class _Model:
 
 
 def test_registry_builds_one_class_per_policy():
-    assert POLICY_NAMES == ("baseline", "adaptive-batch", "adaptive-cap", "pals", "oracle")
+    assert POLICY_NAMES == ("baseline", "adaptive-batch", "adaptive-cap", "pals", "oracle", "static")
     model = _Model()
     batch = make_policy("adaptive-batch", predictor=model, power_cap_max_w=350.0)
     assert isinstance(batch, AdaptiveBatch) and batch.power_caps_w == (350.0,) and batch.pid is not None
@@ -224,6 +224,14 @@ def test_registry_builds_one_class_per_policy():
     assert isinstance(cap, AdaptiveCap) and cap.batch_caps == (32,)
     pals = make_policy("PALS", predictor=model, power_caps_w=(200.0, 300.0), batch_caps=(8, 4))
     assert isinstance(pals, Pals) and pals.power_caps_w == (200.0, 300.0) and pals.batch_caps == (4, 8)
-    oracle = make_policy("oracle", truth=model)
-    assert isinstance(oracle, Oracle) and oracle.pid is None and not oracle.learn_ratios
+    # The Oracle needs the truth of the delivered load (a `table`), not a predictor-shaped model.
+    with pytest.raises(ConfigError, match="ground truth of the delivered load"):
+        make_policy("oracle", truth=model)
+
+    class _Truth:
+        def table(self, *args):  # pragma: no cover - not called
+            raise AssertionError
+
+    oracle = make_policy("oracle", truth=_Truth())
+    assert isinstance(oracle, Oracle)
     assert oracle.power_caps_w == (150.0, 200.0, 250.0, 300.0, 350.0, 400.0)  # the paper's grid by default

@@ -106,6 +106,7 @@ CONV_MEAN_OUTPUT_TOKENS = 211.0
 
 
 def test_fixed_load_pals_picks_a_low_cap_near_the_oracle(scenario_parts):
+    from pals.control.policies import PolicyOptions
     from pals.runtime.load import LoadSpec
     from pals.runtime.scenario import run_scenario
 
@@ -113,14 +114,18 @@ def test_fixed_load_pals_picks_a_low_cap_near_the_oracle(scenario_parts):
     load_tps = 0.5 * max_tps
     load = LoadSpec(rate_rps=load_tps / CONV_MEAN_OUTPUT_TOKENS, seed=11)
     results = {name: run_scenario(deployment, load, name, duration_s=120, target_tps=0.95 * load_tps,
-                                  predictor=predictor, truth=truth)
-               for name in ("baseline", "pals", "oracle")}
-    pals, oracle, base = (results[n].summary for n in ("pals", "oracle", "baseline"))
+                                  predictor=predictor)
+               for name in ("baseline", "pals")}
+    pals, base = (results[n].summary for n in ("pals", "baseline"))
+    # The Oracle (built for this stream by run_scenario) is held to PALS's own share of violations.
+    allowance = PolicyOptions(oracle_max_qos_violation_pct=pals["qos_violation_pct"])
+    oracle = run_scenario(deployment, load, "oracle", duration_s=120, target_tps=0.95 * load_tps,
+                          options=allowance).summary
     final_cap = results["pals"].records[-1]["decision"]["config"]["power_cap_w"]
     assert final_cap <= 250.0, results["pals"].records[-1]["decision"]
     assert pals["tokens_per_joule"] >= 0.95 * oracle["tokens_per_joule"], (pals, oracle)
     assert pals["tokens_per_joule"] >= 1.05 * base["tokens_per_joule"], (pals, base)
-    assert pals["qos_violation_pct"] <= oracle["qos_violation_pct"] + 2.0, (pals, oracle)
+    assert oracle["qos_violation_pct"] <= pals["qos_violation_pct"] + 1e-9, (pals, oracle)
 
 
 # -- 4: GET /frontier and time_s ---------------------------------------------------------------

@@ -214,3 +214,60 @@ def test_the_live_workload_reaches_the_predictor():
     policy.decide(ctx(obs=observed, target=1e6, changed=True, index=2))
     assert model.seen == WorkloadDescriptor(1800.0, 90.0, None)
     assert policy.workload_ == model.seen
+
+
+# -- Static, options, objective -------------------------------------------------------------------
+
+
+def test_static_holds_its_configuration_and_clamps_its_cap_under_a_budget_like_baseline():
+    from pals.control.policies import PolicyOptions
+
+    policy = make_policy("static", options=PolicyOptions(fixed=Configuration(250.0, 16)))
+    d = policy.decide(ctx())
+    assert d.config == Configuration(250.0, 16) and not d.budget_bound
+    for _ in range(3):  # it holds: the same answer whatever it observes
+        d = policy.decide(ctx(current=d.config, obs=obs_for(TableModel(), d.config, factor=0.5)))
+        assert d.config == Configuration(250.0, 16)
+    # A budget below what 250 W per GPU draws: the cap follows the same bound Baseline's does.
+    budget = PowerBudget(1000.0, "node")
+    d = policy.decide(ctx(current=d.config, budget=budget, changed=True))
+    bound = Baseline().decide(ctx(budget=budget, changed=True)).config.power_cap_w
+    assert d.config == Configuration(pytest.approx(bound), 16) and d.budget_bound and bound < 250.0
+    # A budget above it leaves the configuration alone.
+    d = policy.decide(ctx(current=d.config, budget=PowerBudget(5000.0, "node"), changed=True))
+    assert d.config == Configuration(250.0, 16) and not d.budget_bound
+
+
+def test_static_refuses_a_configuration_outside_the_node_with_one_line():
+    from pals.control.policies import PolicyOptions, check_fixed_configuration
+
+    with pytest.raises(ConfigError, match="give a cap from 100 to 400 W"):
+        make_policy("static", options=PolicyOptions(fixed=Configuration(450.0, 16))).decide(ctx())
+    with pytest.raises(ConfigError, match="from 1 to 64"):
+        check_fixed_configuration(200.0, 128, CONSTRAINTS)
+    with pytest.raises(ConfigError, match="--power-cap-w W and --batch-cap B"):
+        make_policy("static")
+    with pytest.raises(ConfigError, match="static only"):
+        make_policy("pals", predictor=TableModel(), options=PolicyOptions(fixed=Configuration(200.0, 8)))
+    with pytest.raises(ConfigError, match="node .* or gpu"):
+        PolicyOptions(objective="joules")
+
+
+def test_pals_optimizes_the_objective_it_is_given():
+    """A slow, frugal cap wins on GPU joules; the node's fixed ~345 W makes the fast one win on node joules."""
+    from pals.control.policies import PolicyOptions
+
+    class TwoCaps:
+        caps_, batches_ = np.array([150.0, 400.0]), np.array([64])
+
+        def predict_candidates(self, power_cap_w, batch_cap, workload=None):
+            cap = np.asarray(power_cap_w, float)
+            thr = np.where(cap < 300, 1000.0, 1800.0)  # GPU tok/J 2.0 and 1.8; node 1.15 and 1.29
+            gpu_w = np.where(cap < 300, 500.0, 1000.0)
+            node_w = NodePowerModel().node_w(gpu_w)
+            return SimpleNamespace(throughput_tps=thr, gpu_power_total_w=gpu_w, node_power_w=node_w,
+                                   tokens_per_joule=thr / node_w)
+
+    chosen = {objective: make_policy("pals", predictor=TwoCaps(), options=PolicyOptions(objective=objective))
+              .decide(ctx()).config for objective in ("node", "gpu")}
+    assert chosen == {"node": Configuration(400.0, 64), "gpu": Configuration(150.0, 64)}

@@ -11,6 +11,7 @@ from pals.control.policies.selection import (
 )
 from pals.control.types import Configuration
 from pals.core.node import Constraints
+from pals.core.power import NodePowerModel
 
 CONSTRAINTS = Constraints(num_gpus=4, power_cap_min_w=100, power_cap_max_w=400, batch_cap_max=64, tp=4)
 ALPHA = 1.05
@@ -59,8 +60,27 @@ def test_grid_without_settable_caps_holds_the_cap_in_force():
 def test_saturated_scores_are_capacity_per_busy_power():
     sc = scores([100.0, 300.0], [400.0, 1000.0])
     assert sc.delivered_tps.tolist() == [100.0, 300.0]
-    assert sc.tokens_per_joule == pytest.approx([0.25, 0.3])
+    # The default objective: tokens per node joule (node power = 1.05 x GPU + 345 W here).
+    assert sc.tokens_per_joule == pytest.approx([100.0 / (ALPHA * 400.0 + 345.0), 300.0 / (ALPHA * 1000.0 + 345.0)])
     assert sc.delivered_node_power_w.tolist() == sc.node_power_w.tolist()
+    gpu = score_candidates(np.array([100.0, 300.0]), np.array([400.0, 1000.0]), ALPHA * np.array([400.0, 1000.0]) + 345.0,
+                           None, 0.0, ALPHA, objective="gpu")
+    assert gpu.tokens_per_joule == pytest.approx([0.25, 0.3])
+
+
+def test_the_objective_decides_the_choice_and_the_node_line_counts():
+    """A slow, frugal candidate wins on GPU joules; the node's fixed power makes the fast one win on node joules."""
+    capacity, gpu_w = np.array([100.0, 300.0]), np.array([300.0, 1000.0])
+    node_w = ALPHA * gpu_w + 345.0
+    by_gpu = score_candidates(capacity, gpu_w, node_w, None, 0.0, ALPHA, objective="gpu")
+    by_node = score_candidates(capacity, gpu_w, node_w, None, 0.0, ALPHA, objective="node")
+    assert np.argmax(by_gpu.tokens_per_joule) == 0 and np.argmax(by_node.tokens_per_joule) == 1
+    # With the loop's own node-power line the score counts that line, not the predictor's node power.
+    line = NodePowerModel(1.0, 2000.0)
+    counted = score_candidates(capacity, gpu_w, node_w, None, 0.0, ALPHA, objective="node", node_line=line)
+    assert counted.tokens_per_joule == pytest.approx(capacity / (gpu_w + 2000.0))
+    with pytest.raises(ValueError):
+        score_candidates(capacity, gpu_w, node_w, None, 0.0, ALPHA, objective="joules")
 
 
 def test_load_aware_scores_deliver_the_demand_at_interpolated_power():

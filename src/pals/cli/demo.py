@@ -34,7 +34,8 @@ DEMO_BUDGETS_W = (1700.0, 1150.0)
 def add_parser(subparsers):
     parser = add_command(subparsers, "demo", "simulated 4x A100 node: Baseline vs PALS, budget step halfway",
                          DESCRIPTION, run)
-    parser.add_argument("--all", action="store_true", help="run all five policies (adds AdaptiveBatch, AdaptiveCap, Oracle)")
+    parser.add_argument("--all", action="store_true",
+                        help="run all five policies (adds AdaptiveBatch, AdaptiveCap, Oracle; not Static)")
     parser.add_argument("--duration-s", type=positive_float, default=600.0, help="simulated seconds per policy (default 600)")
     parser.add_argument("--out", default=None, metavar="DIR", help="write summary.json, decisions-<policy>.jsonl and demo.png here")
     parser.add_argument("--plot", default=None, metavar="PNG", help="plot path (default DIR/demo.png, else ./pals-demo.png)")
@@ -48,11 +49,11 @@ def run(args) -> int:
     from pals.runtime.load import LoadSpec
     from pals.runtime.predictors import simulated_predictor
     from pals.runtime.scenario import run_scenario
-    from pals.runtime.truth import GroundTruth
 
     started = time.perf_counter()
     say = lambda msg: print(msg, flush=True)  # noqa: E731
-    policies = list(POLICY_NAMES) if args.all else ["baseline", "pals"]
+    # Static needs a configuration of its own (`pals run --policy static`).
+    policies = [p for p in POLICY_NAMES if p != "static"] if args.all else ["baseline", "pals"]
     deployment = Deployment(DEMO_MODEL)
     load = LoadSpec(trace=DEMO_TRACE, rate_scale=DEMO_RATE_SCALE, seed=args.seed)
     half_s = args.duration_s / 2
@@ -62,10 +63,8 @@ def run(args) -> int:
         f"at {half_s:.0f} s (simulated)")
     say("  predictor: loading or profiling the simulated node ...")
     predictor = simulated_predictor(deployment, load, progress=False, log=lambda m: say("  " + m))
-    truth = None
     if "oracle" in policies:
-        say("  oracle: measuring the ground truth of each configuration (noise-free) ...")
-        truth = GroundTruth.on_demand(deployment, load)
+        say("  oracle: each configuration is run on the demo's request stream (its ground truth) before it plans")
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +80,7 @@ def run(args) -> int:
 
         say(f"  running {name} ...")
         result = run_scenario(deployment, load, name, duration_s=args.duration_s, target_tps=DEMO_TARGET_TPS,
-                              budget_schedule=schedule, predictor=predictor, truth=truth, out_dir=out_dir,
+                              budget_schedule=schedule, predictor=predictor, out_dir=out_dir,
                               seed=args.seed, on_step=progress, decision_log_name=f"decisions-{name}.jsonl")
         results[name] = result
         say(f"    {name}: done in {time.perf_counter() - t0:.1f} s wall")

@@ -1,4 +1,5 @@
-"""`pals run`: one closed-loop scenario on the simulated node (any policy, trace or Poisson load)."""
+"""`pals run`: one closed-loop scenario on the simulated node (any policy, trace or Poisson load), or the
+hindsight oracle (`--policy hindsight`: every fixed configuration of the grid on the same stream)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,24 @@ import sys
 from pathlib import Path
 
 from pals.cli._common import add_command, positive_float, positive_int
-from pals.control.policies import POLICY_NAMES
+from pals.control.policies import DEFAULT_OBJECTIVE, OBJECTIVES, ORACLE_MAX_QOS_VIOLATION_PCT, POLICY_NAMES
 from pals.core.paper import CONTROL_INTERVAL_S, PAPER_GPU, PAPER_NUM_GPUS
+from pals.errors import ConfigError
+
+DEFAULT_MAX_BUDGET_OVERSHOOT_PCT = 1.0
+"""The hindsight oracle's default limit on budget overshoot (share of budget intervals). Units: %."""
+
+
+def non_negative_float(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value:g}")
+    return value
 
 DESCRIPTION = """\
 Run one policy in closed loop on a simulated node and write DIR/decisions.jsonl (one JSON line
@@ -17,9 +34,21 @@ per 500 ms interval) and DIR/summary.json (tokens/J, QoS violation %, power trac
 Without --predictor or --profile, the simulated node is profiled once (36 configurations, a few
 seconds) and the fitted predictor is cached under ~/.cache/pals/profiles ($PALS_CACHE_DIR).
 
+--policy static holds one configuration (--power-cap-w W --batch-cap B) through the same loop and
+budget guard (its cap is clamped under a budget, as Baseline's is). --policy hindsight runs every
+configuration of the grid that way on the same request stream and seed, writes DIR/hindsight.csv
+(one row per configuration) and reports the best tokens/J among those that meet the limits
+(--max-qos-violation-pct, --max-budget-overshoot-pct, or --meet-like another run's summary.json:
+no more violations than it). --objective says what tokens/J counts: node joules (default, the
+headline) or GPU joules; PALS, the Oracle and the hindsight oracle all maximize it.
+
 Examples:
   pals run --model Mixtral-8x7B --policy pals --trace conv --rate-scale 0.4 \\
       --target-tps 1500 --budget-w 1500 --duration-s 600 --out runs/mixtral-pals
+  pals run --model Mixtral-8x7B --policy static --power-cap-w 150 --batch-cap 64 --trace conv \\
+      --rate-scale 0.4 --target-tps 1500 --duration-s 600 --out runs/mixtral-150w
+  pals run --model Mixtral-8x7B --policy hindsight --trace conv --rate-scale 0.4 --target-tps 1500 \\
+      --duration-s 600 --meet-like runs/mixtral-pals/summary.json --out runs/mixtral-hindsight
   pals run --model Qwen1.5-MoE-A2.7B --policy oracle --saturate --target-tps 3500 \\
       --budget-schedule schedule.csv --duration-s 300 --out runs/qwen-oracle --endpoint-port 9400
 """
@@ -35,7 +64,13 @@ def add_parser(subparsers):
     dep.add_argument("--num-gpus", type=positive_int, default=PAPER_NUM_GPUS,
                      help=f"GPUs in the node (default {PAPER_NUM_GPUS})")
     ctl = parser.add_argument_group("control")
-    ctl.add_argument("--policy", required=True, choices=POLICY_NAMES)
+    ctl.add_argument("--policy", required=True, choices=POLICY_NAMES + ("hindsight",))
+    ctl.add_argument("--objective", choices=OBJECTIVES, default=DEFAULT_OBJECTIVE,
+                     help="what tokens/J counts: node joules (default, the headline) or GPU joules")
+    ctl.add_argument("--power-cap-w", type=positive_float, default=None, metavar="W",
+                     help="--policy static: the power cap per GPU it holds")
+    ctl.add_argument("--batch-cap", type=positive_int, default=None, metavar="B",
+                     help="--policy static: the batch cap it holds")
     ctl.add_argument("--target-tps", type=positive_float, default=None, help="throughput target, generated tokens/s")
     budget = ctl.add_mutually_exclusive_group()
     budget.add_argument("--budget-w", type=positive_float, default=None, help="power budget in W")
@@ -55,6 +90,16 @@ def add_parser(subparsers):
     kinds.add_argument("--saturate", action="store_true", help="closed loop: requests always waiting")
     load.add_argument("--rate-scale", type=positive_float, default=1.0, help="trace speed-up (>1: more load)")
     load.add_argument("--seed", type=int, default=0, help="seed of the request stream and telemetry noise")
+    meet = parser.add_argument_group("limits of the Oracle and the hindsight oracle")
+    meet.add_argument("--max-qos-violation-pct", type=non_negative_float, default=None, metavar="PCT",
+                      help=f"largest share of intervals violating the target (default {ORACLE_MAX_QOS_VIOLATION_PCT:g})")
+    meet.add_argument("--max-budget-overshoot-pct", type=non_negative_float, default=None, metavar="PCT",
+                      help=f"hindsight: largest share of budget intervals over the budget (default "
+                           f"{DEFAULT_MAX_BUDGET_OVERSHOOT_PCT:g})")
+    meet.add_argument("--meet-like", default=None, metavar="SUMMARY",
+                      help="hindsight: no more violations or overshoot than this run's summary.json")
+    meet.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                      help="hindsight: run configurations in N processes (default 1; same results)")
     out = parser.add_argument_group("output")
     out.add_argument("--duration-s", type=positive_float, required=True, help="simulated run time in s")
     out.add_argument("--out", required=True, metavar="DIR", help="directory for decisions.jsonl and summary.json")
@@ -64,27 +109,85 @@ def add_parser(subparsers):
     return parser
 
 
+def _check_flags(args, deployment) -> None:
+    """One clear line for flags that do not go together, before anything runs or is written."""
+    from pals.control.policies import check_fixed_configuration
+
+    fixed_given = args.power_cap_w is not None or args.batch_cap is not None
+    if args.policy == "static":
+        if args.power_cap_w is None or args.batch_cap is None:
+            raise ConfigError("--policy static holds one configuration: give both --power-cap-w W and --batch-cap B")
+        check_fixed_configuration(args.power_cap_w, args.batch_cap, deployment.constraints())
+    elif fixed_given:
+        raise ConfigError(f"--power-cap-w and --batch-cap are for --policy static only, not {args.policy}; "
+                          "drop them or use --policy static")
+    hindsight_only = {"--max-budget-overshoot-pct": args.max_budget_overshoot_pct, "--meet-like": args.meet_like}
+    for flag, value in hindsight_only.items():
+        if value is not None and args.policy != "hindsight":
+            raise ConfigError(f"{flag} is for --policy hindsight only")
+    if args.max_qos_violation_pct is not None and args.policy not in ("hindsight", "oracle"):
+        raise ConfigError("--max-qos-violation-pct is for --policy oracle or hindsight only")
+    if args.meet_like is not None and (args.max_qos_violation_pct is not None or args.max_budget_overshoot_pct is not None):
+        raise ConfigError("give --meet-like or explicit --max-* limits, not both")
+
+
+def _criteria(args):
+    """The hindsight oracle's limits from the flags (`--meet-like`: another run's figures)."""
+    from pals.runtime.hindsight import MeetCriteria
+
+    if args.meet_like is not None:
+        path = Path(args.meet_like)
+        try:
+            other = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"--meet-like {path}: cannot read a run summary ({error}); give a summary.json "
+                              "written by pals run") from None
+        if not isinstance(other, dict) or "qos_violation_pct" not in other:
+            raise ConfigError(f"--meet-like {path}: not a pals run summary.json (no qos_violation_pct)")
+        return MeetCriteria.no_worse_than(other)
+    return MeetCriteria(
+        max_qos_violation_pct=ORACLE_MAX_QOS_VIOLATION_PCT if args.max_qos_violation_pct is None
+        else args.max_qos_violation_pct,
+        max_budget_overshoot_pct=DEFAULT_MAX_BUDGET_OVERSHOOT_PCT if args.max_budget_overshoot_pct is None
+        else args.max_budget_overshoot_pct,
+    )
+
+
 def run(args) -> int:
     from pals.control.budget import BudgetSchedule, PowerBudget
+    from pals.control.policies import PolicyOptions
+    from pals.control.types import Configuration
     from pals.runtime.deployment import Deployment
     from pals.runtime.load import LoadSpec
     from pals.runtime.predictors import PredictorSource, predictor_for
-    from pals.runtime.scenario import run_scenario
-    from pals.runtime.truth import GroundTruth
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     deployment = Deployment(args.model, args.gpu, tp=args.tp, num_gpus=args.num_gpus)
     deployment.sim_spec()  # validate names and parallelism now: one clear line on a typo
+    _check_flags(args, deployment)
+    criteria = _criteria(args) if args.policy == "hindsight" else None
     load = LoadSpec(trace=args.trace, rate_scale=args.rate_scale, rate_rps=args.rate, saturate=args.saturate,
                     seed=args.seed)
     schedule = BudgetSchedule.load(args.budget_schedule, kind=args.budget_kind) if args.budget_schedule else None
     budget = PowerBudget(args.budget_w, args.budget_kind) if args.budget_w else None
     predictor = None
-    if args.policy != "baseline":
+    if args.policy not in ("baseline", "static", "oracle", "hindsight") or args.predictor or args.profile:
+        # A given predictor also brings its fitted node-power line to the loop (every policy).
         predictor = predictor_for(deployment, load, PredictorSource(args.predictor, args.profile), log=log)
-    truth = GroundTruth.on_demand(deployment, load) if args.policy == "oracle" else None
+    fixed = None if args.policy != "static" else Configuration(args.power_cap_w, args.batch_cap)
+    options = PolicyOptions(objective=args.objective, fixed=fixed,
+                            **({} if args.max_qos_violation_pct is None
+                               else {"oracle_max_qos_violation_pct": args.max_qos_violation_pct}))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    context = dict(deployment=deployment, load=load, budget=budget, schedule=schedule, predictor=predictor,
+                   options=options, out_dir=out_dir, log=log)
+    if args.policy == "hindsight":
+        return _run_hindsight(args, criteria, **context)
+    return _run_policy(args, **context)
+
+
+def _progress(args, log):
     total = int(round(args.duration_s / args.interval_s))
     last_print = [-1]
 
@@ -100,14 +203,62 @@ def run(args) -> int:
             log(f"  {record['t_s']:7.1f} s  cap {cfg['power_cap_w']:5.0f} W  batch {cfg['batch_cap']:3d}  "
                 f"{sample.get('throughput_tps', 0):7.0f} tok/s  {sample.get('node_power_w', 0):6.0f} W node  ({pct}%)")
 
+    return progress
+
+
+def _run_policy(args, *, deployment, load, budget, schedule, predictor, options, out_dir, log) -> int:
+    from pals.runtime.scenario import run_scenario
+
     if args.endpoint_port is not None:
         log(f"endpoint on http://127.0.0.1:{args.endpoint_port} (/status /budget /target /decisions /metrics)")
+    if args.policy == "oracle":
+        log("oracle: measuring every configuration on this run's request stream (its ground truth) ...")
     log(f"pals run: {args.policy} on {deployment.describe()}, {args.duration_s:g} s simulated")
     result = run_scenario(deployment, load, args.policy, duration_s=args.duration_s, target_tps=args.target_tps,
-                          budget=budget, budget_schedule=schedule, predictor=predictor, truth=truth, out_dir=out_dir,
+                          budget=budget, budget_schedule=schedule, predictor=predictor, out_dir=out_dir,
                           seed=args.seed, endpoint_port=args.endpoint_port, interval_s=args.interval_s,
-                          on_step=progress)
-    summary = dict(result.summary)
+                          on_step=_progress(args, log), options=options)
+    summary = _with_setup(dict(result.summary), args, deployment, budget)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    print(format_summary_line(summary))
+    for warning in summary.get("warnings", []):
+        print(f"WARNING: {warning}", file=sys.stderr)
+    print(f"wrote {out_dir / 'decisions.jsonl'} and {out_dir / 'summary.json'}")
+    return 0
+
+
+def _run_hindsight(args, criteria, *, deployment, load, budget, schedule, predictor, options, out_dir, log) -> int:
+    from pals.runtime.hindsight import hindsight_static_optimum
+    from pals.runtime.predictors import node_power_model
+
+    log(f"pals run: hindsight oracle on {deployment.describe()}, every configuration for {args.duration_s:g} s "
+        f"simulated on the same stream; limits: {criteria.describe()}")
+    result = hindsight_static_optimum(deployment, load, duration_s=args.duration_s, criteria=criteria,
+                                      objective=options.objective, seed=args.seed, target_tps=args.target_tps,
+                                      budget=budget, budget_schedule=schedule, interval_s=args.interval_s,
+                                      power_model=node_power_model(predictor), workers=args.workers,
+                                      progress=not args.quiet)
+    entry = result.write(out_dir)
+    best = result.best_summary()
+    summary = dict(best) if best is not None else {}
+    summary["policy"] = "hindsight"
+    summary["hindsight"] = entry
+    summary = _with_setup(summary, args, deployment, budget)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    if best is None:
+        print(f"hindsight: no configuration of {len(result.rows)} meets {criteria.describe()}")
+    else:
+        row = result.best
+        print(f"hindsight optimum: {row.power_cap_w:g} W / batch {row.batch_cap} "
+              f"({entry['meeting']} of {len(result.rows)} configurations meet {criteria.describe()})")
+        print(format_summary_line(summary))
+    print(f"wrote {out_dir / 'hindsight.csv'} and {out_dir / 'summary.json'}")
+    return 0
+
+
+def _with_setup(summary: dict, args, deployment, budget) -> dict:
+    """The run's setup beside its figures in summary.json."""
+    summary["objective"] = args.objective
     summary["deployment"] = {"model": deployment.model, "gpu": deployment.gpu, "tp": deployment.tp,
                              "num_gpus": deployment.num_gpus}
     summary["load"] = {"trace": args.trace, "rate_rps": args.rate, "saturate": args.saturate,
@@ -115,12 +266,9 @@ def run(args) -> int:
     summary["target_tps"] = args.target_tps
     summary["budget"] = None if budget is None else {"budget_w": budget.budget_w, "kind": budget.kind}
     summary["budget_schedule"] = args.budget_schedule
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    print(format_summary_line(summary))
-    for warning in summary.get("warnings", []):
-        print(f"WARNING: {warning}", file=sys.stderr)
-    print(f"wrote {out_dir / 'decisions.jsonl'} and {out_dir / 'summary.json'}")
-    return 0
+    if args.policy == "static":
+        summary["static"] = {"power_cap_w": args.power_cap_w, "batch_cap": args.batch_cap}
+    return summary
 
 
 def format_summary_line(s: dict) -> str:

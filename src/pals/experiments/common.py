@@ -1,8 +1,10 @@
 """Shared parts of the experiments: the paper's deployments, workloads, profiles, closed-loop runs.
 
 Everything runs on the simulated node (`pals.sim`), assembled through `pals.runtime`. A `Lab` holds
-one experiment's settings (seed, quick or full) and its caches (profiles, predictors, ground-truth
-tables), so nothing is shared through module state.
+one experiment's settings (seed, quick or full) and its caches (profiles, predictors), so nothing
+is shared through module state. The yardsticks a policy is measured against come from here too:
+the Oracle's truth of one run's stream (`Lab.delivered_truth`) and the hindsight optimum over
+every fixed configuration on that stream (`Lab.hindsight`).
 
 Ground truth vs telemetry: the controller only sees the node's noisy telemetry; the figures we
 report for a run come from H4's run summary over the decision log (`pals.control.summary`), and
@@ -20,6 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from pals.control.budget import PowerBudget
+from pals.control.policies import PolicyOptions
+from pals.control.types import Configuration
 from pals.core.node import Actuation
 from pals.core.paper import CONTROL_INTERVAL_S, PAPER_BATCH_CAPS, PAPER_GPU, PAPER_POWER_CAPS_W
 from pals.core.power import NodePowerModel
@@ -28,9 +32,11 @@ from pals.model.predictor import PowerPerfPredictor
 from pals.model.profile import read_profile
 from pals.model.profiler import profile_on_fresh_nodes
 from pals.runtime.builder import ControlSettings, build_controller, build_loop, policy_for
+from pals.runtime.delivered import DeliveredTruth, series_from_records
 from pals.runtime.deployment import Deployment
+from pals.runtime.hindsight import HindsightResult, MeetCriteria, grid_configurations, hindsight_over
 from pals.runtime.load import LoadSpec, UniformLengths, make_workload
-from pals.runtime.truth import GroundTruth, Measured, measure_configuration
+from pals.runtime.truth import Measured, measure_configuration
 from pals.sim.node import NoiseConfig, SimNode
 
 __all__ = ["ALL_MODELS", "CONTROL_INTERVAL_S", "DENSE_MODELS", "GPU", "Lab", "MOE_MODELS", "PAPER_BATCHES",
@@ -96,7 +102,6 @@ class Lab:
     work_dir: Path | None = None
     _profiles: dict = field(default_factory=dict, repr=False)
     _predictors: dict = field(default_factory=dict, repr=False)
-    _truths: dict = field(default_factory=dict, repr=False)
     _tmp: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -141,19 +146,6 @@ class Lab:
         workload = self.workload(None, self.seed) if workload is None else workload
         return measure_configuration(self.spec(model, tp), workload, cap_w, batch, warmup_s=warmup_s,
                                      window_s=window_s, seed=self.seed)
-
-    def truth(self, model: str, tp: int, load_tps: float | None = None, caps: Sequence[float] = PAPER_CAPS_W,
-              batches: Sequence[int] = PAPER_BATCHES) -> GroundTruth:
-        """Ground truth of every grid point under the given load (noise-free, long window)."""
-        key = (model, tp, load_tps, tuple(caps), tuple(batches))
-        if key not in self._truths:
-            window_s = None if load_tps is None else (60.0 if self.quick else 120.0)
-
-            def measure(cap_w: float, batch: int) -> Measured:
-                return self.measure(model, tp, cap_w, batch, self.workload(load_tps, self.seed + 202), window_s=window_s)
-
-            self._truths[key] = GroundTruth.on_grid(measure, caps, batches)
-        return self._truths[key]
 
     # -- profiles and predictors ----------------------------------------------------------------
 
@@ -207,7 +199,8 @@ class Lab:
     # -- closed-loop runs --------------------------------------------------------------------------
 
     def models_for(self, name: str, model: str, tp: int) -> dict[str, Any]:
-        """The models policy `name` needs: none (Baseline), ground truth (Oracle), else the predictor.
+        """The models policy `name` needs: none (Baseline, Static), else the predictor (the Oracle's
+        truth belongs to one run's stream: `run` builds it, `delivered_truth`).
 
         The model-guided policies score candidates with a load-aware objective built on each
         configuration's capacity and busy power (`pals.control.policies`), so their predictor is
@@ -216,22 +209,21 @@ class Lab:
         under a load below capacity records the demand, not the capacity, at every point that
         keeps up, and no candidate could show the target margin.)
         """
-        if name == "baseline":
+        if name in ("baseline", "static", "oracle"):
             return {}
-        if name == "oracle":
-            return {"truth": self.truth(model, tp, None)}
         return {"predictor": self.predictor(model, tp, None)}
 
-    def make_policy(self, name: str, model: str, tp: int, load_tps: float | None = None):
-        """A policy whose model (predictor, or ground truth for the Oracle) describes capacity (see `models_for`)."""
+    def make_policy(self, name: str, model: str, tp: int, load_tps: float | None = None,
+                    options: PolicyOptions = PolicyOptions()):
+        """A policy whose model (the predictor) describes capacity (see `models_for`; not the Oracle)."""
         spec = self.spec(model, tp)
         return policy_for(name, power_cap_max_w=spec.gpu_spec.power_limit_max_w, batch_cap_max=spec.batch_cap_max,
-                          **self.models_for(name, model, tp))
+                          options=options, **self.models_for(name, model, tp))
 
     def settings(self, policy: str, budget_w: float | None = None, target_tps: float | None = None,
-                 schedule=None) -> ControlSettings:
+                 schedule=None, options: PolicyOptions = PolicyOptions()) -> ControlSettings:
         """The experiments' control settings: the paper's interval, a node budget, a target."""
-        return ControlSettings(policy, interval_s=CONTROL_INTERVAL_S, budget=_node_budget(budget_w),
+        return ControlSettings(policy, options=options, interval_s=CONTROL_INTERVAL_S, budget=_node_budget(budget_w),
                                target_tps=None if target_tps is None else float(target_tps), budget_schedule=schedule)
 
     def loop(self, node, policy, budget_w: float | None = None, target_tps: float | None = None, schedule=None):
@@ -241,19 +233,31 @@ class Lab:
         return build_loop(node, policy, NodePowerModel(), interval_s=CONTROL_INTERVAL_S, budget=_node_budget(budget_w),
                           target_tps=None if target_tps is None else float(target_tps), budget_schedule=schedule)
 
+    def live_load(self, load_tps: float | None, seed_offset: int = 0) -> LoadSpec:
+        """The load `run` serves: `load(load_tps)` with the run's stream seed."""
+        return self.load(load_tps, self.seed + 7 + seed_offset)
+
     def run(self, model: str, tp: int, policy_name: str, load_tps: float | None, duration_s: float,
             target_tps: float | None = None, budget_w: float | None = None, schedule=None,
-            seed_offset: int = 0, workload=None) -> RunResult:
+            seed_offset: int = 0, workload=None, options: PolicyOptions = PolicyOptions(),
+            truth: DeliveredTruth | None = None) -> RunResult:
         """One closed-loop run of `policy_name` on a fresh node; summary from H4's `summarize`.
 
         `load_tps` picks the workload (None: saturating); the policy's model describes capacity
-        (`models_for`); `workload` overrides the live workload only (e.g. a time-varying load).
+        (`models_for`); `workload` overrides the live workload only (e.g. a time-varying load; not
+        with the Oracle, whose truth replays `live_load`). The Oracle's truth is built for this
+        run's stream unless given (`delivered_truth`).
         """
-        live = workload if workload is not None else self.workload(load_tps, self.seed + 7 + seed_offset)
+        live = workload if workload is not None else make_workload(self.live_load(load_tps, seed_offset))
+        if policy_name == "oracle" and truth is None:
+            if workload is not None:
+                raise ValueError("the Oracle's truth replays the run's own load: no workload override")
+            truth = self.delivered_truth(model, tp, load_tps, duration_s, seed_offset)
         node = self.node(model, tp, live, noise=True, seed_offset=seed_offset)
         # The paper's node-power line, as in `loop`.
-        controller = build_controller(node, self.settings(policy_name, budget_w, target_tps, schedule),
-                                      power_model=NodePowerModel(), **self.models_for(policy_name, model, tp))
+        controller = build_controller(node, self.settings(policy_name, budget_w, target_tps, schedule, options),
+                                      power_model=NodePowerModel(), truth=truth,
+                                      **self.models_for(policy_name, model, tp))
         loop = controller.loop
         # Start from a warm node (queues and batches at steady state), as a 60-minute run would be
         # for almost all of its length; the policy's first observations are then representative.
@@ -273,6 +277,38 @@ class Lab:
             truth_tokens_per_joule=tokens / energy if energy > 0 else 0.0,
             truth_mean_node_power_w=energy / max(node.clock.now_s() - WARMUP_S, 1e-9),
         )
+
+    # -- the yardsticks: the Oracle's truth and the hindsight optimum ----------------------------------
+
+    def delivered_truth(self, model: str, tp: int, load_tps: float | None, duration_s: float,
+                        seed_offset: int = 0) -> DeliveredTruth:
+        """The Oracle's truth for the run `run(model, tp, "oracle", load_tps, duration_s, seed_offset=...)`:
+        every grid configuration held over that run's own stream, with its warm-up and telemetry seed."""
+        return DeliveredTruth(Deployment(model, GPU, tp=tp), self.live_load(load_tps, seed_offset),
+                              WARMUP_S + duration_s, start_s=WARMUP_S, caps_w=PAPER_CAPS_W, batches=PAPER_BATCHES,
+                              seed=self.seed + seed_offset)
+
+    def hindsight(self, model: str, tp: int, load_tps: float | None, duration_s: float, criteria: MeetCriteria,
+                  target_tps: float | None = None, budget_w: float | None = None, seed_offset: int = 0,
+                  objective: str = "node", truth: DeliveredTruth | None = None,
+                  progress: bool = False) -> HindsightResult:
+        """The hindsight optimum of the run `run(model, tp, ..., seed_offset=...)`: every grid configuration
+        as the static policy on the same stream, target and budget, judged by `criteria`.
+
+        Without a budget a static run does not react to telemetry, so its intervals are exactly the
+        Oracle's truth of that configuration on that stream (`pals.runtime.delivered`): they are
+        handed to `truth` when given, which then needs no runs of its own.
+        """
+        def run_static(config: Configuration) -> dict[str, Any]:
+            result = self.run(model, tp, "static", load_tps, duration_s, target_tps=target_tps, budget_w=budget_w,
+                              seed_offset=seed_offset, options=PolicyOptions(objective=objective, fixed=config))
+            if truth is not None and budget_w is None:
+                truth.add_series(config.power_cap_w, config.batch_cap,
+                                 series_from_records(result.records, WARMUP_S + duration_s, CONTROL_INTERVAL_S))
+            return result.summary
+
+        return hindsight_over(grid_configurations(PAPER_CAPS_W, PAPER_BATCHES), run_static, criteria, objective,
+                              progress=progress, label=f"hindsight {model}")
 
 
 def _node_budget(budget_w: float | None) -> PowerBudget | None:

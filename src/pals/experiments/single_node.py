@@ -1,170 +1,299 @@
-"""single-node (paper Fig 7): five policies on one 4x A100 node, eight models, normalized tokens/J.
+"""single-node (paper Fig 7): five policies on one 4x A100 node, against the paper and two yardsticks.
 
 Per model: Poisson load at `LOAD_FRACTION` of the Baseline's capacity (400 W, batch 64, saturating),
-throughput target `TARGET_FRACTION` of that offered load. Each policy runs on a fresh, warm node
-with the same request sequence; model-guided policies use a predictor fitted on a profile taken
-under that load (as the paper profiles under its Poisson workload); the Oracle uses the
-simulator's ground truth on the same grid. No power budget.
+throughput target `TARGET_FRACTION` of that offered load, no power budget. Every seed (`SEEDS` of
+them, from the given one) is a new offline profile, request stream and telemetry noise; within a
+seed every policy serves the same stream on a fresh, warm node.
+
+Two yardsticks per seed, both judged at PALS's own QoS (`MeetCriteria.no_worse_than`: no more
+intervals violating the target than PALS had):
+
+- the hindsight static optimum: every (cap, batch) of the grid run as a fixed configuration on the
+  same stream; the best tokens/J among those that meet PALS's violations (`pals.runtime.hindsight`);
+- the dynamic Oracle, allowed PALS's share of violating intervals: the best plan by the ground truth
+  of the stream (`pals.control.policies.oracle`), at least the hindsight optimum by construction.
+
+Figures are means over seeds with 95 % Student-t intervals; ratios are paired by seed (geometric
+mean over models within a seed, then the interval over seeds: `pals.experiments.stats`). Verdicts
+against the paper come from one rule (`pals.experiments.verdict`); checks hold only when the
+interval supports them.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pals.control.policies import PolicyOptions
 from pals.experiments.common import ALL_MODELS, MOE_MODELS, Lab, geomean, plt, save_figure
-from pals.experiments.report import Report, Section
+from pals.experiments.report import Report, Table
+from pals.experiments.stats import Estimate, at_least, mean_ci, not_below, ratio_ci
+from pals.experiments.verdict import ratio_verdict
+from pals.runtime.hindsight import MeetCriteria
 
 POLICIES = ("baseline", "adaptive-cap", "adaptive-batch", "pals", "oracle")
 LOAD_FRACTION = 0.5
 TARGET_FRACTION = 0.95
+SEEDS = 5
+"""Seeds per model, quick and full (the quick mode shortens runs and takes fewer models, not fewer seeds)."""
 QUICK_MODELS = ("Mixtral-8x7B", "Llama-2-7B")
-NOISE_PCT = 2.0
-"""Run-to-run noise on tokens/J we allow in the 'at least as good' checks (measured: see report)."""
+QUICK_DURATION_S = 60.0
+FULL_DURATION_S = 300.0
+HINDSIGHT_SHARE_MIN = 0.97
+"""PALS must reach at least this share of the hindsight optimum's tokens/J (issue 12's bar)."""
+PAPER = {"pals": 1.26, "adaptive-batch": 1.14, "pals/oracle": 0.95}
+"""The paper's Fig 7 figures: tokens/J over the Baseline's, and PALS's share of the Oracle's."""
+
+
+@dataclass
+class SeedRun:
+    """One seed of one model: each policy's run summary figures and the hindsight optimum."""
+
+    tokens_per_joule: dict[str, float]
+    """Policy -> tokens per node joule (the headline)."""
+    qos_violation_pct: dict[str, float]
+    throughput_tps: dict[str, float]
+    final_config: dict[str, str] = field(default_factory=dict)
+    hindsight_tpj: float = float("nan")
+    """The hindsight optimum's tokens per node joule (NaN: no configuration meets PALS's violations)."""
+    hindsight_config: str = "-"
+    hindsight_meeting: int = 0
+    """How many grid configurations meet PALS's violations."""
 
 
 def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     start = time.perf_counter()
-    lab = Lab(seed=seed, quick=quick, work_dir=Path(out_dir) / "profiles")
+    out_dir = Path(out_dir)
     models = {m: ALL_MODELS[m] for m in QUICK_MODELS} if quick else dict(ALL_MODELS)
-    duration_s = 90.0 if quick else 300.0
-    report = Report("single-node", "Single node: Baseline, AdaptiveCap, AdaptiveBatch, PALS, Oracle (paper Fig 7)", out_dir, quick)
-    report.setup = {
+    duration_s = QUICK_DURATION_S if quick else FULL_DURATION_S
+    seeds = [seed + k for k in range(SEEDS)]
+    base = Lab(seed=seed, quick=quick, work_dir=out_dir / "profiles" / f"seed{seed}")
+    loads = {m: LOAD_FRACTION * base.measure(m, tp, 400.0, 64).throughput_tps for m, tp in models.items()}
+    measured: dict[str, list[SeedRun]] = {m: [] for m in models}
+    hindsight_rows: list[list[Any]] = []
+    for s in seeds:
+        lab = base if s == seed else Lab(seed=s, quick=quick, work_dir=out_dir / "profiles" / f"seed{s}")
+        for model, tp in models.items():
+            run_, rows = _one_seed(lab, model, tp, loads[model], duration_s)
+            measured[model].append(run_)
+            hindsight_rows += [[model, s, *row] for row in rows]
+    setup = {
         "node": "4x A100-SXM4-80GB (simulated)",
         "load": f"Poisson at {LOAD_FRACTION:.0%} of each model's Baseline capacity",
         "target": f"{TARGET_FRACTION:.0%} of the offered load",
         "duration per run": f"{duration_s:.0f} s simulated after a 30 s warm-up",
         "control interval": "0.5 s",
-        "seed": seed,
+        "seeds": f"{len(seeds)} ({seeds[0]}-{seeds[-1]}): profile, request stream and telemetry noise",
+        "objective": "tokens per node joule",
     }
-    rows, norm, violations = _run_policies(lab, models, duration_s)
-    first = next(iter(models))
-    noise_pct = _rerun_noise_pct(lab, first, models[first], duration_s, norm["pals"][first])
-    tolerance_pct = max(NOISE_PCT, noise_pct)
-
-    mean = {p: geomean(list(norm[p].values())) for p in POLICIES}
-    mean_viol = {p: sum(violations[p].values()) / len(violations[p]) for p in POLICIES}
-    pals_vs_oracle = mean["pals"] / mean["oracle"]
-    headroom = (mean["pals"] - 1) / (mean["oracle"] - 1) if mean["oracle"] > 1 else float("nan")
-
-    averages = _result_sections(report, list(models), rows, norm, mean, mean_viol)
-    report.paragraph(averages, f"Run-to-run noise (PALS/Baseline ratio on {first}, second request sequence): "
-                               f"{noise_pct:.1f} %; 'at least as good' checks allow {tolerance_pct:.1f} %.")
-    _compare_and_check(report, mean, mean_viol, pals_vs_oracle, headroom, tolerance_pct)
-    _why_section(report, mean)
-    report.metrics = {
-        "normalized_tokens_per_joule": mean,
-        "mean_qos_violation_pct": mean_viol,
-        "pals_share_of_oracle": pals_vs_oracle,
-        "pals_share_of_oracle_headroom": headroom,
-        "run_to_run_noise_pct": noise_pct,
-        "per_model": {p: norm[p] for p in POLICIES},
-    }
-    return report.write(time.perf_counter() - start)
+    return build_report(measured, out_dir, quick, setup, hindsight_rows).write(time.perf_counter() - start)
 
 
-def _run_policies(
-    lab: Lab, models: dict[str, int], duration_s: float
-) -> tuple[list[list[Any]], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """Every policy on every model at the same load and target.
+def _one_seed(lab: Lab, model: str, tp: int, load_tps: float, duration_s: float) -> tuple[SeedRun, list[list[Any]]]:
+    """Every policy, the hindsight optimum and the Oracle on one seed's stream."""
+    target_tps = TARGET_FRACTION * load_tps
+    results = {p: lab.run(model, tp, p, load_tps, duration_s, target_tps=target_tps) for p in POLICIES if p != "oracle"}
+    pals = results["pals"].summary
+    criteria = MeetCriteria.no_worse_than(pals)
+    truth = lab.delivered_truth(model, tp, load_tps, duration_s)
+    hindsight = lab.hindsight(model, tp, load_tps, duration_s, criteria, target_tps=target_tps, truth=truth)
+    allowance = PolicyOptions(oracle_max_qos_violation_pct=pals["qos_violation_pct"])
+    results["oracle"] = lab.run(model, tp, "oracle", load_tps, duration_s, target_tps=target_tps, options=allowance,
+                                truth=truth)
+    best = hindsight.best
+    seed_run = SeedRun(
+        tokens_per_joule={p: r.summary["tokens_per_joule"] for p, r in results.items()},
+        qos_violation_pct={p: r.summary["qos_violation_pct"] for p, r in results.items()},
+        throughput_tps={p: r.summary["throughput_tps"] for p, r in results.items()},
+        final_config={p: "{power_cap_w:g} W / {batch_cap}".format(**r.records[-1]["decision"]["config"])
+                      for p, r in results.items()},
+        hindsight_tpj=hindsight.best_value,
+        hindsight_config="-" if best is None else f"{best.power_cap_w:g} W / {best.batch_cap}",
+        hindsight_meeting=sum(r.meets for r in hindsight.rows),
+    )
+    rows = [[r.power_cap_w, r.batch_cap, r.tokens_per_joule, r.tokens_per_joule_gpu, r.throughput_tps,
+             r.qos_violation_pct, r.budget_overshoot_pct, r.meets] for r in hindsight.rows]
+    return seed_run, rows
 
-    Returns:
-        The per-model table rows, tokens/J over the Baseline's and QoS violations (%), both policy -> model -> value.
+
+# -- from numbers to a report (no runs below: tests feed constructed numbers) ---------------------------
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else float("nan")
+
+
+def _ratio_over_models(measured: dict[str, list[SeedRun]], num, den) -> Estimate | None:
+    """Per seed, the geometric mean over models of num(run) / den(run); the interval over seeds.
+
+    Seeds where a ratio is undefined for every model are left out; None when no seed is left.
     """
-    rows, norm = [], {p: {} for p in POLICIES}
-    violations = {p: {} for p in POLICIES}
-    for model, tp in models.items():
-        capacity = lab.measure(model, tp, 400.0, 64)
-        load_tps = LOAD_FRACTION * capacity.throughput_tps
-        target_tps = TARGET_FRACTION * load_tps
-        results = {p: lab.run(model, tp, p, load_tps, duration_s, target_tps=target_tps) for p in POLICIES}
-        base = results["baseline"].summary["tokens_per_joule"]
-        for p, r in results.items():
-            s = r.summary
-            norm[p][model] = s["tokens_per_joule"] / base
-            violations[p][model] = s["qos_violation_pct"]
-            last = r.records[-1]["decision"]["config"]
-            rows.append([model, "MoE" if model in MOE_MODELS else "dense", p, s["tokens_per_joule"], norm[p][model],
-                         s["throughput_tps"], s["qos_violation_pct"], s["mean_power_w"], s["config_changes"],
-                         f"{last['power_cap_w']:g} W / {last['batch_cap']}"])
-    return rows, norm, violations
+    per_seed = []
+    for k in range(len(next(iter(measured.values())))):
+        ratios = [_ratio(num(runs[k]), den(runs[k])) for runs in measured.values()]
+        ratios = [r for r in ratios if math.isfinite(r) and r > 0]
+        if ratios:
+            per_seed.append(geomean(ratios))
+    return ratio_ci(per_seed) if per_seed else None
 
 
-def _rerun_noise_pct(lab: Lab, model: str, tp: int, duration_s: float, pals_norm: float) -> float:
-    """Run-to-run noise: PALS and Baseline on `model` again with another request sequence; how far
-    the PALS/Baseline tokens/J ratio moves (%)."""
-    cap0 = lab.measure(model, tp, 400.0, 64).throughput_tps * LOAD_FRACTION
-    rerun = {p: lab.run(model, tp, p, cap0, duration_s, target_tps=TARGET_FRACTION * cap0, seed_offset=1000)
-             for p in ("baseline", "pals")}
-    return abs(rerun["pals"].summary["tokens_per_joule"] / rerun["baseline"].summary["tokens_per_joule"]
-               - pals_norm) * 100.0
-
-
-def _result_sections(
-    report: Report,
-    names: list[str],
-    rows: list[list[Any]],
-    norm: dict[str, dict[str, float]],
-    mean: dict[str, float],
-    mean_viol: dict[str, float],
-) -> Section:
-    """The per-model table and Fig 7, then the averages table; returns the averages' section."""
-    sec = report.section("Normalized tokens/J per model")
-    report.table(sec, "per_model", ["model", "type", "policy", "tokens/J", "vs baseline", "throughput tok/s",
-                                    "QoS violations %", "mean node W", "config changes", "final cap / batch"], rows,
-                 "One closed-loop run per model and policy")
-    fig, ax = plt().subplots(figsize=(9, 4))
-    width = 0.16
-    for i, p in enumerate(POLICIES):
-        ax.bar([k + (i - 2) * width for k in range(len(names))], [norm[p][m] for m in names], width, label=p)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks(range(len(names)), [n.replace("-", "-\n", 1) for n in names], fontsize=7)
-    ax.set_ylabel("tokens/J / Baseline")
-    ax.legend(fontsize=7, ncol=5)
-    save_figure(fig, report.figure_path("fig7_normalized_tpj"))
-    report.image(sec, "fig7_normalized_tpj", "Fig 7: tokens/J normalized to Baseline (400 W, batch 64)")
-    sec2 = report.section("Averages")
-    report.table(sec2, "averages", ["policy", "geomean tokens/J vs baseline", "mean QoS violations %"],
-                 [[p, mean[p], mean_viol[p]] for p in POLICIES])
-    return sec2
-
-
-def _compare_and_check(
-    report: Report,
-    mean: dict[str, float],
-    mean_viol: dict[str, float],
-    pals_vs_oracle: float,
-    headroom: float,
-    tolerance_pct: float,
-) -> None:
-    """The paper's Fig 7 numbers beside ours, and the claims PALS must show."""
-    report.compare("PALS tokens/J vs Baseline (mean of models)", "1.26x", f"{mean['pals']:.2f}x",
-                   "same direction" if mean["pals"] > 1.02 else "differs")
-    report.compare("batch-only (AdaptiveBatch) vs Baseline", "1.14x", f"{mean['adaptive-batch']:.2f}x",
-                   "same direction" if mean["adaptive-batch"] > 1.02 else "differs")
-    report.compare("cap-only (AdaptiveCap) vs Baseline", "not given (below PALS)", f"{mean['adaptive-cap']:.2f}x", "-")
-    report.compare("PALS as share of Oracle tokens/J", "95 % (efficiency) / 95 % of headroom",
-                   f"{pals_vs_oracle:.1%} (headroom {headroom:.0%})", "matches" if pals_vs_oracle >= 0.95 else "differs")
-    tol = 1 - tolerance_pct / 100
+def estimates(measured: dict[str, list[SeedRun]]) -> dict[str, Estimate | None]:
+    """The ratios the checks and verdicts rest on (all paired by seed)."""
+    tpj = lambda p: (lambda r: r.tokens_per_joule[p])  # noqa: E731
+    out: dict[str, Estimate | None] = {f"{p}/baseline": _ratio_over_models(measured, tpj(p), tpj("baseline"))
+                                       for p in POLICIES}
+    hind = lambda r: r.hindsight_tpj  # noqa: E731
+    out["pals/oracle"] = _ratio_over_models(measured, tpj("pals"), tpj("oracle"))
+    out["pals/hindsight"] = _ratio_over_models(measured, tpj("pals"), hind)
+    out["oracle/hindsight"] = _ratio_over_models(measured, tpj("oracle"), hind)
     for other in ("baseline", "adaptive-batch", "adaptive-cap"):
-        ok = mean["pals"] >= mean[other] * tol and mean_viol["pals"] <= mean_viol[other] + tolerance_pct
-        report.check(f"PALS >= {other} on tokens/J at equal or fewer QoS violations (within {tolerance_pct:.1f} %)", ok,
-                     f"{mean['pals']:.3f}x vs {mean[other]:.3f}x; violations {mean_viol['pals']:.1f} % vs {mean_viol[other]:.1f} %")
-    report.check("PALS reaches at least 95 % of the Oracle's tokens/J", pals_vs_oracle >= 0.95, f"{pals_vs_oracle:.1%}")
+        out[f"pals/{other}"] = _ratio_over_models(measured, tpj("pals"), tpj(other))
+    return out
 
 
-def _why_section(report: Report, mean: dict[str, float]) -> None:
+def violation_gap(measured: dict[str, list[SeedRun]], policy: str, other: str) -> Estimate:
+    """Mean over seeds of (policy - other) QoS violations, averaged over models (percentage points)."""
+    gaps = [sum(runs[k].qos_violation_pct[policy] - runs[k].qos_violation_pct[other] for runs in measured.values())
+            / len(measured) for k in range(len(next(iter(measured.values()))))]
+    return mean_ci(gaps)
+
+
+def _text(est: Estimate | None, suffix: str = "x") -> str:
+    return "undefined (no seed)" if est is None else est.describe("{:.3f}", suffix)
+
+
+def build_report(measured: dict[str, list[SeedRun]], out_dir: Path, quick: bool, setup: dict[str, Any],
+                 hindsight_rows: list[list[Any]] | None = None) -> Report:
+    """The report of `measured` (model -> one `SeedRun` per seed): tables, figure, verdicts and checks."""
+    report = Report("single-node", "Single node: Baseline, AdaptiveCap, AdaptiveBatch, PALS, Oracle (paper Fig 7)",
+                    out_dir, quick)
+    report.setup = dict(setup)
+    est = estimates(measured)
+    _tables(report, measured, est, hindsight_rows or [])
+    _compare(report, est)
+    _check(report, measured, est)
+    _why_section(report, est)
+    report.metrics = {
+        "ratios": {k: None if v is None else v._asdict() for k, v in est.items()},
+        "normalized_tokens_per_joule": {p: None if est[f"{p}/baseline"] is None else est[f"{p}/baseline"].mean
+                                        for p in POLICIES},
+        "mean_qos_violation_pct": {p: mean_ci([sum(r[k].qos_violation_pct[p] for r in measured.values()) / len(measured)
+                                               for k in range(len(next(iter(measured.values()))))])._asdict()
+                                   for p in POLICIES},
+        "hindsight": {m: [{"tokens_per_joule": r.hindsight_tpj, "config": r.hindsight_config,
+                           "meeting": r.hindsight_meeting} for r in runs] for m, runs in measured.items()},
+        "seeds": len(next(iter(measured.values()))),
+    }
+    return report
+
+
+def _tables(report: Report, measured: dict[str, list[SeedRun]], est: dict[str, Estimate | None],
+            hindsight_rows: list[list[Any]]) -> None:
+    sec = report.section("Tokens/J per model (mean over seeds, 95 % interval)")
+    rows = []
+    for model, runs in measured.items():
+        base = [r.tokens_per_joule["baseline"] for r in runs]
+        for p in POLICIES + ("hindsight",):
+            values = [r.hindsight_tpj if p == "hindsight" else r.tokens_per_joule[p] for r in runs]
+            finite = [v for v in values if math.isfinite(v)]
+            vs_base = ratio_ci([v / b for v, b in zip(values, base) if math.isfinite(v)]) if finite else None
+            viol = "-" if p == "hindsight" else mean_ci([r.qos_violation_pct[p] for r in runs]).describe("{:.2f}")
+            last = ", ".join(sorted({r.hindsight_config if p == "hindsight" else r.final_config.get(p, "-") for r in runs}))
+            rows.append([model, "MoE" if model in MOE_MODELS else "dense", p,
+                         mean_ci(finite).describe("{:.4f}") if finite else "none meets", _text(vs_base), viol, last])
+    report.table(sec, "per_model", ["model", "type", "policy", "tokens/J node", "vs baseline", "QoS violations %",
+                                    "final configuration(s)"], rows,
+                 "Each policy over the seeds; 'hindsight' is the best fixed configuration at PALS's violations")
+    _figure(report, sec, measured)
+    if hindsight_rows:
+        # Hundreds of rows: written as tables/hindsight.csv only, named in the text rather than printed.
+        report.tables.append(Table("hindsight", ["model", "seed", "cap W", "batch", "tokens/J node", "tokens/J GPU",
+                                                 "throughput tok/s", "QoS violations %", "budget overshoot %",
+                                                 "meets PALS's violations"], hindsight_rows))
+        report.paragraph(sec, "The hindsight oracle's whole table (every fixed configuration on each seed's stream, "
+                              "whether it meets PALS's violations) is in tables/hindsight.csv.")
+    sec2 = report.section("Yardsticks (ratios paired by seed, geometric mean over models)")
+    report.table(sec2, "ratios", ["ratio", "mean [95 % interval]"],
+                 [[k, _text(v)] for k, v in est.items()])
+
+
+def _figure(report: Report, sec, measured: dict[str, list[SeedRun]]) -> None:
+    names = list(measured)
+    fig, ax = plt().subplots(figsize=(9, 4.5))
+    width = 0.14
+    lowest = 1.0
+    for i, p in enumerate(POLICIES + ("hindsight",)):
+        means, errs = [], []
+        for m in names:
+            runs = measured[m]
+            ratios = [(r.hindsight_tpj if p == "hindsight" else r.tokens_per_joule[p]) / r.tokens_per_joule["baseline"]
+                      for r in runs]
+            ratios = [x for x in ratios if math.isfinite(x) and x > 0]
+            e = ratio_ci(ratios) if ratios else Estimate(float("nan"), float("nan"), float("nan"))
+            means.append(e.mean)
+            lowest = min(lowest, e.low if math.isfinite(e.low) else e.mean)
+            errs.append([e.mean - e.low if math.isfinite(e.low) else 0.0, e.high - e.mean if math.isfinite(e.high) else 0.0])
+        ax.bar([k + (i - 2.5) * width for k in range(len(names))], means, width, label=p,
+               yerr=list(zip(*errs)) if errs else None, capsize=2)
+    ax.axhline(1.0, color="k", lw=0.8)
+    # Differences of a few per cent: the axis is zoomed on them (it does not start at zero).
+    if math.isfinite(lowest):
+        ax.set_ylim(bottom=max(0.0, lowest - 0.05))
+    ax.set_xticks(range(len(names)), [n.replace("-", "-\n", 1) for n in names], fontsize=7)
+    ax.set_ylabel("tokens/J (node) / Baseline's (ratio; axis zoomed)")
+    ax.set_xlabel("model")
+    ax.set_title("Fig 7: tokens per node joule over Baseline's, mean over seeds with 95 % interval")
+    ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    save_figure(fig, report.figure_path("fig7_normalized_tpj"))
+    report.image(sec, "fig7_normalized_tpj", "Fig 7: tokens/J normalized to Baseline (400 W, batch 64), 95 % intervals")
+
+
+def _compare(report: Report, est: dict[str, Estimate | None]) -> None:
+    """The paper's Fig 7 numbers beside ours; the verdict of each from the one rule."""
+    def row(quantity: str, key: str, paper_text: str, paper: float | None, upper_bound: bool = False) -> None:
+        value = est[key]
+        verdict = "not comparable (undefined)" if value is None else str(ratio_verdict(value, paper, upper_bound=upper_bound))
+        report.compare(quantity, paper_text, _text(value), verdict)
+
+    row("PALS tokens/J vs Baseline (geometric mean of models)", "pals/baseline", "1.26x", PAPER["pals"])
+    row("batch-only (AdaptiveBatch) vs Baseline", "adaptive-batch/baseline", "1.14x", PAPER["adaptive-batch"])
+    row("cap-only (AdaptiveCap) vs Baseline", "adaptive-cap/baseline", "not given (below PALS)", None)
+    row("PALS as share of the Oracle's tokens/J", "pals/oracle", "0.95x (95 %)", PAPER["pals/oracle"], upper_bound=True)
+    row("PALS as share of the hindsight static optimum (at PALS's violations)", "pals/hindsight", "not in the paper",
+        None, upper_bound=True)
+
+
+def _check(report: Report, measured: dict[str, list[SeedRun]], est: dict[str, Estimate | None]) -> None:
+    """The claims, each holding only when its interval supports it."""
+    ordering = est["oracle/hindsight"]
+    report.check("the Oracle reaches at least the hindsight static optimum (within noise)",
+                 ordering is not None and not_below(ordering, 1.0), f"Oracle / hindsight {_text(ordering)}")
+    bound = est["pals/oracle"]
+    report.check("PALS does not exceed its upper bound, the Oracle, beyond noise",
+                 bound is not None and not bound.low > 1.0, f"PALS / Oracle {_text(bound)}")
+    share = est["pals/hindsight"]
+    report.check(f"PALS reaches at least {HINDSIGHT_SHARE_MIN:.2f}x the hindsight optimum at no more violations",
+                 share is not None and at_least(share, HINDSIGHT_SHARE_MIN), f"PALS / hindsight {_text(share)}")
+    for other in ("baseline", "adaptive-batch", "adaptive-cap"):
+        ratio, gap = est[f"pals/{other}"], violation_gap(measured, "pals", other)
+        ok = ratio is not None and not_below(ratio, 1.0) and not (gap.low > 0)
+        report.check(f"PALS >= {other} on tokens/J at no more QoS violations (within noise)", ok,
+                     f"PALS / {other} {_text(ratio)}; violations PALS - {other} {gap.describe('{:+.2f}')} points")
+
+
+def _why_section(report: Report, est: dict[str, Estimate | None]) -> None:
     why = report.section("Why ours differ from the paper")
+    batch = est["adaptive-batch/baseline"]
     report.why(why, (
         "The load regime decides it. At a Poisson load below capacity the batch cap does not bind: the running batch is "
         "set by the arrivals, so a smaller batch cap only lowers capacity and AdaptiveBatch has almost nothing to gain "
-        f"({mean['adaptive-batch']:.2f}x against the paper's 1.14x). What a partly loaded node can save is power: decode "
-        "is memory-bound, so a lower cap loses little throughput while the node's power falls, which is why "
-        "AdaptiveCap and PALS land together and the gain comes from the cap. The paper's 1.14x batch-only gain needs "
-        "a regime where the batch cap itself sets the operating point (saturation with amortised per-step overheads, "
-        "which the simulator's physics gives as 9-30x between batch 1 and 64, not 1.7-2.1x: docs/calibration.md §7 "
-        "S3a). PALS's gap to the Oracle comes from predictor error near capacity: the profile's throughput at the "
-        "lowest caps is measured over a finite Poisson window, and a candidate whose predicted throughput falls short "
-        "of the target is not chosen, where the Oracle sees the exact value."
+        f"({_text(batch)} against the paper's 1.14x). What a partly loaded node can save is power: decode is "
+        "memory-bound, so a lower cap loses little throughput while the node's power falls, which is why AdaptiveCap "
+        "and PALS land together and the gain comes from the cap. The paper's 1.14x batch-only gain needs a regime where "
+        "the batch cap itself sets the operating point (docs/calibration.md §7 S3a). At this load QoS violations are "
+        "few and come in bursts, so 'no more violations than PALS' admits or excludes the most efficient fixed "
+        "configurations on a handful of intervals: the seeds' intervals say how much that moves the yardsticks."
     ))

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from pals.control.budget import BudgetSchedule, PowerBudget, ThroughputTarget
 from pals.control.endpoint import Endpoint
 from pals.control.loop import ControlLoop
-from pals.control.policies import make_policy
+from pals.control.policies import PolicyOptions, check_fixed_configuration, make_policy
 from pals.core.node import Node
 from pals.core.paper import CONTROL_INTERVAL_S
 from pals.core.power import NodePowerModel
@@ -28,6 +28,8 @@ class ControlSettings:
 
     policy: str
     """Policy name in the registry (`pals.control.policies.make_policy`)."""
+    options: PolicyOptions = PolicyOptions()
+    """Objective (node or GPU joules), the static policy's configuration, the Oracle's QoS allowance."""
     interval_s: float = CONTROL_INTERVAL_S
     """Control interval. Units: s."""
     budget: PowerBudget | None = None
@@ -44,10 +46,11 @@ class ControlSettings:
     """Address the endpoint listens on."""
 
 
-def policy_for(name: str, *, power_cap_max_w: float, batch_cap_max: int, predictor=None, truth=None):
+def policy_for(name: str, *, power_cap_max_w: float, batch_cap_max: int, predictor=None, truth=None,
+               options: PolicyOptions = PolicyOptions()):
     """The policy `name` from the registry, over the node's fixed knobs and the given models."""
     return make_policy(name, predictor=predictor, truth=truth, power_cap_max_w=power_cap_max_w,
-                       batch_cap_max=batch_cap_max)
+                       batch_cap_max=batch_cap_max, options=options)
 
 
 def build_loop(node: Node, policy, power_model: NodePowerModel, *, clock=None, interval_s: float = CONTROL_INTERVAL_S,
@@ -87,14 +90,18 @@ def build_controller(node: Node, settings: ControlSettings, *, predictor=None, t
         node: any `Node`; its constraints fix the knobs a policy may not move.
         settings: policy, interval, budget, target, schedule, decision log, endpoint.
         predictor: the fitted power-performance predictor (all model-guided policies).
-        truth: the simulator's ground truth (the Oracle only).
+        truth: the simulator's ground truth of the delivered load (the Oracle only;
+            `pals.runtime.delivered.DeliveredTruth`).
         clock: the node's clock by default.
         power_model: node-power line of the loop; None: the predictor's fitted one, else the paper's.
     """
     constraints = node.constraints()
+    fixed = settings.options.fixed
+    if fixed is not None:  # one clear line before anything runs
+        check_fixed_configuration(fixed.power_cap_w, fixed.batch_cap, constraints, check_cap=constraints.power_cap_settable)
     # The live workload reaches the predictor here, when it does: this is where the node (whose
     # samples carry it) and the policy meet.
-    policy = policy_for(settings.policy, predictor=predictor, truth=truth,
+    policy = policy_for(settings.policy, predictor=predictor, truth=truth, options=settings.options,
                         power_cap_max_w=constraints.power_cap_max_w, batch_cap_max=constraints.batch_cap_max)
     loop = build_loop(node, policy, power_model if power_model is not None else node_power_model(predictor),
                       clock=clock, interval_s=settings.interval_s, budget=settings.budget,

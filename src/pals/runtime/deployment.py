@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pals.core.node import Constraints
 from pals.core.paper import PAPER_BATCH_CAPS, PAPER_GPU, PAPER_NUM_GPUS
 from pals.errors import ConfigError
 from pals.runtime.cache import simulator_fingerprint
@@ -44,6 +45,14 @@ class Deployment:
         """The simulated node of this deployment (raises ConfigError on an unknown model or GPU)."""
         return SimNodeSpec(self.model, self.gpu, num_gpus=self.num_gpus, tp=self.tp, ep=self.ep,
                            batch_cap_max=self.batch_cap_max)
+
+    def constraints(self) -> Constraints:
+        """The settable ranges of the simulated node of this deployment (before building it)."""
+        spec = self.sim_spec()
+        gpu = spec.gpu_spec
+        return Constraints(num_gpus=self.num_gpus, power_cap_min_w=gpu.power_limit_min_w,
+                           power_cap_max_w=gpu.power_limit_max_w, batch_cap_max=spec.batch_cap_max,
+                           tp=self.tp, ep=self.ep, gpu_name=gpu.name, model_name=spec.llm_spec.name)
 
     def key(self) -> str:
         """Cache key: the deployment plus a fingerprint of the simulator that measures it."""

@@ -1,14 +1,18 @@
-"""The simulator's ground truth for the Oracle: configurations measured on a fresh, noise-free node.
+"""Configurations measured on a fresh, noise-free node at saturation: capacities and busy power.
+
+(The dynamic Oracle's truth is another: every configuration held over the run's own request stream,
+`pals.runtime.delivered`.)
 
 `measure_configuration` is the one measurement: a fresh `SimNode` with exact telemetry, started at
 the configuration, run `warmup_s`, then measured over `window_s` from its exact counters.
-`GroundTruth` answers a policy's `predict_candidates` from such measurements, in one of two modes:
+`GroundTruth` answers `predict_candidates` (a `PerfModel`, as a predictor does) from such
+measurements, in one of two modes:
 
-- `GroundTruth.on_demand` (`pals run`, `pals demo`, benchmarks): each configuration is measured the
-  first time it is asked for, under saturating load with the run's length distribution, and kept
-  in memory and on disk; node power is the paper's node-power line over the measured GPU power.
-- `GroundTruth.on_grid` (experiments): a whole (cap x batch) grid is measured up front under a
-  given load; node power is the simulator's own; any configuration is answered with the nearest
+- `GroundTruth.on_demand` (tests and benchmarks: the node's maximum throughput): each
+  configuration is measured the first time it is asked for, under saturating load with the run's
+  length distribution, and kept in memory and on disk; node power is the paper's node-power line
+  over the measured GPU power.
+- `GroundTruth.on_grid`: a whole (cap x batch) grid is measured up front under a given load; node power is the simulator's own; any configuration is answered with the nearest
   grid point's measurement.
 """
 

@@ -14,10 +14,17 @@ only). They differ in how they choose below that bound:
   with the predictor.
 - `AdaptiveCap` (`adaptive_cap.py`): batch fixed (maximum), cap chosen with the predictor.
 - `Pals` (`pals.py`): joint cap x batch, model-guided with PID correction and hysteresis.
-- `Oracle` (`oracle.py`): the same selection on the simulator's ground truth, no correction needed;
-  an upper bound that exists only for the simulated node.
+- `Oracle` (`oracle.py`, `oracle_plan.py`): the best plan of configurations over time by the
+  simulator's ground truth of the load being served (no PALS margins, the headline objective,
+  the same QoS allowance as its comparison); an upper bound that exists only for the simulated node.
+- `Static` (`static.py`): one fixed (cap, batch), its cap clamped by the budget as Baseline's is;
+  what the hindsight oracle (`pals.runtime.hindsight`) runs for every point of the grid.
 
-The four model-guided policies share `model_guided.ModelGuidedPolicy` (what happens in one
+Objective: the model-guided policies and the Oracle maximize tokens per NODE joule (the loop's
+node-power line over GPU power, as the summaries' headline `tokens_per_joule` counts them) unless
+`ModelGuidedConfig.objective` (`PolicyOptions.objective`, `pals run --objective`) says "gpu".
+
+The three model-guided policies (AdaptiveBatch, AdaptiveCap, PALS) share `model_guided.ModelGuidedPolicy` (what happens in one
 interval), built from small parts: `config.ModelGuidedConfig` (every knob, with its default),
 `estimators` (what is learnt: warm-up, backlog, idle power, demand, bursts, capacity correction,
 power bias, dwell throughput), `pid.PID` (`pals.control.pid`) and `selection` (the choice itself,
@@ -50,14 +57,17 @@ from pals.control.policies.config import (
 )
 from pals.control.policies.interface import PerfModel, Policy, capacity_limited
 from pals.control.policies.model_guided import ModelGuidedPolicy
-from pals.control.policies.oracle import Oracle
+from pals.control.policies.config import DEFAULT_OBJECTIVE, OBJECTIVES
+from pals.control.policies.oracle import ORACLE_MAX_QOS_VIOLATION_PCT, LoadTruth, Oracle, PlanOutcome, TruthTable
 from pals.control.policies.pals import Pals
-from pals.control.policies.registry import POLICY_NAMES, PolicyEntry, PolicyGrid, make_policy
+from pals.control.policies.registry import POLICY_NAMES, PolicyEntry, PolicyGrid, PolicyOptions, make_policy
+from pals.control.policies.static import Static, check_fixed_configuration
 from pals.core.paper import PAPER_BATCH_CAPS, PAPER_POWER_CAPS_W
 
 __all__ = [
     "AdaptiveBatch", "AdaptiveCap", "Baseline", "BudgetGuard", "DEFAULT_BURST_CV", "DEFAULT_IDLE_FRACTION_OF_MIN_CAP",
-    "FULL_BATCH_FRACTION", "ModelGuidedConfig", "ModelGuidedPolicy", "Oracle", "PAPER_BATCH_CAPS",
-    "PAPER_POWER_CAPS_W", "Pals", "PerfModel", "POLICY_NAMES", "Policy", "PolicyEntry", "PolicyGrid",
-    "capacity_limited", "make_policy",
+    "DEFAULT_OBJECTIVE", "FULL_BATCH_FRACTION", "LoadTruth", "ModelGuidedConfig", "ModelGuidedPolicy", "OBJECTIVES",
+    "ORACLE_MAX_QOS_VIOLATION_PCT", "Oracle", "PAPER_BATCH_CAPS", "PAPER_POWER_CAPS_W", "Pals", "PerfModel", "PlanOutcome",
+    "POLICY_NAMES", "Policy", "PolicyEntry", "PolicyGrid", "PolicyOptions", "Static", "TruthTable",
+    "capacity_limited", "check_fixed_configuration", "make_policy",
 ]

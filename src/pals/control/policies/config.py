@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Literal
 
 from pals.control.qos import DEFAULT_QOS_WINDOW_S
 from pals.errors import ConfigError
@@ -19,6 +20,14 @@ FULL_BATCH_FRACTION = 0.9
 """A batch at least this full (with requests waiting) means the node ran at capacity
 (`capacity_limited`). Units: fraction of the batch cap."""
 
+OBJECTIVES: tuple[str, ...] = ("node", "gpu")
+"""What tokens/J counts joules of: the node's (wall power: the headline `tokens_per_joule` of every
+summary) or the GPUs' only (`tokens_per_joule_gpu`)."""
+DEFAULT_OBJECTIVE = "node"
+"""The objective every policy maximizes unless told otherwise: the one the headline reports."""
+
+Objective = Literal["node", "gpu"]
+
 DEFAULT_IDLE_FRACTION_OF_MIN_CAP = 0.6
 """Idle-with-context GPU power assumed before any idle interval is seen, as a fraction of the GPU's
 lowest settable cap (A100: 0.6 x 100 W = 60 W; a loaded vLLM engine idles at 59-62 W)."""
@@ -26,12 +35,15 @@ lowest settable cap (A100: 0.6 x 100 W = 60 W; a loaded vLLM engine idles at 59-
 
 @dataclass(frozen=True)
 class ModelGuidedConfig:
-    """How a model-guided policy (AdaptiveBatch, AdaptiveCap, PALS, Oracle) learns and chooses.
+    """How a model-guided policy (AdaptiveBatch, AdaptiveCap, PALS) learns and chooses.
 
     The selection rule these knobs tune is described in `pals.control.policies` (package docstring).
     """
 
     # -- choosing ---------------------------------------------------------------------------------
+    objective: Objective = DEFAULT_OBJECTIVE
+    """What the selection maximizes: tokens per node joule ("node", through the loop's node-power
+    line, as the summaries' headline `tokens_per_joule` counts them) or per GPU joule ("gpu")."""
     target_margin: float = 0.10
     """Ask the prediction for this fraction more than the target (and the demand). Delivered
     throughput swings by ~10 % over 5 s windows at a fixed configuration, so a candidate predicted
@@ -128,7 +140,12 @@ class ModelGuidedConfig:
     Units: W per GPU."""
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}; "
+                              "use --objective node (tokens per node joule) or gpu")
         for f in fields(self):
+            if f.name == "objective":
+                continue
             value = getattr(self, f.name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ConfigError(f"ModelGuidedConfig.{f.name} must be a finite number, got {value!r}")

@@ -47,7 +47,7 @@ class ModelGuidedPolicy:
     """Choose (cap, batch) from discrete candidates scored by a `PerfModel` (see the module docstring).
 
     Args:
-        model: predictor (or ground truth for the Oracle).
+        model: the fitted predictor (any `PerfModel`).
         power_caps_w: candidate caps per GPU (a single value fixes the cap). Units: W. On a node
             whose power caps cannot be set (`Constraints.power_cap_settable` False), only the
             batch is chosen.
@@ -278,7 +278,8 @@ class ModelGuidedPolicy:
         factors = self.memory_.factors(list(candidates.configs)) if self.learn_ratios else np.ones(len(candidates.configs))
         demand = self.demand.tps_
         idle_w = self.idle_power.per_gpu_w(c.power_cap_min_w) * c.num_gpus
-        scores = score_candidates(thr * factors, gpu_w, node_w, demand, idle_w, ctx.power_model.alpha)
+        scores = score_candidates(thr * factors, gpu_w, node_w, demand, idle_w, ctx.power_model.alpha,
+                                  objective=cfg.objective, node_line=ctx.power_model)
         budget = None if ctx.budget is None else BudgetLimit(ctx.budget, bound, c.power_cap_min_w,
                                                               self.guard.margin_frac, self.power_bias.bias_w_)
         target_tps = None if ctx.target is None else ctx.target.target_tps

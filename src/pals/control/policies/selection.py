@@ -6,8 +6,9 @@ Nothing here keeps state; the policy (`model_guided.py`) feeds it what it has le
 1. Candidates: the cap grid clamped to the GPU's range, plus the budget's cap bound when it falls
    between grid caps, times the batch grid (`candidate_grid`).
 2. Scores: predicted capacity (already corrected by learnt ratios) and busy power per candidate;
-   the objective is tokens/J at the throughput each would DELIVER under the estimated demand
-   (`score_candidates`, the load-aware objective in the package docstring).
+   the objective is tokens per node joule (or per GPU joule: `ModelGuidedConfig.objective`) at
+   the throughput each would DELIVER under the estimated demand (`score_candidates`, the
+   load-aware objective in the package docstring).
 3. Feasible: predicted busy power in the budget's kind, plus the learnt power bias, under the
    budget less the guard's `margin_frac` (busy power, not load-aware power: the budget is a hard
    limit and load can rise within an interval). A candidate at the budget's cap bound is feasible
@@ -31,6 +32,7 @@ from pals.control.budget import PowerBudget
 from pals.control.policies.budget_guard import budget_warning, clamp_cap
 from pals.control.types import Configuration
 from pals.core.node import Constraints
+from pals.core.power import NodePowerModel
 
 CAP_MATCH_W = 0.5
 """Two caps this close are the same cap (logged caps are rounded). Units: W per GPU."""
@@ -64,7 +66,7 @@ class Scores:
     delivered_gpu_power_w: np.ndarray
     delivered_node_power_w: np.ndarray
     tokens_per_joule: np.ndarray
-    """The objective: delivered throughput per delivered GPU power."""
+    """The objective: delivered throughput per delivered node power (or GPU power; `score_candidates`)."""
 
 
 @dataclass(frozen=True)
@@ -125,13 +127,19 @@ def candidate_grid(power_caps_w: Sequence[float], batch_caps: Sequence[int], con
 
 
 def score_candidates(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, node_power_w: np.ndarray,
-                     demand_tps: float | None, idle_gpu_power_w: float, alpha: float) -> Scores:
+                     demand_tps: float | None, idle_gpu_power_w: float, alpha: float, *,
+                     objective: str = "node", node_line: NodePowerModel | None = None) -> Scores:
     """Delivered throughput and power of each candidate under `demand_tps` (None: saturated).
 
     With demand D a candidate delivers T = min(D, T_cap) at utilisation u = T / T_cap and draws
     u x P_busy + (1 - u) x P_idle (`idle_gpu_power_w`, node total; never more than P_busy: a profile
     point may draw less than the idle estimate, and load never lowers power). Node power moves
     with GPU power by the node-power line's slope `alpha`.
+
+    The score (`Scores.tokens_per_joule`) is T over delivered node power (`objective` "node") or
+    delivered GPU power ("gpu"). With `node_line` (the loop's node-power line) the node power of
+    the score is that line over the delivered GPU power: the power the run's summary counts, so
+    the selection maximizes the figure the headline reports.
     """
     capacity_tps = np.asarray(capacity_tps, dtype=float)
     gpu_power_w = np.asarray(gpu_power_w, dtype=float)
@@ -144,7 +152,13 @@ def score_candidates(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, node_pow
         gpu_del = util * gpu_power_w + (1.0 - util) * np.minimum(idle_gpu_power_w, gpu_power_w)
     node_del = node_power_w + alpha * (gpu_del - gpu_power_w)
     # Efficiency is scored at the power the configuration draws (prediction), not at its cap.
-    eff = thr / np.maximum(gpu_del, 1e-9)
+    if objective == "gpu":
+        objective_w = gpu_del
+    elif objective == "node":
+        objective_w = node_del if node_line is None else node_line.alpha * gpu_del + node_line.beta_w
+    else:
+        raise ValueError(f"unknown objective {objective!r}")
+    eff = thr / np.maximum(objective_w, 1e-9)
     return Scores(capacity_tps, gpu_power_w, node_power_w, thr, gpu_del, node_del, eff)
 
 
