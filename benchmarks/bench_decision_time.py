@@ -47,13 +47,10 @@ def main() -> None:
     from pals.control.types import Configuration, DecisionContext
     from pals.control.budget import PowerBudget, ThroughputTarget
 
-    constraints = deployment.spec()
-    from pals.sim.node import SimNode
-
-    node = SimNode(constraints, load.workload())
+    constraints = deployment.constraints()
     times = []
     for i in range(2000):
-        ctx = DecisionContext(node.constraints(), Configuration(400.0, 64), None, PowerBudget(1300.0 + (i % 7), "node"),
+        ctx = DecisionContext(constraints, Configuration(400.0, 64), None, PowerBudget(1300.0 + (i % 7), "node"),
                               ThroughputTarget(0.7 * max_tps), True, i)
         t0 = time.perf_counter()
         policy.decide(ctx)
