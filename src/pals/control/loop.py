@@ -257,12 +257,17 @@ class ControlLoop:
         if self._previous is None:
             self._previous = sample
             return None, None
-        span_s = sample.time_s - self._previous.time_s
-        if span_s < self.min_span_s:
-            # A rate over a few milliseconds (a step that ran late, then one on time) is noise:
-            # this sample is dropped and the next interval spans both.
+        previous = self._previous
+        span_s = sample.time_s - previous.time_s
+        engine_span_s = (sample.time_s - sample.age_s) - (previous.time_s - previous.age_s)
+        if min(span_s, engine_span_s) < self.min_span_s:
+            # A rate over a few milliseconds (a step that ran late, then one on time) is noise, and
+            # engine counters that have not moved on (a scrape that failed and was reused) rate
+            # nothing now and everything later: this sample is dropped and the next interval spans both.
             self._count("merged_intervals")
-            return None, f"only {span_s:.3f} s since the last rated sample: merged into the next interval"
+            what = "" if span_s < self.min_span_s else "engine data "
+            return None, (f"only {min(span_s, engine_span_s):.3f} s of new {what}data since the last rated "
+                          "sample: merged into the next interval")
         obs = observe(self._previous, sample, self.power_model)
         self._previous = sample
         return obs, None

@@ -5,15 +5,20 @@ What a real node (NVML, a vLLM `/metrics` scrape) has been seen to send, and wha
 
 | reading | judged bad when | replaced by | counts as bad |
 |---|---|---|---|
-| `time_s` | not finite, or not after the last accepted sample (a delayed or repeated sample) | - (the whole sample is rejected) | yes |
-| GPU power (each GPU) | not finite, negative, or above `max_power_factor` x the highest cap | that GPU's last good reading | yes |
-| power caps | not finite or negative | the last good caps | yes |
-| GPU energy counter | goes backwards (a driver reset) or stops while the GPU draws power | this interval's power reading x its length; the counter is rebased | no |
-| GPU energy counter | not finite, or implies a power above `max_power_factor` x the highest cap | the same (one bad energy reading once sent the cap to its minimum for 40 s) | yes |
+| `time_s` | not finite, or not after the last accepted sample (a delayed or repeated sample) | - (the whole sample is dropped; the next one spans it) | yes |
+| engine data age (`age_s`) | above `max_age_s` (the engine stopped answering) | - (the same) | yes |
+| generated-token counter | has not moved for `max_age_s` while requests run (a metrics source that froze) | - (the same) | yes |
+| GPU power reading (each GPU) | not finite, negative, or above `max_power_factor` x the highest cap | that GPU's last good reading | only if its energy counter fails too |
+| GPU energy counter | goes backwards (a driver reset), stops while the GPU draws power, is not finite, or implies a power above `max_power_factor` x the highest cap | this interval's power reading x its length; the counter is rebased (one bad energy reading once sent the cap to its minimum for 40 s) | only if the reading was rejected too |
+| power caps | not finite, negative or implausible | the last good caps | yes |
+| token / request counters | not finite or negative | - (the whole sample is dropped: the next one counts the tokens over its whole span) | yes |
 | token / request counters | go backwards (an engine restart) | counted again from the restart (rebased: no negative throughput) | no |
-| token / request counters, queue lengths, batch cap | not finite or negative | the last good value (nothing counted for the interval) | yes |
-| engine data age (`age_s`) | above `max_age_s` | the last good engine data (counters, queues) | yes |
-| wall power, KV use, latencies, mean lengths | not finite or negative | absent (None): they are optional | no |
+| queue lengths, batch cap | not finite or negative | the last good value | yes |
+| wall power, KV use, latencies, mean lengths | not finite, negative or implausible | absent (None): they are optional | no |
+
+"Bad" means no current value could stand in for a reading the controller needs: a sample whose
+GPU power readings are NaN while its energy counters move is repaired, not bad (rates come from
+the counters).
 
 A repaired sample is passed on with a warning naming each repair and, for a reused value, how old
 it is. After `max_bad_samples` bad samples in a row (a failed `node.sample()` counts too) the loop
@@ -48,8 +53,8 @@ class TelemetryGuardConfig:
     """Good samples in a row before control returns to the policy (two, so one observation spans
     good samples at both ends). At least 1."""
     max_age_s: float = 10.0
-    """Engine data (token counters, queues) older than this is stale. Units: s. A vLLM scrape on a
-    busy host lags by up to a few seconds; ten means the engine has stopped answering."""
+    """A sample whose engine data (token counters, queues) is older than this is dropped. Units: s.
+    A vLLM scrape on a busy host lags by up to a few seconds; ten means the engine stopped answering."""
     min_span_frac: float = 0.5
     """Rates need two samples at least this fraction of the control interval apart; a closer sample
     is merged into the next interval (a 20 ms 'interval' after an overrun rates noise)."""
@@ -99,8 +104,15 @@ _STALL_MIN_SPAN_S = 0.1
 counter moves every few milliseconds); over a shorter span it may just not have ticked yet."""
 
 
+_FROZEN_WARN_S = 2.0
+"""A generated-token counter still for this long while requests run is worth a warning (a decode
+step takes tens of milliseconds); after `max_age_s` the sample is dropped as stale."""
+
+_COUNTERS = ("generated_tokens_total", "prompt_tokens_total", "requests_finished_total")
+
+
 class _Counter:
-    """One cumulative counter made monotonic: finite values kept, resets rebased."""
+    """One cumulative counter made monotonic: resets rebased (the value is checked finite already)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -109,22 +121,15 @@ class _Counter:
         """The node's last finite reading (None: none yet, or the next reading starts afresh)."""
         self.clean: float | None = None
 
-    def update(self, raw: Any, warnings: list[str]) -> tuple[float, bool]:
-        """(cleaned value, bad) for the node's reading `raw`."""
-        if not _count(raw):
-            warnings.append(f"{self.name} reading {raw!r} rejected: using the last good value")
-            if self.clean is None:
-                self.clean = 0.0  # nothing counted yet: the first good reading starts from here
-            return self.clean, True
+    def update(self, raw: float, warnings: list[str]) -> float:
+        """The cleaned value for the node's reading `raw` (finite, >= 0)."""
         if self.raw is not None and raw < self.raw:
             # Counted from zero again (engine restart): what it shows now came after the restart.
             self.offset = self.clean - raw
             warnings.append(f"{self.name} went backwards ({self.raw:g} -> {raw:g}: engine restart?): rebased")
-        elif self.raw is None and self.clean is not None:
-            self.offset = self.clean - raw  # first reading after a rejected one: carry on from there
         self.raw = raw
         self.clean = raw + self.offset if self.offset else raw
-        return self.clean, False
+        return self.clean
 
 
 class TelemetryGuard:
@@ -151,6 +156,7 @@ class TelemetryGuard:
         self._generated = _Counter("generated-token counter")
         self._prompt = _Counter("prompt-token counter")
         self._finished = _Counter("finished-request counter")
+        self._tokens_moved_s = -math.inf
         self.bad_streak = 0
         self.good_streak = 0
         self.safe = False
@@ -195,6 +201,23 @@ class TelemetryGuard:
         if not _finite(t_s) or (last is not None and t_s <= last.time_s):
             when = "" if last is None else f" (last accepted sample at {last.time_s:.3f} s)"
             return GuardResult(None, True, (f"sample rejected: its time {t_s!r} s is not after the last one{when}",))
+        if _finite(raw.age_s) and raw.age_s > self.config.max_age_s:
+            # The engine has not answered for a while: its counters would rate nothing, then all
+            # at once. Dropped whole, the next fresh sample's interval spans the gap exactly.
+            return GuardResult(None, True, (f"sample rejected: engine data {raw.age_s:.1f} s old "
+                                            f"(limit {self.config.max_age_s:g} s)",))
+        broken = [f"{name} {getattr(raw, name)!r}" for name in _COUNTERS if not _count(getattr(raw, name))]
+        if broken:
+            return GuardResult(None, True, (f"sample rejected: {', '.join(broken)}",))
+        frozen_s = self._tokens_frozen_s(raw)
+        if frozen_s > self.config.max_age_s:
+            return GuardResult(None, True, (f"sample rejected: the generated-token counter has not moved for "
+                                            f"{frozen_s:.1f} s while {raw.requests_running} requests run "
+                                            "(engine data treated as stale)",))
+        warnings: list[str] = []
+        if frozen_s >= _FROZEN_WARN_S:
+            warnings.append(f"the generated-token counter has not moved for {frozen_s:.1f} s while "
+                            f"{raw.requests_running} requests run")
         n = len(raw.gpu_power_w)
         if n == 0 or len(raw.gpu_energy_j_total) != n or len(raw.gpu_power_cap_w) != n or (
             self._power_w is not None and len(self._power_w) != n
@@ -202,19 +225,27 @@ class TelemetryGuard:
             return GuardResult(None, True, (f"sample rejected: it reports {n} GPU power readings, "
                                             f"{len(raw.gpu_energy_j_total)} energy counters and "
                                             f"{len(raw.gpu_power_cap_w)} caps",))
-        warnings: list[str] = []
         changes: dict[str, Any] = {}
-        bad = self._check_power(raw, changes, warnings)
-        bad |= self._check_energy(raw, changes, warnings)
+        rejected, caps_bad = self._check_power(raw, changes, warnings)
+        failed = self._check_energy(raw, changes, warnings)
+        bad = caps_bad or bool(rejected & failed)  # a GPU with neither a reading nor a counter
         bad |= self._check_engine(raw, changes, warnings)
         self._check_optional(raw, changes, warnings)
         sample = replace(raw, **changes) if changes else raw
         self._last = sample
         return GuardResult(sample, bad, tuple(warnings))
 
-    def _check_power(self, raw: Sample, changes: dict[str, Any], warnings: list[str]) -> bool:
-        """Per-GPU power readings and caps; True when a last good value had to stand in."""
-        t_s, bad = raw.time_s, False
+    def _tokens_frozen_s(self, raw: Sample) -> float:
+        """How long the generated-token counter has stood still while requests ran (0 when it moves)."""
+        value, running = raw.generated_tokens_total, raw.requests_running
+        if not (_count(value) and _count(running)) or running == 0 or value != self._generated.raw:
+            self._tokens_moved_s = raw.time_s
+            return 0.0
+        return raw.time_s - self._tokens_moved_s
+
+    def _check_power(self, raw: Sample, changes: dict[str, Any], warnings: list[str]) -> tuple[set[int], bool]:
+        """Per-GPU power readings and caps: (GPUs whose reading was rejected, caps rejected)."""
+        t_s, rejected = raw.time_s, set()
         if self._power_w is None:
             # Nothing read yet: a GPU without a reading is taken at its cap (the most it can draw).
             self._power_w = [float(c) if _count(c) else self.constraints.power_cap_max_w for c in raw.gpu_power_cap_w]
@@ -228,19 +259,19 @@ class TelemetryGuard:
             warnings.append(f"GPU {i} power reading {w!r} W rejected (limit {self.max_gpu_w:g} W): "
                             f"using {self._power_w[i]:g} W read {age_s:.1f} s ago")
             readings[i] = self._power_w[i]
-            bad = True
-        if bad:
+            rejected.add(i)
+        if rejected:
             changes["gpu_power_w"] = tuple(readings)
         caps = raw.gpu_power_cap_w
-        if not all(_count(c) and c <= self.max_gpu_w for c in caps):
+        caps_bad = not all(_count(c) and c <= self.max_gpu_w for c in caps)
+        if caps_bad:
             fallback = self._last.gpu_power_cap_w if self._last is not None else (self.constraints.power_cap_max_w,) * len(caps)
             warnings.append(f"power caps {list(caps)!r} rejected: using {list(fallback)!r} W")
             changes["gpu_power_cap_w"] = tuple(fallback)
-            bad = True
-        return bad
+        return rejected, caps_bad
 
-    def _check_energy(self, raw: Sample, changes: dict[str, Any], warnings: list[str]) -> bool:
-        """Per-GPU energy counters made monotonic and plausible; True when one was not finite or implausible."""
+    def _check_energy(self, raw: Sample, changes: dict[str, Any], warnings: list[str]) -> set[int]:
+        """Per-GPU energy counters made monotonic and plausible; returns the GPUs whose counter failed."""
         n = len(raw.gpu_energy_j_total)
         if not self._energy_raw:
             self._energy_raw = [None] * n
@@ -248,9 +279,9 @@ class TelemetryGuard:
         last = self._last
         power_w = changes.get("gpu_power_w", raw.gpu_power_w)
         cleaned = list(raw.gpu_energy_j_total)
-        repaired = bad = False
+        failed: set[int] = set()
         for i, e in enumerate(raw.gpu_energy_j_total):
-            problem, problem_bad = self._energy_problem(i, e, raw.time_s)
+            problem = self._energy_problem(i, e, raw.time_s)
             if problem is None:
                 self._energy_raw[i] = e
                 cleaned[i] = e + self._energy_offset[i] if self._energy_offset[i] else e
@@ -265,53 +296,40 @@ class TelemetryGuard:
             else:
                 self._energy_raw[i] = None
             warnings.append(f"GPU {i} energy counter {problem}: interval energy taken from its power reading")
-            repaired = True
-            bad |= problem_bad
-        if repaired or any(self._energy_offset):
+            failed.add(i)
+        if failed or any(self._energy_offset):
             changes["gpu_energy_j_total"] = tuple(cleaned)
-        return bad
+        return failed
 
-    def _energy_problem(self, i: int, e: Any, t_s: float) -> tuple[str | None, bool]:
-        """What is wrong with GPU `i`'s energy reading `e` (None: nothing), and whether that is bad
-        (no current value) rather than a repair (a reset, a stall: the power reading stands in)."""
+    def _energy_problem(self, i: int, e: Any, t_s: float) -> str | None:
+        """What is wrong with GPU `i`'s energy reading `e` (None: nothing)."""
         if not _finite(e):
-            return f"reading {e!r} rejected", True
+            return f"reading {e!r} rejected"
         previous = self._energy_raw[i]
         last = self._last
         if last is None:
-            return None, False
+            return None
         if previous is None:
-            return "restarted after a rejected reading", False
+            return "restarted after a rejected reading"
         delta_j = e - previous
         dt_s = t_s - last.time_s
         if delta_j < 0:
-            return f"went backwards ({previous:g} -> {e:g} J: reset?)", False
+            return f"went backwards ({previous:g} -> {e:g} J: reset?)"
         if delta_j > self.max_gpu_w * dt_s:
-            return f"jumped {delta_j:g} J in {dt_s:.3f} s (over {self.max_gpu_w:g} W)", True
+            return f"jumped {delta_j:g} J in {dt_s:.3f} s (over {self.max_gpu_w:g} W)"
         if delta_j == 0 and dt_s >= _STALL_MIN_SPAN_S and self._power_w is not None and self._power_w[i] > 0:
-            return f"did not move in {dt_s:.3f} s while the GPU drew power", False
-        return None, False
+            return f"did not move in {dt_s:.3f} s while the GPU drew power"
+        return None
 
     def _check_engine(self, raw: Sample, changes: dict[str, Any], warnings: list[str]) -> bool:
-        """Counters, queues, batch cap and data age; True when a last good value had to stand in."""
+        """Counters, queues, batch cap and data age (a stale one was dropped already); True when a
+        last good value had to stand in."""
         last = self._last
         age = raw.age_s
         if not _count(age):
             warnings.append(f"engine data age {age!r} s rejected: taken as fresh")
             changes["age_s"] = age = 0.0
-        if age > self.config.max_age_s and last is not None:
-            # Stale engine data: keep the last good engine state, counted at its own time.
-            engine_time_s = last.time_s - last.age_s
-            warnings.append(f"engine data {age:.1f} s old (limit {self.config.max_age_s:g} s): "
-                            f"using the engine data of {raw.time_s - engine_time_s:.1f} s ago")
-            changes.update(
-                generated_tokens_total=last.generated_tokens_total, prompt_tokens_total=last.prompt_tokens_total,
-                requests_finished_total=last.requests_finished_total, requests_running=last.requests_running,
-                requests_waiting=last.requests_waiting, age_s=raw.time_s - engine_time_s,
-            )
-            bad = True
-        else:
-            bad = self._check_counters(raw, changes, warnings)
+        bad = self._check_counters(raw, changes, warnings)
         if not (_finite(raw.batch_cap) and raw.batch_cap >= 1):
             fallback = last.batch_cap if last is not None else self.constraints.batch_cap_max
             warnings.append(f"batch cap {raw.batch_cap!r} rejected: using {fallback}")
@@ -322,11 +340,9 @@ class TelemetryGuard:
     def _check_counters(self, raw: Sample, changes: dict[str, Any], warnings: list[str]) -> bool:
         """Token and request counters (rebased on a reset) and queue lengths."""
         last, bad = self._last, False
-        for field, counter in (("generated_tokens_total", self._generated), ("prompt_tokens_total", self._prompt),
-                               ("requests_finished_total", self._finished)):
+        for field, counter in zip(_COUNTERS, (self._generated, self._prompt, self._finished)):
             value = getattr(raw, field)
-            clean, field_bad = counter.update(value, warnings)
-            bad |= field_bad
+            clean = counter.update(value, warnings)
             if clean is not value:
                 changes[field] = int(clean) if field == "requests_finished_total" else clean
         for field in ("requests_running", "requests_waiting"):
