@@ -130,14 +130,17 @@ class DecisionLog:
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def append(self, record: IntervalRecord) -> None:
-        """Keep `record` in memory and append its line to the file (never raises on I/O errors)."""
+    def append(self, record: IntervalRecord) -> dict[str, Any]:
+        """Keep `record` in memory and append its line to the file (never raises on I/O errors).
+
+        Returns the logged JSON form (`record.to_json()`; shared with `recent()`: read, don't modify).
+        """
         data = record.to_json()
         line = (dumps_json(data, separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
             self._recent.append((record, data))
             if self.path is None:
-                return
+                return data
             try:
                 if self.max_bytes is not None and self._size > 0 and self._size + len(line) > self.max_bytes:
                     self._rotate()
@@ -147,6 +150,7 @@ class DecisionLog:
                 self._size += len(line)
             except OSError as error:
                 self._failed(error)
+        return data
 
     def _write_all(self, data: bytes) -> None:
         assert self._file is not None

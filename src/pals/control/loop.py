@@ -122,6 +122,8 @@ class ControlLoop:
         """The sample the next observation is measured from (the last one rated, or the first)."""
         self._known_config: Configuration | None = None
         self._last_record: IntervalRecord | None = None
+        self.last_json: dict[str, Any] | None = None
+        """The last record as logged (`IntervalRecord.to_json()`, computed once per step; read only)."""
         self._in_force_prediction: Prediction | None = None
         self._warnings: dict[str, tuple[str, int]] = {}  # kind -> (latest text, intervals raised)
         self._current_warnings: tuple[str, ...] = ()
@@ -219,7 +221,7 @@ class ControlLoop:
             qos_violation=violation,
         )
         self._remember_prediction(decision, changed_config)
-        self.log.append(record)
+        self.last_json = self.log.append(record)
         self._note_log_errors()
         self.metrics.update(record)
         self._summary.add(record)
@@ -477,7 +479,8 @@ class ControlLoop:
         then returns normally, so the caller can write the summary.
 
         `on_step` is called after each step with the record's JSON form (`IntervalRecord.to_json()`,
-        the logged line), which the CLI's progress lines still index by key.
+        the logged line, shared with the log: read it, don't modify it), which the CLI's progress
+        lines still index by key.
         """
         if duration_s is not None and not duration_s > 0:
             raise ConfigError(f"duration_s must be positive, got {duration_s}")
@@ -486,9 +489,9 @@ class ControlLoop:
         while True:
             if stop is not None and stop.is_set():
                 break
-            record = self.step()
+            self.step()
             if on_step is not None:
-                on_step(record.to_json())
+                on_step(self.last_json)
             if duration_s is not None and self.clock.now_s() - first_s >= duration_s - 1e-9:
                 break
             next_s += self.interval_s
