@@ -34,6 +34,13 @@ CAPACITY_TPS = 2170.0
 """The node's maximum throughput on conversation-trace lengths (as in `pals demo`)."""
 
 
+def memory_points(end_s: float) -> list[tuple[str, float]]:
+    """When memory is measured: at the start, once the loop's in-memory records are full (10,000
+    intervals: 1.4 h), at the middle and at the end."""
+    points = [("start", 60.0), ("2 h", 7200.0), ("middle", end_s / 2), ("end", end_s)]
+    return [(label, at_s) for label, at_s in points if at_s <= end_s]
+
+
 def rss_mb() -> float:
     """Resident set size now (not the peak). Units: MB."""
     with open("/proc/self/statm") as handle:
@@ -168,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         loop, node, sim, recorder, workload, end_s = build(args, out_dir)
         rng = random.Random(args.seed + 1)
         state = {"next_change_s": rng.uniform(180.0, 600.0), "changes": 0, "gpu_j": [], "first_s": None,
-                 "last_rated_s": None, "rss": {}, "controller": {}}
+                 "last_rated_s": None, "rss": {}, "controller": {},
+                 "simulator": {}}
 
         def on_step(line: dict) -> None:
             t_s = line["t_s"]
@@ -187,10 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                     loop.set_budget(None if rng.random() < 0.2 else PowerBudget(rng.uniform(900.0, 1800.0), "node"))
                 else:
                     loop.set_target(None if rng.random() < 0.2 else ThroughputTarget(rng.uniform(0.2, 0.9) * CAPACITY_TPS))
-            for label, at_s in (("start", 60.0), ("middle", end_s / 2), ("end", end_s)):
+            for label, at_s in memory_points(end_s):
                 if label not in state["rss"] and t_s >= at_s - 1e-9:
                     state["rss"][label] = rss_mb()
                     state["controller"][label] = deep_size_mb(loop, exclude=(node, sim, recorder, loop.clock))
+                    state["simulator"][label] = deep_size_mb(sim, exclude=(loop, node, recorder))
 
         crashes = 0
         started = time.perf_counter()
@@ -226,11 +235,17 @@ def report(args, loop, node, sim, workload, state, crashes, wall_s, out_dir: Pat
     health = loop.health_json()
     print("  loop health          " + ", ".join(f"{k} {v}" for k, v in health.items() if k not in ("last_error",)))
     print(f"  crashes              {crashes}")
-    rss, ctl = state["rss"], state["controller"]
-    print(f"  RSS (MB)             start {rss.get('start', math.nan):.0f}, middle {rss.get('middle', math.nan):.0f}, "
-          f"end {rss.get('end', math.nan):.0f}  (includes the simulator's per-request logs: {stats.submitted} requests)")
-    print(f"  controller (MB)      start {ctl.get('start', math.nan):.1f}, middle {ctl.get('middle', math.nan):.1f}, "
-          f"end {ctl.get('end', math.nan):.1f}  (the loop, its policy, {len(loop.log.records())} records in memory)")
+    labels = [label for label, _ in memory_points(args.hours * 3600.0)]
+    for name, figures, note in (
+        ("RSS", state["rss"], "the whole process"),
+        ("simulator", state["simulator"], f"retained: one log entry per request, {stats.submitted} requests by the end"),
+        ("controller", state["controller"], f"retained: the loop, its policy, {len(loop.log.records())} records in memory"),
+    ):
+        row = ", ".join(f"{label} {figures.get(label, math.nan):.1f}" for label in labels)
+        print(f"  {name + ' (MB)':21s}{row}  ({note})")
+    residual = ", ".join(f"{label} {state['rss'][label] - state['simulator'][label]:.0f}" for label in labels
+                         if label in state["rss"])
+    print(f"  RSS - simulator (MB) {residual}")
     print(f"  GPU energy (J)       summary {s['gpu_energy_j']:.1f}; sum of intervals {summed_j:.1f} "
           f"(rel diff {abs(s['gpu_energy_j'] - summed_j) / summed_j:.1e}); simulator {truth_j:.1f} "
           f"(rel diff {abs(s['gpu_energy_j'] - truth_j) / truth_j:.1e}; {energy_faults} energy-counter faults "
@@ -245,7 +260,8 @@ def report(args, loop, node, sim, workload, state, crashes, wall_s, out_dir: Pat
             with opener(file, "rb") as handle:
                 lines += sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
         size_mb = sum(f.stat().st_size for f in files) / 1e6
-        print(f"  decision log         {len(files)} files ({size_mb:.0f} MB on disk), {lines} lines "
+        sizes = ", ".join(f"{f.name} {f.stat().st_size / 1e6:.1f}" for f in files)
+        print(f"  decision log         {len(files)} files ({size_mb:.0f} MB on disk: {sizes}), {lines} lines "
               f"for {loop.interval_index} intervals; {loop.log.lines_lost} lost")
 
 

@@ -122,6 +122,8 @@ class ControlLoop:
         """The sample the next observation is measured from (the last one rated, or the first)."""
         self._known_config: Configuration | None = None
         self._last_record: IntervalRecord | None = None
+        self._last_sample: IntervalSample | None = None
+        """The last interval measured (`status()` serves it through held intervals)."""
         self.last_json: dict[str, Any] | None = None
         """The last record as logged (`IntervalRecord.to_json()`, computed once per step; read only)."""
         self._in_force_prediction: Prediction | None = None
@@ -413,6 +415,8 @@ class ControlLoop:
         """Keep the record and its warnings for `status()` and the summary."""
         with self._lock:
             self._last_record = record
+            if record.sample is not None:
+                self._last_sample = record.sample
             self._current_warnings = record.warnings
             for w in record.warnings:
                 # One entry per kind of warning: the live numbers in a text (a predicted maximum
@@ -520,7 +524,7 @@ class ControlLoop:
         with self._lock:
             record = self._last_record
             budget, target = self._budget, self._target
-            sample = None if record is None else record.sample
+            sample = self._last_sample
             return {
                 "policy": self.policy_name,
                 "time_s": None if record is None else record.time_s,
