@@ -8,8 +8,11 @@ conversation trace's lengths) changes. `FaultyNode` injects every fault kind now
 (probability `--fault-rate` per sample each) plus a 5-15 s telemetry outage every ~4 hours (the
 safe configuration). The decision log is written, rotated and compressed as in production.
 
-Prints: RSS at the start, middle and end, and the controller's own retained memory (the loop and
-its policy, a deep size walk; the simulator keeps a log entry per request and grows, by design);
+Prints: RSS at the start, once the loop's in-memory records are full, the middle and the end, next
+to the RSS of the same simulated day without a controller (the simulator alone, in a child
+process: it keeps a log entry per request and grows, by design), so the difference is what the
+controller holds; and the controller's own retained memory (the loop and its policy, a deep size
+walk);
 energy exactness (the summary's GPU energy against the sum of the interval energies and against
 the simulator's exact counter over the span measured); crashes (exceptions that escaped the
 loop: must be 0); the decision log's files and lines; wall time.
@@ -41,6 +44,12 @@ def memory_points(end_s: float) -> list[tuple[str, float]]:
     return [(label, at_s) for label, at_s in points if at_s <= end_s]
 
 
+def step_cache_entries(sim) -> int:
+    """Entries in the simulator's step-cost memo (keyed by the power cap among others)."""
+    model = sim.step_model
+    return len(getattr(model, "_cache", {})) + len(getattr(model, "_clock_cache", {}))
+
+
 def rss_mb() -> float:
     """Resident set size now (not the peak). Units: MB."""
     with open("/proc/self/statm") as handle:
@@ -51,7 +60,8 @@ def rss_mb() -> float:
 
 
 def deep_size_mb(root, exclude: tuple) -> float:
-    """Bytes reachable from `root` (objects in `exclude` and modules not followed). Units: MB."""
+    """Bytes reachable from `root` (objects in `exclude` and modules not followed), each small
+    object rounded up to its allocator size class. Units: MB."""
     import types
 
     seen = {id(x) for x in exclude}
@@ -61,7 +71,9 @@ def deep_size_mb(root, exclude: tuple) -> float:
         if id(obj) in seen or isinstance(obj, (type, types.ModuleType, types.FunctionType)):
             continue
         seen.add(id(obj))
-        total += sys.getsizeof(obj)
+        size = sys.getsizeof(obj)
+        # Small objects live in pymalloc's 16-byte size classes (a 24-byte float takes 32).
+        total += (size + 15) // 16 * 16 if size <= 512 else size
         stack.extend(gc.get_referents(obj))
     return total / 1e6
 
@@ -120,6 +132,40 @@ class Recorder:
         return s
 
 
+def simulator_alone(args) -> int:
+    """The reference child: the same simulated node and load, sampled every 0.5 s, no controller."""
+    from pals.control.scenario import Deployment
+    from pals.sim.node import SimNode
+    from pals.sim.workload import LengthDistribution, load_trace
+
+    _, prompts, outputs = load_trace("conv")
+    workload = ShiftingPoisson(LengthDistribution.empirical(prompts), LengthDistribution.empirical(outputs), args.seed)
+    sim = SimNode(Deployment("Mixtral-8x7B").spec(), workload, seed=args.seed)
+    points = memory_points(args.hours * 3600.0)
+    k = 0
+    while points:
+        k += 1
+        sim.clock.wait_until(0.5 * k)
+        sim.sample()
+        if 0.5 * k >= points[0][1] - 1e-9:
+            print(f"RSS {points.pop(0)[0]}={rss_mb():.3f}", flush=True)
+    return 0
+
+
+def reference_rss(args) -> dict[str, float]:
+    """RSS of `simulator_alone` at the memory points, run in a child process (its own RSS)."""
+    import subprocess
+
+    command = [sys.executable, __file__, "--sim-only", "--hours", str(args.hours), "--seed", str(args.seed)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    out = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("RSS "):
+            label, value = line[4:].rsplit("=", 1)
+            out[label] = float(value)
+    return out
+
+
 def build(args, out_dir: Path):
     from pals.control.budget import PowerBudget
     from pals.control.decision_log import DecisionLog
@@ -163,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-rate", type=float, default=2e-4, help="chance per sample of each fault kind")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-log", action="store_true", help="keep the decision log in memory only")
+    parser.add_argument("--no-reference", action="store_true", help="skip the simulator-alone RSS reference")
+    parser.add_argument("--sim-only", action="store_true", help=argparse.SUPPRESS)  # the reference child
     args = parser.parse_args(argv)
+    if args.sim_only:
+        return simulator_alone(args)
 
     import logging
 
@@ -176,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         rng = random.Random(args.seed + 1)
         state = {"next_change_s": rng.uniform(180.0, 600.0), "changes": 0, "gpu_j": [], "first_s": None,
                  "last_rated_s": None, "rss": {}, "controller": {},
-                 "simulator": {}}
+                 "cache": {}}
 
         def on_step(line: dict) -> None:
             t_s = line["t_s"]
@@ -199,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                 if label not in state["rss"] and t_s >= at_s - 1e-9:
                     state["rss"][label] = rss_mb()
                     state["controller"][label] = deep_size_mb(loop, exclude=(node, sim, recorder, loop.clock))
-                    state["simulator"][label] = deep_size_mb(sim, exclude=(loop, node, recorder))
+                    state["cache"][label] = step_cache_entries(sim)
 
+        if not args.no_reference:
+            state["reference"] = reference_rss(args)
         crashes = 0
         started = time.perf_counter()
         while sim.now_s < end_s - 1e-9:
@@ -236,16 +288,20 @@ def report(args, loop, node, sim, workload, state, crashes, wall_s, out_dir: Pat
     print("  loop health          " + ", ".join(f"{k} {v}" for k, v in health.items() if k not in ("last_error",)))
     print(f"  crashes              {crashes}")
     labels = [label for label, _ in memory_points(args.hours * 3600.0)]
+    reference = state.get("reference", {})
+    difference = {label: state["rss"][label] - reference[label] for label in labels
+                  if label in state["rss"] and label in reference}
     for name, figures, note in (
-        ("RSS", state["rss"], "the whole process"),
-        ("simulator", state["simulator"], f"retained: one log entry per request, {stats.submitted} requests by the end"),
+        ("RSS", state["rss"], "this process: simulator, controller, faults"),
+        ("RSS, no controller", reference, f"the simulator alone, same day; {stats.submitted} requests by the end"),
+        ("RSS difference", difference, "what the controller adds"),
         ("controller", state["controller"], f"retained: the loop, its policy, {len(loop.log.records())} records in memory"),
     ):
         row = ", ".join(f"{label} {figures.get(label, math.nan):.1f}" for label in labels)
-        print(f"  {name + ' (MB)':21s}{row}  ({note})")
-    residual = ", ".join(f"{label} {state['rss'][label] - state['simulator'][label]:.0f}" for label in labels
-                         if label in state["rss"])
-    print(f"  RSS - simulator (MB) {residual}")
+        print(f"  {name + ' (MB)':25s}{row}  ({note})")
+    row = ", ".join(f"{label} {state['cache'].get(label, 0)}" for label in labels)
+    print(f"  simulator step cache     {row}  (entries; each new cap the controller sets adds more; "
+          "cleared at 500,000: the RSS difference's growth)")
     print(f"  GPU energy (J)       summary {s['gpu_energy_j']:.1f}; sum of intervals {summed_j:.1f} "
           f"(rel diff {abs(s['gpu_energy_j'] - summed_j) / summed_j:.1e}); simulator {truth_j:.1f} "
           f"(rel diff {abs(s['gpu_energy_j'] - truth_j) / truth_j:.1e}; {energy_faults} energy-counter faults "

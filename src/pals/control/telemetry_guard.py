@@ -5,7 +5,7 @@ What a real node (NVML, a vLLM `/metrics` scrape) has been seen to send, and wha
 
 | reading | judged bad when | replaced by | counts as bad |
 |---|---|---|---|
-| `time_s` | not finite, or not after the last accepted sample (a delayed or repeated sample) | - (the whole sample is dropped; the next one spans it) | yes |
+| `time_s` | not finite, or before the last accepted sample (a delayed sample) | - (the whole sample is dropped; the next one spans it) | yes |
 | engine data age (`age_s`) | above `max_age_s` (the engine stopped answering) | - (the same) | yes |
 | generated-token counter | has not moved for `max_age_s` while requests run (a metrics source that froze) | - (the same) | yes |
 | GPU power reading (each GPU) | not finite, negative, or above `max_power_factor` x the highest cap | that GPU's last good reading | only if its energy counter fails too |
@@ -198,9 +198,11 @@ class TelemetryGuard:
     def _check(self, raw: Sample) -> GuardResult:
         last = self._last
         t_s = raw.time_s
-        if not _finite(t_s) or (last is not None and t_s <= last.time_s):
+        if not _finite(t_s) or (last is not None and t_s < last.time_s):
+            # (The same time again is a node sampled twice at one instant, as the simulator is when
+            # a run restarts: nothing new, and the loop has nothing to rate; not an error.)
             when = "" if last is None else f" (last accepted sample at {last.time_s:.3f} s)"
-            return GuardResult(None, True, (f"sample rejected: its time {t_s!r} s is not after the last one{when}",))
+            return GuardResult(None, True, (f"sample rejected: its time {t_s!r} s is before the last one{when}",))
         if _finite(raw.age_s) and raw.age_s > self.config.max_age_s:
             # The engine has not answered for a while: its counters would rate nothing, then all
             # at once. Dropped whole, the next fresh sample's interval spans the gap exactly.

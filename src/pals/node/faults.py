@@ -38,7 +38,7 @@ FAULT_KINDS = {
     "frozen_tokens": "the engine's counters and queues stay as they were when the fault began",
     "nan_tokens": "the generated-token counter reads NaN",
     "stale": "the engine data is 60 s old (age_s)",
-    "delayed": "the previous sample is returned again (an old time_s)",
+    "delayed": "a sample from two calls back is returned again (a time_s before the last one's)",
     "nan_time": "time_s is NaN",
     "malformed": "the GPU power readings are None instead of a tuple (a parser that went wrong)",
 }
@@ -87,7 +87,8 @@ class FaultyNode:
         self._rng = random.Random(seed)
         self.injected: collections.Counter[str] = collections.Counter()
         self._time_s = 0.0
-        self._returned: Sample | None = None
+        self._returned: collections.deque[Sample] = collections.deque(maxlen=2)
+        """The last two samples returned fresh (a delayed one is the older)."""
         self._energy_offset_j: list[float] | None = None
         self._engine_offset = (0.0, 0.0, 0)
         self._frozen_energy: tuple[float, ...] | None = None
@@ -121,11 +122,11 @@ class FaultyNode:
         self._time_s = t_s
         if self._strikes("sample_error", t_s):
             raise RuntimeError("injected fault: telemetry read failed")
-        if self._strikes("delayed", t_s) and self._returned is not None:
-            return self._returned
+        if self._strikes("delayed", t_s) and len(self._returned) == 2:
+            return self._returned[0]
         out = self._counters(clean, t_s)
         out = self._readings(out, t_s)
-        self._returned = out
+        self._returned.append(out)
         return out
 
     def _counters(self, s: Sample, t_s: float) -> Sample:
