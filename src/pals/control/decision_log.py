@@ -11,9 +11,10 @@ interval; until it finishes the rotated file sits uncompressed as `decisions.jso
 readers also take. `read` and `read_records` read the whole history, oldest first.
 
 Default size: at one line per 500 ms interval (~1.2 kB) a controller logs ~200 MB a day.
-`DEFAULT_MAX_BYTES` (64 MiB, about 8 hours) keeps the live file small enough to `tail` and `jq`,
-and compresses in about a second of background CPU (JSON lines shrink ~10x); `DEFAULT_KEEP` (20
-rotated files, ~130 MB on disk) keeps about a week of history.
+`DEFAULT_MAX_BYTES` (64 MiB, about 7.5 hours) keeps the live file small enough to `tail` and `jq`,
+and compresses in a second or two of background CPU to ~3.7 MB (JSON lines shrink ~18x; measured
+by `benchmarks/bench_soak.py`); `DEFAULT_KEEP` (20 rotated files, ~75 MB on disk) keeps about six
+days of history.
 
 A write that fails (a full disk, a lost mount) never stops control: the record stays in memory,
 the error is counted (`errors`, `lines_lost`, `last_error`), a partly written line is cut off the
