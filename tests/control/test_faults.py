@@ -35,8 +35,7 @@ def faulty_loop(faults, policy=None, budget=PowerBudget(BUDGET_W), **kwargs):
 
 
 def run_logged(loop, duration_s=RUN_S):
-    records = []
-    loop.run(duration_s=duration_s, on_step=lambda line: None)
+    loop.run(duration_s=duration_s)
     records = loop.log.records()
     loop.close()
     return records
@@ -85,7 +84,6 @@ def test_bad_samples_in_a_row_move_the_node_to_the_safe_configuration_and_back(k
     loop, node, sim = faulty_loop([Fault(kind, start_s=FAULT_START_S, end_s=FAULT_END_S)])
     c = loop.constraints
     safe_cap_w = loop.power_model.gpu_w(BUDGET_W) / c.num_gpus  # the budget shared equally, worst case
-    sim.clock.wait_until(0.0)
     statuses = []
     loop.run(duration_s=RUN_S, on_step=lambda line: statuses.append(loop.status()))
     records = loop.log.records()
