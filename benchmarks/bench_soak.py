@@ -132,15 +132,39 @@ class Recorder:
         return s
 
 
-def simulator_alone(args) -> int:
-    """The reference child: the same simulated node and load, sampled every 0.5 s, no controller."""
-    from pals.control.scenario import Deployment
-    from pals.sim.node import SimNode
+def node_spec():
+    from pals.sim.node import SimNodeSpec
+
+    return SimNodeSpec("Mixtral-8x7B", "A100-SXM4-80GB", num_gpus=4, tp=4, batch_cap_max=64)
+
+
+def workload_for(seed: int) -> ShiftingPoisson:
     from pals.sim.workload import LengthDistribution, load_trace
 
     _, prompts, outputs = load_trace("conv")
-    workload = ShiftingPoisson(LengthDistribution.empirical(prompts), LengthDistribution.empirical(outputs), args.seed)
-    sim = SimNode(Deployment("Mixtral-8x7B").spec(), workload, seed=args.seed)
+    return ShiftingPoisson(LengthDistribution.empirical(prompts), LengthDistribution.empirical(outputs), seed)
+
+
+def predictor_and_power_model():
+    """The simulated node's fitted predictor (profiled once, cached) and its node-power line."""
+    from pals.core.power import NodePowerModel
+
+    try:  # after the renovation: pals.runtime builds it
+        from pals.runtime.deployment import Deployment
+        from pals.runtime.load import LoadSpec
+        from pals.runtime.predictors import simulated_predictor as get_predictor
+    except ImportError:  # before it: pals.control.scenario did
+        from pals.control.scenario import Deployment, LoadSpec, get_predictor
+    predictor = get_predictor(Deployment("Mixtral-8x7B"), LoadSpec(saturate=True))
+    fitted = getattr(predictor, "syspower_", None)
+    return predictor, NodePowerModel() if fitted is None else NodePowerModel(fitted.alpha, fitted.beta_w)
+
+
+def simulator_alone(args) -> int:
+    """The reference child: the same simulated node and load, sampled every 0.5 s, no controller."""
+    from pals.sim.node import SimNode
+
+    sim = SimNode(node_spec(), workload_for(args.seed), seed=args.seed)
     points = memory_points(args.hours * 3600.0)
     k = 0
     while points:
@@ -171,17 +195,13 @@ def build(args, out_dir: Path):
     from pals.control.decision_log import DecisionLog
     from pals.control.loop import ControlLoop
     from pals.control.policies import make_policy
-    from pals.control.scenario import Deployment, LoadSpec, get_predictor
     from pals.core.power import NodePowerModel
     from pals.node.faults import FAULT_KINDS, Fault, FaultyNode
     from pals.sim.node import SimNode
-    from pals.sim.workload import LengthDistribution, load_trace
 
-    deployment = Deployment("Mixtral-8x7B")
-    predictor = get_predictor(deployment, LoadSpec(saturate=True)) if args.policy != "baseline" else None
-    _, prompts, outputs = load_trace("conv")
-    workload = ShiftingPoisson(LengthDistribution.empirical(prompts), LengthDistribution.empirical(outputs), args.seed)
-    sim = SimNode(deployment.spec(), workload, seed=args.seed)
+    predictor, power_model = predictor_and_power_model() if args.policy != "baseline" else (None, NodePowerModel())
+    workload = workload_for(args.seed)
+    sim = SimNode(node_spec(), workload, seed=args.seed)
     end_s = args.hours * 3600.0
     rng = random.Random(args.seed)
     faults = [Fault(kind, probability=args.fault_rate) for kind in FAULT_KINDS]
@@ -194,9 +214,6 @@ def build(args, out_dir: Path):
     node = FaultyNode(recorder, faults, seed=args.seed)
     c = sim.constraints()
     policy = make_policy(args.policy, predictor=predictor, power_cap_max_w=c.power_cap_max_w, batch_cap_max=c.batch_cap_max)
-    power_model = NodePowerModel()
-    if predictor is not None and getattr(predictor, "syspower_", None) is not None:
-        power_model = NodePowerModel(predictor.syspower_.alpha, predictor.syspower_.beta_w)
     log = DecisionLog(out_dir / "decisions.jsonl") if not args.no_log else None
     loop = ControlLoop(node, policy, sim.clock, budget=PowerBudget(1500.0), decision_log=log, power_model=power_model)
     return loop, node, sim, recorder, workload, end_s

@@ -28,7 +28,7 @@ from pals.control.window import TrailingMeanPower
 from pals.core.node import Constraints, Sample
 from pals.node.faults import Fault, FaultyNode
 from pals.sim.node import SimNode, SimNodeSpec
-from pals.sim.workload import LengthDistribution, PoissonWorkload
+from pals.sim.workload import LengthDistribution, PoissonWorkload, load_trace
 
 PROPERTY = settings(deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -202,13 +202,13 @@ SETTLE_S = 20.0
 def test_steady_state_power_stays_within_the_budget(scenario_parts, policy, budget_w, kind, seed, faults):
     from pals.control.policies import make_policy
 
-    deployment, predictor, truth, max_tps = scenario_parts("Mixtral-8x7B")
+    _, predictor, _, max_tps = scenario_parts("Mixtral-8x7B")  # 4 x A100-SXM4-80GB, TP 4, batch cap 64
     if kind == "gpu":
         budget_w = budget_w * 0.75  # the GPUs' share of a node budget of that size
-    rate_rps = 1.3 * max_tps / 211.0  # saturating: the budget binds
-    from pals.control.scenario import LoadSpec
-
-    sim = SimNode(deployment.spec(), LoadSpec(rate_rps=rate_rps, seed=seed).workload(), seed=seed)
+    _, prompts, outputs = load_trace("conv")
+    prompt, output = LengthDistribution.empirical(prompts), LengthDistribution.empirical(outputs)
+    workload = PoissonWorkload(1.3 * max_tps / output.mean, prompt, output, seed=seed)  # saturating: the budget binds
+    sim = SimNode(SimNodeSpec("Mixtral-8x7B", "A100-SXM4-80GB", num_gpus=4, tp=4, batch_cap_max=64), workload, seed=seed)
     node = FaultyNode(sim, [Fault(k, probability=p) for k, p in faults], seed=seed)
     c = sim.constraints()
     chosen = make_policy(policy, predictor=predictor, power_cap_max_w=c.power_cap_max_w, batch_cap_max=c.batch_cap_max)
