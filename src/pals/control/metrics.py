@@ -1,12 +1,47 @@
 """Prometheus metrics of a running controller, on its own `CollectorRegistry` (no global state).
 
 Names carry base units. Gauges describe the interval just ended; counters are cumulative since
-the controller started.
+the controller started. An update never raises: a missing or non-finite value sets its gauge to
+NaN and adds nothing to its counter (a NaN added to a counter would stay in it for good).
+
+Health counters (`pals_node_errors_total`, `pals_log_errors_total`, ...; `HEALTH_COUNTERS`) and
+the `pals_safe_mode` gauge say when the loop kept going past a fault.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from pals.control.record import IntervalRecord
+
+HEALTH_COUNTERS = {
+    "node_errors": "Exceptions from node.sample() or node.apply(); the loop went on.",
+    "policy_errors": "Exceptions from the policy's decide(); the configuration was held.",
+    "log_errors": "Decision-log file operations that failed (full disk, ...); records stayed in memory.",
+    "rejected_samples": "Samples with a reading that had no usable current value (the last good one stood in, or the sample was dropped).",
+    "repaired_samples": "Samples with a counter reset or stall that was repaired from current readings.",
+    "merged_intervals": "Samples too close to the previous one to rate: merged into the next interval.",
+    "ticks_skipped": "Control ticks skipped because a step overran its slot (not caught up).",
+    "safe_mode_entries": "Times the loop moved to the safe configuration after bad telemetry.",
+}
+"""Counter name (after `pals_`, before `_total`) -> help text."""
+
+
+def _number(value: Any) -> float:
+    """`value` as a float for a gauge: NaN when missing or not a number."""
+    if value is None or isinstance(value, bool):
+        return math.nan if value is None else float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _increment(value: Any) -> float:
+    """`value` as a counter increment: 0 unless a finite number > 0."""
+    number = _number(value)
+    return number if math.isfinite(number) and number > 0 else 0.0
 
 
 class ControllerMetrics:
@@ -42,36 +77,45 @@ class ControllerMetrics:
         self.tokens = Counter("pals_generated_tokens", "Generated tokens observed.", registry=r)
         self.node_energy = Counter("pals_node_energy_joules", "Node energy observed (measured or estimated).", registry=r)
         self.gpu_energy = Counter("pals_gpu_energy_joules", "GPU energy observed.", registry=r)
+        self.health = {name: Counter(f"pals_{name}", text, registry=r) for name, text in HEALTH_COUNTERS.items()}
+        self.safe_mode = Gauge("pals_safe_mode", "1 while the safe configuration is in force (bad telemetry), else 0.", registry=r)
+
+    def count(self, name: str, amount: float = 1.0) -> None:
+        """Add to one of the `HEALTH_COUNTERS`."""
+        self.health[name].inc(_increment(amount))
+
+    def set_safe_mode(self, on: bool) -> None:
+        self.safe_mode.set(1.0 if on else 0.0)
 
     def update(self, record: IntervalRecord) -> None:
-        """Fold one interval's record into the metrics."""
-        nan = float("nan")
+        """Fold one interval's record into the metrics (never raises on missing or non-finite values)."""
+        nan = math.nan
         config = record.decision.config
-        self.power_cap.set(config.power_cap_w)
-        self.batch_cap.set(config.batch_cap)
+        self.power_cap.set(_number(config.power_cap_w))
+        self.batch_cap.set(_number(config.batch_cap))
         budget = record.budget
         for kind in ("node", "gpu"):
-            self.budget.labels(kind=kind).set(budget.budget_w if budget and budget.kind == kind else nan)
+            self.budget.labels(kind=kind).set(_number(budget.budget_w) if budget and budget.kind == kind else nan)
         target = record.target
-        self.target.set(target.target_tps if target else nan)
+        self.target.set(_number(target.target_tps) if target else nan)
         self.intervals.inc()
-        self.decide_seconds.set(record.decide_ms / 1000.0)
+        self.decide_seconds.set(_number(record.decide_ms) / 1000.0)
         if record.config_changed:
             # Governor trims are budget enforcement, not new choices: counted apart, as in the summary.
             (self.governor_trims if record.governor_trim else self.config_changes).inc()
         sample = record.sample
         if sample is None:
             return
-        self.gpu_power.set(sample.gpu_power_w)
-        self.node_power.set(sample.node_power_w)
-        self.throughput.set(sample.throughput_tps)
-        self.requests_waiting.set(sample.requests_waiting)
-        node_w = sample.node_power_w
-        self.tokens_per_joule.set(sample.throughput_tps / node_w if node_w > 0 else 0.0)
-        interval_s = record.interval_s
-        self.tokens.inc(max(0.0, sample.throughput_tps * interval_s))
-        self.node_energy.inc(max(0.0, node_w * interval_s))
-        self.gpu_energy.inc(max(0.0, sample.gpu_power_w * interval_s))
+        gpu_w, node_w = _number(sample.gpu_power_w), _number(sample.node_power_w)
+        throughput_tps, interval_s = _number(sample.throughput_tps), _number(record.interval_s)
+        self.gpu_power.set(gpu_w)
+        self.node_power.set(node_w)
+        self.throughput.set(throughput_tps)
+        self.requests_waiting.set(_number(sample.requests_waiting))
+        self.tokens_per_joule.set(throughput_tps / node_w if node_w > 0 else (nan if math.isnan(node_w) else 0.0))
+        self.tokens.inc(_increment(throughput_tps * interval_s))
+        self.node_energy.inc(_increment(node_w * interval_s))
+        self.gpu_energy.inc(_increment(gpu_w * interval_s))
         if record.qos_violation:
             self.violations.inc()
 

@@ -227,7 +227,11 @@ class IntervalRecord:
 
     The first interval of a run has no measured sample (`sample` is None): it only sets the
     initial configuration, and its line has no `predicted`, `measured`, `capacity_limited` or
-    `qos_violation` keys.
+    `qos_violation` keys. Neither has a later interval whose telemetry was rejected (see
+    `pals.control.telemetry_guard`) or came too soon after the last one to rate: the next measured
+    interval spans it (its `interval_s` is the whole span), and its decision holds the
+    configuration (`reason` "held: ..."), moves to the safe configuration (`decision.extra`
+    `safe_mode`: true), or acts on a budget or target that just changed.
     """
 
     t_s: float
@@ -237,7 +241,7 @@ class IntervalRecord:
     interval: int
     """Index of the interval, from 0."""
     interval_s: float
-    """Length of the interval just measured (0.0 for the first). Units: s; 4 decimals."""
+    """Length of the interval just measured (0.0 when nothing was measured). Units: s; 4 decimals."""
     policy: str
     """Name of the policy that decided."""
     sample: IntervalSample | None
@@ -257,7 +261,8 @@ class IntervalRecord:
     decide_ms: float
     """Wall time the policy took to decide. Units: ms; 3 decimals."""
     warnings: tuple[str, ...] = ()
-    """The policy's warnings, then the node's notes, then a failed actuation's message."""
+    """The policy's warnings, then the node's notes, then the loop's (rejected or repaired
+    telemetry, a node, policy or decision-log error), then a failed actuation's message."""
     predicted: Prediction | None = None
     """The prediction in force during the interval (None when the policy made none)."""
     measured: Measured | None = None

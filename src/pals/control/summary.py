@@ -1,7 +1,14 @@
 """Run figures from a run's `IntervalRecord`s (the same keys for `pals run`, `pals demo` and experiments).
 
+Every figure is folded in one record at a time (`SummaryAccumulator`), so a summary covers the
+whole run however long it is: the loop keeps only its last records in memory, but adds each one
+to its accumulator as it is made. Sums and counts are exact; only the decision-time percentiles
+(`decide_ms_p50`, `decide_ms_p99`) come from a bounded reservoir once a run passes
+`DECIDE_MS_RESERVOIR` intervals.
+
 Definitions (each interval is one control interval; records without a measured sample, i.e. the
-first one, are skipped; record fields are named as in `docs/decisions-schema.md`):
+first one and any interval whose telemetry was rejected or too short to rate, measure nothing:
+the next measured interval spans them; record fields are named as in `docs/decisions-schema.md`):
 
 - `tokens_per_joule`: generated tokens / node energy (the record's node power: the node-power line
   of `pals.core.power` on GPU power). `tokens_per_joule_gpu`: the same over GPU energy.
@@ -45,6 +52,7 @@ first one, are skipped; record fields are named as in `docs/decisions-schema.md`
 from __future__ import annotations
 
 import math
+import random
 from typing import Any, Iterable, Mapping
 
 from pals.control.budget import PowerBudget
@@ -82,16 +90,75 @@ SUMMARY_KEYS = (
 )
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, math.ceil(q / 100.0 * len(ordered)) - 1))
-    return float(ordered[index])
+class _FloatSum:
+    """A running float sum equal, bit for bit, to the builtin `sum()` of the same values in order.
+
+    The summary once summed lists (`sum(tracking)`); it now sums as intervals arrive, so nothing
+    grows with the run. CPython 3.12 made `sum()` of floats compensated (Neumaier); this mirrors
+    whichever the interpreter does, so a run's figures do not move by a last bit.
+    """
+
+    __slots__ = ("total", "compensation", "count")
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.compensation = 0.0
+        self.count = 0
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        if not _COMPENSATED_SUM:
+            self.total += value
+            return
+        t = self.total + value
+        if abs(self.total) >= abs(value):
+            self.compensation += (self.total - t) + value
+        else:
+            self.compensation += (value - t) + self.total
+        self.total = t
+
+    @property
+    def value(self) -> float:
+        c = self.compensation
+        return self.total + c if c and math.isfinite(c) else self.total
+
+    def mean_pct(self) -> float:
+        return 100.0 * self.value / self.count if self.count else 0.0
 
 
-def _mean_pct(values: list[float]) -> float:
-    return 100.0 * sum(values) / len(values) if values else 0.0
+_COMPENSATED_SUM = sum([0.1] * 10) == 1.0
+"""True where `sum()` of floats is compensated (CPython >= 3.12): plain addition gives 0.9999999999999999."""
+
+DECIDE_MS_RESERVOIR = 10_000
+"""Decision times kept for the p50/p99: every one up to this many intervals (exact percentiles, as
+before), then a uniform reservoir of this size (Vitter's algorithm R, fixed seed). A p99 from
+10,000 uniform draws is within about +-0.1 percentile points (binomial standard error)."""
+
+
+class _Reservoir:
+    """Every value up to `size`, then a uniform sample of `size` of all values seen."""
+
+    def __init__(self, size: int = DECIDE_MS_RESERVOIR, seed: int = 0) -> None:
+        self.size = size
+        self.values: list[float] = []
+        self.seen = 0
+        self._rng = random.Random(seed)
+
+    def add(self, value: float) -> None:
+        self.seen += 1
+        if len(self.values) < self.size:
+            self.values.append(value)
+            return
+        slot = self._rng.randrange(self.seen)
+        if slot < self.size:
+            self.values[slot] = value
+
+    def percentile(self, q: float) -> float:
+        if not self.values:
+            return 0.0
+        ordered = sorted(self.values)
+        index = min(len(ordered) - 1, max(0, math.ceil(q / 100.0 * len(ordered)) - 1))
+        return float(ordered[index])
 
 
 class _Totals:
@@ -130,9 +197,9 @@ class _BudgetTally:
         self.budget_intervals = self.bound_count = 0
         self.overshoot_count = self.overshoot_interval_count = 0
         self.max_over = self.max_over_interval = 0.0
-        self.tracking: list[float] = []
-        self.tracking_interval: list[float] = []
-        self.raw_tracking: list[float] = []
+        self.tracking = _FloatSum()
+        self.tracking_interval = _FloatSum()
+        self.raw_tracking = _FloatSum()
 
     def budget_changed(self, clear_window: bool = True) -> None:
         self.since_budget_change = 0
@@ -153,7 +220,7 @@ class _BudgetTally:
         self.max_over_interval = max(self.max_over_interval, rel_interval)
         self.overshoot_count += rel > self.overshoot_tolerance
         self.overshoot_interval_count += rel_interval > self.overshoot_tolerance
-        self.raw_tracking.append(abs(rel_interval))
+        self.raw_tracking.add(abs(rel_interval))
         bound = bool(rec.decision.budget_bound)
         limited = rec.capacity_limited if rec.capacity_limited is not None else sample.requests_waiting > 0
         needed = bool(limited) and not rec.at_max_config
@@ -161,19 +228,17 @@ class _BudgetTally:
         if bound:
             self.bound_count += 1
         if rel > 0 or unused:
-            self.tracking.append(abs(rel))
+            self.tracking.add(abs(rel))
         if rel_interval > 0 or unused:
-            self.tracking_interval.append(abs(rel_interval))
+            self.tracking_interval.add(abs(rel_interval))
 
     def figures(self) -> dict[str, Any]:
         n = self.budget_intervals
         return {
-            "power_tracking_error_pct": 100.0 * sum(self.tracking) / len(self.tracking) if self.tracking else 0.0,
-            "power_tracking_error_interval_pct": _mean_pct(self.tracking_interval),
-            "power_tracking_error_raw_pct": (
-                100.0 * sum(self.raw_tracking) / len(self.raw_tracking) if self.raw_tracking else 0.0
-            ),
-            "power_tracking_intervals": len(self.tracking),
+            "power_tracking_error_pct": self.tracking.mean_pct(),
+            "power_tracking_error_interval_pct": self.tracking_interval.mean_pct(),
+            "power_tracking_error_raw_pct": self.raw_tracking.mean_pct(),
+            "power_tracking_intervals": self.tracking.count,
             "budget_overshoot_pct": 100.0 * self.overshoot_count / n if n else 0.0,
             "max_budget_overshoot_pct": 100.0 * self.max_over if n else 0.0,
             "budget_overshoot_interval_pct": 100.0 * self.overshoot_interval_count / n if n else 0.0,
@@ -182,8 +247,87 @@ class _BudgetTally:
         }
 
 
-def _typed(records: Iterable[IntervalRecord | Mapping[str, Any]]) -> list[IntervalRecord]:
-    return [rec if isinstance(rec, IntervalRecord) else IntervalRecord.from_json(rec) for rec in records]
+class SummaryAccumulator:
+    """The run summary, folded in one record at a time: nothing in it grows with the run.
+
+    `ControlLoop` adds every interval's record as it is made, so `figures()` covers the whole run
+    however many records the loop still holds in memory. `summarize` feeds a list (a decision log
+    read back) through the same arithmetic, so a log and the live loop give the same figures.
+
+    A record without a sample after the first (an interval whose telemetry was rejected, or too
+    short to rate and merged into the next) measures nothing: the next measured interval spans it.
+    """
+
+    def __init__(
+        self,
+        qos_tolerance: float = DEFAULT_QOS_TOLERANCE,
+        overshoot_tolerance: float = 0.02,
+        settle_intervals: int = 4,
+        power_window_s: float = DEFAULT_QOS_WINDOW_S,
+    ) -> None:
+        self.policy: str | None = None
+        self.totals = _Totals(qos_tolerance)
+        self.tally = _BudgetTally(overshoot_tolerance, settle_intervals, power_window_s)
+        self.decide_ms = _Reservoir()
+        self.changes = self.trims = 0
+        self.records = 0
+        self._last_budget: PowerBudget | None = None
+
+    def add(self, rec: IntervalRecord) -> None:
+        """Fold in the next record of the run (records in order)."""
+        first = self.records == 0
+        self.records += 1
+        if first:
+            self.policy = rec.policy
+        self.decide_ms.add(float(rec.decide_ms))
+        if not first and rec.config_changed:
+            if rec.governor_trim:
+                self.trims += 1
+            else:
+                self.changes += 1
+        budget = rec.budget
+        # A budget set at this record's decision applies from the next interval on.
+        sample = rec.sample
+        if sample is None:
+            if first:
+                self.tally.budget_changed(clear_window=False)
+            elif budget != self._last_budget:
+                self.tally.budget_changed()
+            self._last_budget = budget
+            return
+        dt = float(rec.interval_s)
+        self.totals.add(rec, sample, dt)
+        if self._last_budget is not None:
+            self.tally.add(rec, sample, self._last_budget, dt)
+        if budget != self._last_budget:
+            self.tally.budget_changed()
+        self._last_budget = budget
+
+    def figures(self) -> dict[str, Any]:
+        """The summary dict, keys in their published order."""
+        t = self.totals
+        pct = (lambda n: 100.0 * n / t.intervals) if t.intervals else (lambda n: 0.0)
+        return {
+            "policy": self.policy,
+            "duration_s": round(t.duration_s, 3),
+            "intervals": t.intervals,
+            "tokens_per_joule": t.tokens / t.node_j if t.node_j > 0 else 0.0,
+            "tokens_per_joule_gpu": t.tokens / t.gpu_j if t.gpu_j > 0 else 0.0,
+            "throughput_tps": t.tokens / t.duration_s if t.duration_s > 0 else 0.0,
+            "qos_violation_pct": pct(t.violations),
+            "qos_violation_pct_raw": pct(t.raw_violations),
+            **self.tally.figures(),
+            "mean_power_w": t.node_j / t.duration_s if t.duration_s > 0 else 0.0,
+            "mean_gpu_power_w": t.gpu_j / t.duration_s if t.duration_s > 0 else 0.0,
+            "energy_j": t.node_j,
+            "gpu_energy_j": t.gpu_j,
+            "generated_tokens": t.tokens,
+            "config_changes": self.changes,
+            "config_change_pct": pct(self.changes),
+            "governor_trims": self.trims,
+            "decide_ms_p50": self.decide_ms.percentile(50),
+            "decide_ms_p99": self.decide_ms.percentile(99),
+        }
 
 
 def summarize(
@@ -196,62 +340,9 @@ def summarize(
     """Summarise a run's records (see the module docstring for each figure).
 
     `records` are `IntervalRecord`s, or decision-log lines as parsed JSON (read with
-    `IntervalRecord.from_json`).
+    `IntervalRecord.from_json`), oldest first; any iterable, read once.
     """
-    records = _typed(records)
-    totals = _Totals(qos_tolerance)
-    tally = _BudgetTally(overshoot_tolerance, settle_intervals, power_window_s)
-    decide_ms: list[float] = []
-    changes = trims = 0
-    last_budget = None
-    for index, rec in enumerate(records):
-        decide_ms.append(float(rec.decide_ms))
-        if index > 0 and rec.config_changed:
-            if rec.governor_trim:
-                trims += 1
-            else:
-                changes += 1
-        budget = rec.budget
-        # A budget set at this record's decision applies from the next interval on.
-        sample = rec.sample
-        if sample is None:
-            last_budget = budget
-            tally.budget_changed(clear_window=False)
-            continue
-        dt = float(rec.interval_s)
-        totals.add(rec, sample, dt)
-        if last_budget is not None:
-            tally.add(rec, sample, last_budget, dt)
-        if budget != last_budget:
-            tally.budget_changed()
-        last_budget = budget
-    return _figures(records[0].policy if records else None, totals, tally, changes, trims, decide_ms)
-
-
-def _figures(
-    policy: str | None, totals: _Totals, tally: _BudgetTally, changes: int, trims: int, decide_ms: list[float]
-) -> dict[str, Any]:
-    """The summary dict, keys in their published order."""
-    t = totals
-    pct = (lambda n: 100.0 * n / t.intervals) if t.intervals else (lambda n: 0.0)
-    return {
-        "policy": policy,
-        "duration_s": round(t.duration_s, 3),
-        "intervals": t.intervals,
-        "tokens_per_joule": t.tokens / t.node_j if t.node_j > 0 else 0.0,
-        "tokens_per_joule_gpu": t.tokens / t.gpu_j if t.gpu_j > 0 else 0.0,
-        "throughput_tps": t.tokens / t.duration_s if t.duration_s > 0 else 0.0,
-        "qos_violation_pct": pct(t.violations),
-        "qos_violation_pct_raw": pct(t.raw_violations),
-        **tally.figures(),
-        "mean_power_w": t.node_j / t.duration_s if t.duration_s > 0 else 0.0,
-        "mean_gpu_power_w": t.gpu_j / t.duration_s if t.duration_s > 0 else 0.0,
-        "energy_j": t.node_j,
-        "gpu_energy_j": t.gpu_j,
-        "generated_tokens": t.tokens,
-        "config_changes": changes,
-        "config_change_pct": pct(changes),
-        "governor_trims": trims,
-        "decide_ms_p50": _percentile(decide_ms, 50),
-        "decide_ms_p99": _percentile(decide_ms, 99),
-    }
+    acc = SummaryAccumulator(qos_tolerance, overshoot_tolerance, settle_intervals, power_window_s)
+    for rec in records:
+        acc.add(rec if isinstance(rec, IntervalRecord) else IntervalRecord.from_json(rec))
+    return acc.figures()
