@@ -152,21 +152,23 @@ class FleetNode:
         plan: the node's model, target and load.
         lab: the experiment's `Lab` (nodes, policies, loops).
         witness: told of every budget the agent takes.
-        boot_budget_w: the budget every agent of this node starts with. Units: W.
+        boot_budget_w: the budget every agent of this node starts with (default: the node's floor,
+            its power at its lowest GPU caps on the paper's node-power line). Units: W.
         host: the loopback address the endpoint listens on.
     """
 
-    def __init__(self, plan: NodePlan, lab: Lab, witness: BudgetWitness, boot_budget_w: float,
+    def __init__(self, plan: NodePlan, lab: Lab, witness: BudgetWitness, boot_budget_w: float | None = None,
                  host: str = "127.0.0.1") -> None:
         self.plan = plan
         self.lab = lab
         self.witness = witness
-        self.boot_budget_w = boot_budget_w
         self.host = host
         self.node = lab.node(plan.model, plan.tp, lab.workload(plan.load_tps, lab.seed + plan.seed),
                              seed_offset=plan.seed)
-        constraints = self.node.constraints()
-        self.max_draw_w = NodePowerModel().node_w(constraints.num_gpus * constraints.power_cap_max_w)
+        c = self.node.constraints()
+        self.max_draw_w = NodePowerModel().node_w(c.num_gpus * c.power_cap_max_w)
+        self.floor_w = NodePowerModel().node_w(c.num_gpus * c.power_cap_min_w)
+        self.boot_budget_w = self.floor_w if boot_budget_w is None else boot_budget_w
         self.loop = None
         self.endpoint: Endpoint | None = None
         self.port = 0

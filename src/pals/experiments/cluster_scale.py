@@ -35,7 +35,6 @@ from pals.cluster.client import HttpNodeClient
 from pals.cluster.coordinator import Coordinator
 from pals.cluster.metrics import CoordinatorMetrics
 from pals.core.paper import CONTROL_INTERVAL_S
-from pals.core.power import NodePowerModel
 from pals.experiments.cluster_fleet import BudgetWitness, Fleet, FleetNode, NodePlan
 from pals.experiments.cluster_scale_report import write_report
 from pals.experiments.common import Lab
@@ -150,23 +149,13 @@ def _plans(lab: Lab, scale: Scale) -> tuple[list[NodePlan], dict[str, float]]:
     return plans, unconstrained
 
 
-def _floor_w(fleet_node: FleetNode) -> float:
-    """The node's power at its lowest GPU caps (the paper's node-power line): its boot budget. Units: W."""
-    c = fleet_node.node.constraints()
-    return NodePowerModel().node_w(c.num_gpus * c.power_cap_min_w)
-
-
 def simulate(lab: Lab, scale: Scale, seed: int = 0, coordinator_cls=Coordinator) -> ClusterScaleRun:
     """Build the fleet, warm it up, run the coordinator's rounds with budget changes and restarts."""
     plans, unconstrained_tps = _plans(lab, scale)
     for model, tp in MODELS.items():
         lab.predictor(model, tp)  # fit before the clock matters
     witness = BudgetWitness(float("inf"))
-    nodes = []
-    for plan in plans:
-        fleet_node = FleetNode(plan, lab, witness, boot_budget_w=1.0)
-        fleet_node.boot_budget_w = _floor_w(fleet_node)
-        nodes.append(fleet_node)
+    nodes = [FleetNode(plan, lab, witness) for plan in plans]  # agents boot at their node's floor
     fleet = Fleet(nodes)
     t_s = 0.0
     while t_s < scale.warmup_s - 1e-9:  # no agents yet: every node at its top configuration
