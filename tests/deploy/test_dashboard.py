@@ -114,11 +114,16 @@ def test_every_rule_reads_documented_or_recorded_metrics(documented):
         assert not unknown, f"{rule.get('alert') or rule.get('record')} reads undocumented {sorted(unknown)}"
 
 
-@pytest.fixture(scope="module")
-def exported_names():
-    """Sample names a real controller's registry exports after a few intervals on the simulated node."""
+def _sample_names(text: str) -> set[str]:
     from prometheus_client.parser import text_string_to_metric_families
 
+    return {s.name for family in text_string_to_metric_families(text) for s in family.samples
+            if not s.name.endswith("_created")}
+
+
+@pytest.fixture(scope="module")
+def agent_names():
+    """Sample names a real controller's registry exports after a few intervals on the simulated node."""
     from pals.control.budget import PowerBudget
     from pals.runtime.builder import ControlSettings, build_controller
     from pals.runtime.deployment import Deployment
@@ -134,15 +139,47 @@ def exported_names():
     finally:
         controller.close()
     assert len(controller.loop.log.recent()) >= 3
-    text = controller.loop.metrics.exposition().decode()
-    return {s.name for family in text_string_to_metric_families(text) for s in family.samples
-            if not s.name.endswith("_created")}
+    return _sample_names(controller.loop.metrics.exposition().decode())
+
+
+@pytest.fixture(scope="module")
+def coordinator_names():
+    """Sample names the coordinator's registry (`pals coordinate --metrics-port`) exports after two rounds
+    over a simulated node behind its real endpoint."""
+    from pals.cluster.client import HttpNodeClient
+    from pals.cluster.coordinator import Coordinator
+    from pals.cluster.metrics import CoordinatorMetrics
+    from pals.control.endpoint import Endpoint
+    from pals.control.loop import ControlLoop
+    from pals.control.policies import make_policy
+    from pals.sim.node import SimNode, SimNodeSpec
+    from pals.sim.workload import LengthDistribution, PoissonWorkload
+
+    workload = PoissonWorkload(20.0, LengthDistribution.fixed(500), LengthDistribution.fixed(100), seed=4)
+    node = SimNode(SimNodeSpec("OLMoE-1B-7B", "A100-SXM4-80GB", tp=4), workload, seed=4)
+    loop = ControlLoop(node, make_policy("baseline"), node.clock, interval_s=0.5)
+    for t in (0.5, 1.0):
+        node.clock.wait_until(t)
+        loop.step()
+    with Endpoint(loop, port=0) as endpoint:
+        coordinator = Coordinator([HttpNodeClient(endpoint.url, name="a")], cluster_budget_w=3000.0,
+                                  targets_tps={"a": 500.0})
+        metrics = CoordinatorMetrics(3000.0, nodes=["a"])
+        for _ in range(2):
+            metrics.update(coordinator.step(), coordinator.targets_tps)
+    return _sample_names(metrics.exposition().decode())
+
+
+@pytest.fixture(scope="module")
+def exported_names(agent_names, coordinator_names):
+    """Everything PALS exports: the node agent's and the coordinator's registries."""
+    return agent_names | coordinator_names
 
 
 def test_metrics_documented_as_existing_are_exported(documented, exported_names):
     exists = {name for name, row in documented.items() if row.status == "exists"}
     missing = sorted(exists - exported_names)
-    assert not missing, f"docs/metrics.md says these exist but the controller does not export them: {missing}"
+    assert not missing, f"docs/metrics.md says these exist but neither the agent nor the coordinator exports them: {missing}"
 
 
 def test_every_exported_metric_is_documented_with_its_status(documented, exported_names):
@@ -150,3 +187,8 @@ def test_every_exported_metric_is_documented_with_its_status(documented, exporte
     assert not undocumented, f"exported but not in docs/metrics.md: {undocumented}"
     flip = sorted(name for name in exported_names if documented[name].status != "exists")
     assert not flip, f"exported now: mark them 'exists' in docs/metrics.md: {flip}"
+
+
+def test_each_registry_exports_only_its_own_prefix(agent_names, coordinator_names):
+    assert coordinator_names and all(n.startswith("pals_coordinator_") for n in coordinator_names)
+    assert agent_names and not any(n.startswith("pals_coordinator_") for n in agent_names)

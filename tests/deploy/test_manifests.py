@@ -25,7 +25,7 @@ PLANNED_FLAGS = {
     # and metrics options other branches add.
     "run": {"--url", "--cap-channel", "--gpu-uuids-file", "--max-num-seqs", "--decision-log", "--endpoint-host",
             "--node-name"},
-    "coordinate": {"--metrics-port"},
+    "coordinate": set(),
     "serve": set(),
 }
 PLANNED_FLAG_VALUES = {("run", "--node"): {"vllm"}}

@@ -32,9 +32,15 @@ else from a linear estimate of its status (power-proportional throughput).
 Nodes started with an endpoint token need it: --endpoint-token-file FILE or the
 PALS_ENDPOINT_TOKEN environment variable.
 
+With --metrics-port P the coordinator serves its Prometheus metrics (pals_coordinator_*:
+cluster budget, each node's budget planned, written, reported and counted, nodes up, budgets
+rewritten, round time; docs/metrics.md) at http://127.0.0.1:P/metrics. A Prometheus on another
+host needs --metrics-host (e.g. 0.0.0.0 in a Kubernetes pod); the metrics change nothing, so they
+need no token.
+
 Example:
   pals coordinate --node ds=http://10.0.0.1:9100 --node mx=http://10.0.0.2:9100 \\
-      --target ds=1800 --target mx=900 --cluster-budget-w 4800 --interval-s 5
+      --target ds=1800 --target mx=900 --cluster-budget-w 4800 --interval-s 5 --metrics-port 9500
 """
 
 TOKEN_ENV = "PALS_ENDPOINT_TOKEN"
@@ -60,6 +66,16 @@ def _bounded(low: float, high: float, unit: str, low_open: bool = False):
         return value
 
     return parse
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return value
 
 
 def _named(text: str) -> tuple[str | None, str]:
@@ -115,6 +131,10 @@ def add_parser(subparsers):
     parser.add_argument("--endpoint-token-file", default=None, metavar="PATH",
                         help=f"file holding the nodes' endpoint bearer token (default: ${TOKEN_ENV} if set)")
     parser.add_argument("--log", default=None, metavar="FILE", help="append one JSON line per round to FILE")
+    parser.add_argument("--metrics-port", type=_port, default=None, metavar="P",
+                        help="serve Prometheus metrics on port P (0: any free port, printed; default: none)")
+    parser.add_argument("--metrics-host", default=None, metavar="HOST",
+                        help="address the metrics port listens on (default 127.0.0.1)")
     parser.add_argument("--quiet", action="store_true", help="print nothing per round")
     return parser
 
@@ -180,10 +200,19 @@ def run(args) -> int:
         node_deadline_s=2 * args.timeout_s + 5.0,
         history_rounds=100,  # reports go to stdout and --log; keep memory flat on a long run
     )
+    if args.metrics_host is not None and args.metrics_port is None:
+        raise ConfigError("--metrics-host needs --metrics-port; give the port the metrics are served on")
     log = _RoundLog(args.log)
+    try:
+        metrics, server = _start_metrics(args, coordinator, clients)
+    except BaseException:
+        log.close()
+        raise
 
     def on_round(report) -> None:
         log.write(report)
+        if metrics is not None:
+            metrics.update(report, coordinator.targets_tps)
         if not args.quiet:
             print(report.summary_line(), file=sys.stdout)
             for line in report.actions:
@@ -198,10 +227,24 @@ def run(args) -> int:
             return 1 if faulty else 0
         coordinator.run(WallClock(), args.interval_s, args.duration_s, on_round=on_round)
     finally:
+        if server is not None:
+            server.stop()
         log.close()
         for client in clients:
             client.close()
     return 0
+
+
+def _start_metrics(args, coordinator, clients):
+    """(metrics, server) for --metrics-port, listening before the first round; (None, None) without it."""
+    if args.metrics_port is None:
+        return None, None
+    from pals.cluster.metrics import CoordinatorMetrics, MetricsServer
+
+    metrics = CoordinatorMetrics(coordinator.cluster_budget_w, nodes=[c.name for c in clients])
+    server = MetricsServer.start(metrics.registry, args.metrics_port, args.metrics_host or "127.0.0.1")
+    print(f"pals coordinate: metrics on {server.url}", file=sys.stderr, flush=True)
+    return metrics, server
 
 
 class _RoundLog:

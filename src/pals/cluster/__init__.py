@@ -6,6 +6,8 @@
   hang the coordinator).
 - `client`: a node's control endpoint as the coordinator sees it (`HttpNodeClient`, `NodeStatus`).
 - `report`: what one round did, typed (`RoundReport`, `NodeRound`), for logs and metrics.
+- `metrics`: the coordinator's Prometheus metrics (`CoordinatorMetrics`, fed each round's report) and
+  their HTTP server (`MetricsServer`, `pals coordinate --metrics-port`).
 - `coordinator`: the periodic loop (`Coordinator.step/run`), used by `pals coordinate` and the
   multi-node experiments; it enforces the cluster budget against what each node reports.
 """

@@ -21,6 +21,7 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     "multi-node": ("pals.experiments.multi_node", "3 nodes under a 4,800 W cluster budget with the coordinator (Fig 9)"),
     "demand-response": ("pals.experiments.demand_response", "3 DeepSeek-MoE nodes follow a 1-hour power target (Fig 10)"),
     "target-tracking": ("pals.experiments.target_tracking", "a throughput target that changes over time (Fig 11)"),
+    "cluster-scale": ("pals.experiments.cluster_scale", "the coordinator over 64 nodes on loopback HTTP: round time, conservation, QoS"),
     "fidelity": ("pals.experiments.fidelity", "every calibration point beside the simulator (throughput, power, TPOT)"),
 }
 
