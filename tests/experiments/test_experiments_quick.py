@@ -67,4 +67,5 @@ def test_cli_runs_one_quick_experiment(tmp_path, capsys):
 def test_unknown_experiment_names_the_choices(tmp_path):
     with pytest.raises(ConfigError, match="single-node"):
         run_experiment("nope", tmp_path)
-    assert set(EXPERIMENTS) == {"characterize", "single-node", "tp-headroom", "multi-node", "demand-response", "target-tracking"}
+    assert set(EXPERIMENTS) == {"characterize", "single-node", "tp-headroom", "multi-node", "demand-response",
+                                "target-tracking", "fidelity"}
