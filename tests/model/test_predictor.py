@@ -126,7 +126,7 @@ def test_save_load_round_trip_is_bit_identical(sim_profile, tmp_path, detrend):
     assert loaded.profile_hash_ == fitted.profile_hash_
     assert loaded.feature_importances_ == fitted.feature_importances_
     meta = json.loads((tmp_path / "m.pals.json").read_text())
-    assert meta["profile_hash"] == fitted.profile_hash_ and meta["format_version"] == 2
+    assert meta["profile_hash"] == fitted.profile_hash_ and meta["format_version"] == 3
     assert set(meta["versions"]) == {"sklearn", "numpy", "pals"}
     assert (meta["trend_coefficients"]["throughput_tps"] is None) == (not detrend)
     assert sorted(os.listdir(tmp_path)) == ["m.pals", "m.pals.json"]

@@ -62,6 +62,8 @@ PAPER_CAPS_W = PAPER_POWER_CAPS_W
 """The PALS paper's power-cap grid on A100 (W)."""
 PAPER_BATCHES = PAPER_BATCH_CAPS
 """The PALS paper's batch-cap grid."""
+MAX_BATCH_CAP = 1024
+"""Largest batch cap a grid may hold: vLLM's max_num_seqs on H100/H200 (the simulator is tested to it)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class ProfileGrid:
         for batch in self.batch_caps:
             if int(batch) != batch or batch < 1:
                 raise ConfigError(f"ProfileGrid.batch_caps holds {batch!r}; batch caps must be integers >= 1")
+            if batch > MAX_BATCH_CAP:
+                raise ConfigError(f"batch cap {int(batch)} is above {MAX_BATCH_CAP}, the largest PALS profiles "
+                                  f"(vLLM's max_num_seqs on H100/H200); pass batch caps of 1-{MAX_BATCH_CAP}")
         object.__setattr__(self, "power_caps_w", tuple(float(c) for c in self.power_caps_w))
         object.__setattr__(self, "batch_caps", tuple(int(b) for b in self.batch_caps))
 
