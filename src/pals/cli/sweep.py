@@ -81,8 +81,10 @@ def _characterization_report(args, out: Path) -> Path:
     """The paper-shape characterization (`pals.experiments.characterization`), beside the sweep's CSV."""
     from pals.cli.profile import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS
     from pals.experiments.characterization import characterize, write_report
+    from pals.sim.physics import load_physics
 
     report_dir = out.with_name(out.stem + "_characterization")
+    params = None if args.physics is None else load_physics(args.physics, args.gpu)
     result = characterize(
         gpu=args.gpu,
         tp=4,
@@ -92,5 +94,7 @@ def _characterization_report(args, out: Path) -> Path:
         progress=not args.no_progress,
         prompt_tokens=args.prompt_tokens or DEFAULT_PROMPT_TOKENS,
         output_tokens=args.output_tokens or DEFAULT_OUTPUT_TOKENS,
+        params=params,
+        physics_label=f"fitted, from {args.physics}" if args.physics is not None else "the GPU preset's",
     )
     return write_report(result, report_dir)
