@@ -288,11 +288,9 @@ def run_profile(
         warmup_s: Time to let the node settle after each change before measuring. Units: s.
         window_s: Measurement window per point. Units: s.
         out_path: Profile file, rewritten atomically after every point.
-        resume: Keep points already in `out_path` and measure only the missing ones.
-            When False an existing file is replaced.
+        resume: Keep points already in `out_path` and measure only the missing ones (False: replace it).
         progress: Show a tqdm progress bar on stderr.
-        workload: The offered workload (descriptor recorded in each row and in the
-            metadata); None records what the node observes (`Sample.mean_*_tokens`).
+        workload: The offered workload (recorded in each row and the metadata); None: what the node observes.
         node_kind: Recorded in the metadata ("sim", "vllm").
         sample_interval_s: How often the node is sampled inside a window (for node power). Units: s.
         metadata_extra: More metadata to record (seed, trace name, ...).
@@ -300,8 +298,7 @@ def run_profile(
         drain_max_s: Longest wait for the queue to drain after applying a point. Units: s. None:
             60 s when `workload` has an arrival rate (open loop), else 0 (saturating load).
         drain_waiting: The queue counts as drained at this many waiting requests or fewer.
-        settle_max_s: Longest wait, after a batch-cap decrease, for the running sequences to fall to
-            the new cap (they are not preempted). Units: s. 0 skips it.
+        settle_max_s: Longest wait for the running sequences to fall to a lowered batch cap. Units: s. 0: none.
 
     Returns:
         The complete profile as written.
