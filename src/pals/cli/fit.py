@@ -12,8 +12,9 @@ Train the random-forest throughput and power predictor from a profile, save it,
 and report its error on held-out configurations (k-fold by configuration, fixed
 seed): MAPE of throughput and of GPU power, feature importances (permutation,
 shares summing to 1: the mean of both targets, and per target; throughput
-depends most on the batch cap, GPU power on the power cap), and the node-power
-line P_node = alpha*sum(P_gpu) + beta when the profile has measured node power.
+depends most on the batch cap, GPU power on the power cap where the caps bind),
+and the node-power line P_node = alpha*sum(P_gpu) + beta when the profile has
+measured node power.
 
 Examples:
   pals fit mixtral.csv --out mixtral.model
