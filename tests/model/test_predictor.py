@@ -126,7 +126,7 @@ def test_save_load_round_trip_is_bit_identical(sim_profile, tmp_path, detrend):
     assert loaded.profile_hash_ == fitted.profile_hash_
     assert loaded.feature_importances_ == fitted.feature_importances_
     meta = json.loads((tmp_path / "m.pals.json").read_text())
-    assert meta["profile_hash"] == fitted.profile_hash_ and meta["format_version"] == 2
+    assert meta["profile_hash"] == fitted.profile_hash_ and meta["format_version"] == 3
     assert set(meta["versions"]) == {"sklearn", "numpy", "pals"}
     assert (meta["trend_coefficients"]["throughput_tps"] is None) == (not detrend)
     assert sorted(os.listdir(tmp_path)) == ["m.pals", "m.pals.json"]
@@ -237,9 +237,16 @@ def test_evaluation_holds_out_whole_configurations(sim_profile):
 def test_evaluation_reports_importances(sim_profile):
     report = evaluate(sim_profile, k=5, random_state=0, n_estimators=30, n_repeats=3)
     ranked = sorted(report.feature_importance, key=report.feature_importance.get, reverse=True)
-    assert ranked[:2] == ["batch_cap", "power_cap_w"]
+    # The two knobs are the two features that matter. Their order in the combined figure (mean of both
+    # targets) is not fixed: with caps binding at most points power follows the cap, so since the
+    # recalibration the cap ranks first (0.56 vs 0.44 here). Per target the order is physics:
+    assert set(ranked[:2]) == {"batch_cap", "power_cap_w"}
+    by_target = report.feature_importance_by_target
+    assert max(by_target["throughput_tps"], key=by_target["throughput_tps"].get) == "batch_cap"
+    assert max(by_target["gpu_power_total_w"], key=by_target["gpu_power_total_w"].get) == "power_cap_w"
     assert sum(report.feature_importance.values()) == pytest.approx(1.0)
-    assert report.feature_importance["tp"] == 0.0  # constant in this profile
+    for constant in ("tp", "ep", "mean_prompt_tokens", "mean_output_tokens", "arrival_rate_rps"):
+        assert report.feature_importance[constant] == 0.0  # constant in this profile
     assert report.to_dict()["syspower_alpha"] == pytest.approx(1.05, rel=0.05)
 
 

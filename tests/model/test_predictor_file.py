@@ -120,6 +120,9 @@ def test_compressed_or_oversized_members_are_refused(saved, tmp_path):
         ("throughput_tps.depth", lambda a: np.asarray(10**9, dtype=np.int64), "claims depth 1000000000"),
         ("throughput_tps.trend_coef", lambda a: a[:-1], "trend_coef"),
         ("throughput_tps.trend_low", lambda a: np.full_like(a, np.inf), "not finite"),
+        ("throughput_tps.trend_knots", lambda a: a[::-1].copy(), "knots that are not"),
+        ("gpu_power_total_w.trend_knots", lambda a: a[:-1], "trend_coef"),  # coefficients no longer match
+        ("throughput_tps.trend_knots", None, "lacks array 'throughput_tps.trend_knots'"),
         ("throughput_tps.right", lambda a: a.astype(np.float64), "expected int64"),
         ("caps_w", None, "lacks array 'caps_w'"),
     ],

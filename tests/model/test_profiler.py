@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 
 from pals.errors import ConfigError, ProfileError
@@ -71,16 +72,40 @@ def test_rows_are_the_counter_deltas_of_the_window(tmp_path, sim_node):
 
 def test_grid_rows_follow_the_physics_and_the_virtual_clock(tmp_path, sim_node):
     node = sim_node()
+    ends_s: list[float] = []
     profile = run_profile(node, node.clock, GRID, warmup_s=3.0, window_s=10.0, out_path=tmp_path / "p.csv",
-                          progress=False, workload=WORKLOAD)
+                          progress=False, workload=WORKLOAD, on_point=lambda row: ends_s.append(node.clock.now_s()))
     assert profile.points() == set(GRID.points())
     for cap in GRID.power_caps_w:
         rows = sorted((r for r in profile.rows if r["power_cap_w"] == cap), key=lambda r: r["batch_cap"])
         tps = [r["throughput_tps"] for r in rows]
         assert all(a < b for a, b in zip(tps, tps[1:]))  # saturating: more batch, more tokens/s
         assert all(r["gpu_power_w"] <= cap * 1.001 for r in rows)  # the cap holds on the window mean
-    # 9 points x (3 s warm-up + 10 s window) of virtual time, nothing more
-    assert node.clock.now_s() == pytest.approx(9 * 13.0)
+    # Each point takes 3 s warm-up + 10 s window of virtual time, nothing more, except where the batch cap
+    # falls (the node starts at 64; then 64 -> 1 at each new cap): there the old batch runs down first.
+    spans_s = np.diff([0.0, *ends_s])
+    batches = [batch for _, batch in GRID.points()]
+    falls = [b < a for a, b in zip([64, *batches], batches)]
+    for span_s, fall in zip(spans_s, falls):
+        if fall:
+            assert 13.0 < span_s <= 13.0 + 120.0
+        else:
+            assert span_s == pytest.approx(13.0)
+
+
+def test_a_lowered_batch_cap_is_measured_after_the_old_batch_has_run_down(tmp_path, sim_node):
+    """Running sequences are not preempted when the cap falls: the profiler waits for them (settles)."""
+    initial_b1 = Actuation(250.0, 1)
+    fresh = sim_node(exact=True, initial=initial_b1)
+    steady = run_profile(fresh, fresh.clock, ProfileGrid((250.0,), (1,)), 2.0, 5.0, tmp_path / "steady.csv",
+                         progress=False, workload=WORKLOAD).rows[0]["throughput_tps"]
+    for settle_max_s, close in ((120.0, True), (0.0, False)):
+        node = sim_node(exact=True, initial=Actuation(250.0, 64))
+        node.clock.wait_until(20.0)  # a full batch of 64 per replica
+        row = run_profile(node, node.clock, ProfileGrid((250.0,), (1,)), 2.0, 5.0, tmp_path / f"p{settle_max_s}.csv",
+                          progress=False, workload=WORKLOAD, settle_max_s=settle_max_s).rows[0]
+        # Without settling the short window still runs much of the old batch: 1.9x the batch-1 throughput.
+        assert (row["throughput_tps"] == pytest.approx(steady, rel=0.05)) is close, (settle_max_s, row, steady)
 
 
 def test_node_without_node_power_falls_back_to_gpu_tokens_per_joule(tmp_path, sim_node):

@@ -11,8 +11,10 @@ DESCRIPTION = """\
 Train the random-forest throughput and power predictor from a profile, save it,
 and report its error on held-out configurations (k-fold by configuration, fixed
 seed): MAPE of throughput and of GPU power, feature importances (permutation,
-shares summing to 1), and the node-power line P_node = alpha*sum(P_gpu) + beta
-when the profile has measured node power.
+shares summing to 1: the mean of both targets, and per target; throughput
+depends most on the batch cap, GPU power on the power cap where the caps bind),
+and the node-power line P_node = alpha*sum(P_gpu) + beta when the profile has
+measured node power.
 
 Examples:
   pals fit mixtral.csv --out mixtral.model
@@ -51,9 +53,11 @@ def run(args) -> int:
               f"{len(profile)} rows, {report.n_configurations} configurations, {report.k}-fold by configuration")
         print(f"held-out MAPE throughput: {report.mape_throughput_pct:.2f} %")
         print(f"held-out MAPE power:      {report.mape_power_pct:.2f} %")
-        print("feature importance (permutation, share):")
+        by_target = report.feature_importance_by_target
+        print(f"feature importance (permutation, share): {'both':>6} {'tput':>6} {'power':>6}")
         for name, share in sorted(report.feature_importance.items(), key=lambda kv: -kv[1]):
-            print(f"  {name:<20} {share:.3f}")
+            print(f"  {name:<38} {share:>6.3f} {by_target['throughput_tps'][name]:>6.3f} "
+                  f"{by_target['gpu_power_total_w'][name]:>6.3f}")
         sp = report.syspower
         if sp.source == "fitted":
             print(f"node power: P_node = {sp.alpha:.3f} * sum(P_gpu) + {sp.beta_w:.1f} W "

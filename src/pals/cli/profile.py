@@ -8,9 +8,11 @@ Points are written as they finish and a rerun resumes where a killed run stopped
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import math
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from pals.core.paper import PAPER_GPU
@@ -36,6 +38,8 @@ at once; rerunning the same command resumes (use --fresh to start over).
 Examples:
   pals profile --model Mixtral-8x7B --tp 2 --out mixtral.csv
   pals profile --model OLMoE-1B-7B --rate 4 --caps 150,250,400 --batches 8,64 --out olmoe.csv
+  pals profile --model config.json --gpu H100-SXM --num-gpus 1 --batches 8,64,256,1024 --out h100.csv
+  pals profile --model Llama-3.1-8B.json --gpu H100-SXM --physics h100-physics.json --out h100.csv
   pals profile --node vllm --url http://localhost:8000 --out real.csv
   pals profile --node vllm --url http://localhost:8000 --gpu-backend nvml --max-output-tokens 256 --out real.csv
 """
@@ -68,6 +72,27 @@ def positive_int_list(text: str) -> list[int]:
     return values
 
 
+def batch_cap_list(text: str) -> list[int]:
+    """'8,64,256' -> [8, 64, 256]: batch caps of 1 to `MAX_BATCH_CAP`."""
+    from pals.model.profiler import MAX_BATCH_CAP
+
+    values = positive_int_list(text)
+    too_large = [v for v in values if v > MAX_BATCH_CAP]
+    if too_large:
+        raise argparse.ArgumentTypeError(
+            f"batch cap {too_large[0]} is above {MAX_BATCH_CAP}, the largest PALS supports "
+            f"(vLLM's max_num_seqs on H100/H200); pass batch caps of 1-{MAX_BATCH_CAP}")
+    return values
+
+
+def batch_cap(text: str) -> int:
+    """One batch cap of 1 to `MAX_BATCH_CAP` (--max-num-seqs)."""
+    values = batch_cap_list(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one integer, got {text!r}")
+    return values[0]
+
+
 def add_deployment_arguments(parser: argparse.ArgumentParser, model_required: bool) -> None:
     """Flags shared by `pals profile` and `pals sweep`: deployment, grid, load, timing."""
     group = parser.add_argument_group("deployment (simulated node)")
@@ -85,6 +110,15 @@ def add_deployment_arguments(parser: argparse.ArgumentParser, model_required: bo
         help="tensor-parallel degree per engine replica (default: the smallest of 1, 2, 4 that fits)",
     )
     group.add_argument("--ep", metavar="N", type=positive_int, default=1, help="expert-parallel degree (default: 1)")
+    group.add_argument(
+        "--max-num-seqs", metavar="N", type=batch_cap, default=None,
+        help="the simulated engine's max_num_seqs, the largest batch cap it accepts (1-1024; default: the "
+        "largest batch cap of the grid)",
+    )
+    group.add_argument(
+        "--physics", metavar="PHYSICS.json", default=None,
+        help="step physics fitted by `pals calibrate` for --gpu (default: the GPU preset's)",
+    )
 
     grid = parser.add_argument_group("grid")
     grid.add_argument(
@@ -95,9 +129,11 @@ def add_deployment_arguments(parser: argparse.ArgumentParser, model_required: bo
     )
     grid.add_argument(
         "--batches", metavar="B[,B...]",
-        type=positive_int_list,
+        type=batch_cap_list,
         default=None,
-        help="batch caps (max running sequences per replica), comma-separated (default: 1,4,8,16,32,64)",
+        help="batch caps (max running sequences per replica, 1-1024), comma-separated (default: the paper's "
+        "1,4,8,16,32,64, extended by powers of two up to the GPU's grid maximum (256 on H100/H200) while the "
+        "sequences fit the KV cache)",
     )
 
     load = parser.add_argument_group("load")
@@ -134,7 +170,9 @@ def add_deployment_arguments(parser: argparse.ArgumentParser, model_required: bo
 
     timing = parser.add_argument_group("timing and randomness")
     timing.add_argument(
-        "--warmup-s", metavar="S", type=nonneg_float, default=10.0, help="settling time after each change, s (default: 10)"
+        "--warmup-s", metavar="S", type=nonneg_float, default=10.0,
+        help="settling time after each change, s (default: 10; large batch caps fill slowly: at batch 1024 "
+        "allow 10 s or more)"
     )
     timing.add_argument(
         "--window-s", metavar="S", type=positive_float, default=30.0, help="measurement window per point, s (default: 30)"
@@ -185,6 +223,24 @@ def add_parser(subparsers) -> None:
 VLLM_ONLY_FLAGS = {"url": "--url", "gpu_backend": "--gpu-backend", "cap_channel": "--cap-channel",
                    "max_prompt_tokens": "--max-prompt-tokens", "max_output_tokens": "--max-output-tokens"}
 """Attributes that apply only to the real node (`pals.runtime.profiling.VllmProfilingOptions`), with their flags."""
+SIM_ONLY_FLAGS = {"physics": "--physics", "max_num_seqs": "--max-num-seqs"}
+"""Attributes that apply only to the simulated node (a real server has its own physics and max_num_seqs)."""
+
+
+@dataclass(frozen=True)
+class NodeUnderTest:
+    """A node ready to profile, with what the profile records about it."""
+
+    node: Any
+    """The `Node` (simulated or real)."""
+    clock: Any
+    """The clock it runs on."""
+    features: Any
+    """The offered workload's `WorkloadDescriptor` (None: record what the node observes)."""
+    metadata_extra: dict[str, Any]
+    """More profile metadata (seed, load, physics, ...)."""
+    grid: Any = None
+    """The `ProfileGrid` to measure; None: --caps/--batches or the paper's grid within the node's ranges."""
 
 
 def smallest_tp(model: str, gpu: str, num_gpus: int) -> int:
@@ -209,17 +265,20 @@ def load_from_args(args, default_prompt_tokens: float, default_output_tokens: fl
     return LoadSpec(saturate=True, lengths=lengths, seed=args.seed)
 
 
-def build_sim(args) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """The simulated node, its clock, the workload descriptor and metadata for the profile."""
+def build_sim(args) -> NodeUnderTest:
+    """The simulated node (with --physics and --max-num-seqs), its grid, workload descriptor and metadata."""
     from pals.core.workload import WorkloadDescriptor
     from pals.runtime.deployment import Deployment
     from pals.runtime.load import make_workload
     from pals.sim.node import NoiseConfig, SimNode
+    from pals.sim.physics import load_physics
 
     if args.model is None:
         raise ConfigError("--model is required with the simulated node (e.g. --model Mixtral-8x7B)")
     tp = args.tp if args.tp is not None else smallest_tp(args.model, args.gpu, args.num_gpus)
     spec = Deployment(args.model, args.gpu, num_gpus=args.num_gpus, tp=tp, ep=args.ep).sim_spec()
+    if args.physics is not None:
+        spec = dataclasses.replace(spec, params=load_physics(args.physics, spec.gpu_spec))
     if args.trace is not None and (args.prompt_tokens or args.output_tokens):
         raise ConfigError("--prompt-tokens/--output-tokens do not apply to --trace (the trace has its lengths)")
     load = load_from_args(args, DEFAULT_PROMPT_TOKENS, DEFAULT_OUTPUT_TOKENS)
@@ -230,15 +289,51 @@ def build_sim(args) -> tuple[Any, Any, Any, dict[str, Any]]:
         mean_output_tokens=float(descriptor.mean_output_tokens),
         arrival_rate_rps=None if descriptor.arrival_rate_rps is None else float(descriptor.arrival_rate_rps),
     )
+    grid = sim_grid(args, spec, features)
+    largest = max(grid.batch_caps)
+    max_num_seqs = args.max_num_seqs if args.max_num_seqs is not None else largest
+    if max_num_seqs < largest:
+        raise ConfigError(f"--max-num-seqs {max_num_seqs} is below the grid's largest batch cap {largest}; "
+                          f"raise it to at least {largest} or drop the larger batch caps")
+    spec = dataclasses.replace(spec, batch_cap_max=max_num_seqs)
     noise = NoiseConfig.none() if args.no_noise else NoiseConfig()
     node = SimNode(spec, workload, seed=args.seed, noise=noise)
-    extra = {"seed": args.seed, "load": load.label(), "noise": "none" if args.no_noise else "default"}
-    return node, node.clock, features, extra
+    extra = {"seed": args.seed, "load": load.label(), "noise": "none" if args.no_noise else "default",
+             "max_num_seqs": max_num_seqs, "physics": "preset" if args.physics is None else str(args.physics)}
+    return NodeUnderTest(node, node.clock, features, extra, grid)
 
 
-def build_vllm(args) -> tuple[Any, Any, Any, dict[str, Any]]:
+def sim_grid(args, spec, features) -> Any:
+    """--caps/--batches, else the defaults for this simulated deployment.
+
+    Caps: the paper's 150-400 W in 50 W steps, or 6 evenly spaced caps on another GPU's range
+    (`paper_grid_within`). Batches: `pals.sim.grid.default_batch_grid`: the paper's 1-64, extended by
+    powers of two up to the GPU's `batch_grid_max` (256 on H100/H200) while the sequences fit one
+    replica's KV cache at the mean context (prompt + half the output).
+    """
+    from pals.model.profiler import MAX_BATCH_CAP, ProfileGrid, paper_grid_within
+    from pals.sim.grid import default_batch_grid
+
+    gpu = spec.gpu_spec
+    caps = args.caps or paper_grid_within(gpu.power_limit_min_w, gpu.power_limit_max_w, MAX_BATCH_CAP).power_caps_w
+    if args.batches:
+        batches = args.batches
+    else:
+        kv_tokens = spec.step_model().kv_cache_tokens(spec.gpu_memory_utilization)
+        mean_context = features.mean_prompt_tokens + features.mean_output_tokens / 2
+        batches = default_batch_grid(gpu, kv_tokens, mean_context)
+    return ProfileGrid(tuple(caps), tuple(batches))
+
+
+def build_vllm(args) -> NodeUnderTest:
     """A real vLLM node with a load generator (`pals.runtime.profiling.connect_for_profiling`)."""
     from pals.core.workload import WorkloadDescriptor
+
+    used = [flag for attr, flag in SIM_ONLY_FLAGS.items() if getattr(args, attr, None) is not None]
+    if used:
+        verb, pronoun = ("applies", "it") if len(used) == 1 else ("apply", "them")
+        raise ConfigError(f"{', '.join(used)} {verb} only to the simulated node (a real server has its own "
+                          f"physics and max_num_seqs, set when it starts); drop {pronoun} with --node vllm")
 
     if not args.url:
         raise ConfigError("--node vllm needs --url, the vLLM server's address (e.g. --url http://localhost:8000)")
@@ -261,7 +356,7 @@ def build_vllm(args) -> tuple[Any, Any, Any, dict[str, Any]]:
     if args.prompt_tokens and args.output_tokens:
         # The load generator is outside PALS: record what the user says it offers.
         features = WorkloadDescriptor(args.prompt_tokens, args.output_tokens, args.rate)
-    return node, node.clock, features, {"url": args.url}
+    return NodeUnderTest(node, node.clock, features, {"url": args.url})
 
 
 def grid_from_args(args, constraints):
@@ -291,14 +386,15 @@ def format_table(profile) -> str:
     return "\n".join(lines)
 
 
-def measure_grid(args, node, clock, features, metadata_extra: dict[str, Any], node_kind: str, resume: bool):
-    """Profile the grid of --caps/--batches (default: the paper's within the node's ranges) into --out.
+def measure_grid(args, setup: NodeUnderTest, node_kind: str, resume: bool, metadata_extra: dict[str, Any] | None = None):
+    """Profile the node's grid (`setup.grid`, else --caps/--batches or the paper's within the node's ranges) into --out.
 
     Args:
         args: Parsed deployment, grid and timing arguments (`add_deployment_arguments`) plus --out.
-        node / clock / features / metadata_extra: What `build_sim` or `build_vllm` returns.
+        setup: What `build_sim` or `build_vllm` returns.
         node_kind: "sim" or "vllm", recorded in the profile.
         resume: Keep the points already in --out.
+        metadata_extra: More metadata, over `setup.metadata_extra`.
 
     Returns:
         The profile written.
@@ -306,30 +402,30 @@ def measure_grid(args, node, clock, features, metadata_extra: dict[str, Any], no
     from pals.model.profiler import run_profile
 
     return run_profile(
-        node,
-        clock,
-        grid_from_args(args, node.constraints()),
+        setup.node,
+        setup.clock,
+        setup.grid if setup.grid is not None else grid_from_args(args, setup.node.constraints()),
         warmup_s=args.warmup_s,
         window_s=args.window_s,
         out_path=args.out,
         resume=resume,
         progress=not args.no_progress,
-        workload=features,
+        workload=setup.features,
         node_kind=node_kind,
-        metadata_extra=metadata_extra,
+        metadata_extra={**setup.metadata_extra, **(metadata_extra or {})},
     )
 
 
 def run(args) -> int:
     if args.node == "vllm":
-        node, clock, features, extra = build_vllm(args)
+        setup = build_vllm(args)
     else:
         used = [flag for attr, flag in VLLM_ONLY_FLAGS.items() if getattr(args, attr, None) is not None]
         if used:
             verb, pronoun = ("applies", "it") if len(used) == 1 else ("apply", "them")
             raise ConfigError(f"{', '.join(used)} {verb} only to --node vllm; add --node vllm --url URL or drop {pronoun}")
-        node, clock, features, extra = build_sim(args)
-    profile = measure_grid(args, node, clock, features, extra, args.node, resume=not args.fresh)
+        setup = build_sim(args)
+    profile = measure_grid(args, setup, args.node, resume=not args.fresh)
     print(format_table(profile))
     print(f"wrote {len(profile)} points to {args.out}", file=sys.stderr)
     return 0

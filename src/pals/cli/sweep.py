@@ -27,6 +27,8 @@ a fixed moderate load better than saturation).
 Examples:
   pals sweep --model Mixtral-8x7B --out mixtral_sweep.csv
   pals sweep --model Qwen1.5-MoE-A2.7B --tp 4 --rate 6 --out qwen.csv --report
+  pals sweep --model config.json --gpu H100-SXM --num-gpus 1 --tp 1 --caps 700 --batches 8,16,32,64,128,256 --out h100.csv
+  pals sweep --model config.json --gpu H100-SXM --physics h100-physics.json --out h100.csv
 """
 
 
@@ -58,8 +60,8 @@ def run(args) -> int:
 
     if args.report_quick and not args.report:
         raise ConfigError("--report-quick only applies with --report; add --report or drop --report-quick")
-    node, clock, features, extra = build_sim(args)
-    profile = measure_grid(args, node, clock, features, dict(extra, kind="sweep"), "sim", resume=args.resume)
+    setup = build_sim(args)
+    profile = measure_grid(args, setup, "sim", resume=args.resume, metadata_extra={"kind": "sweep"})
     print(format_table(profile))
     out = Path(args.out)
     written = [out]
@@ -79,8 +81,10 @@ def _characterization_report(args, out: Path) -> Path:
     """The paper-shape characterization (`pals.experiments.characterization`), beside the sweep's CSV."""
     from pals.cli.profile import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS
     from pals.experiments.characterization import characterize, write_report
+    from pals.sim.physics import load_physics
 
     report_dir = out.with_name(out.stem + "_characterization")
+    params = None if args.physics is None else load_physics(args.physics, args.gpu)
     result = characterize(
         gpu=args.gpu,
         tp=4,
@@ -90,5 +94,7 @@ def _characterization_report(args, out: Path) -> Path:
         progress=not args.no_progress,
         prompt_tokens=args.prompt_tokens or DEFAULT_PROMPT_TOKENS,
         output_tokens=args.output_tokens or DEFAULT_OUTPUT_TOKENS,
+        params=params,
+        physics_label=f"fitted, from {args.physics}" if args.physics is not None else "the GPU preset's",
     )
     return write_report(result, report_dir)

@@ -52,35 +52,41 @@ def _settings(quick: bool) -> CharacterizationSettings:
     return CharacterizationSettings(ablations=False)
 
 
-def _breakdown(model: str, tp: int) -> dict[str, float] | None:
+def _breakdown(model: str, tp: int, params=None) -> dict[str, float] | None:
     """Shares of a batch-64 decode step's time at 400 W; None when the model does not fit at `tp`."""
     if not fits_node(model, GPU, tp):
         return None
-    step = StepModel(get_llm(model), get_gpu(GPU), tp=tp, ep=1)
+    step = StepModel(get_llm(model), get_gpu(GPU), tp=tp, ep=1, **({} if params is None else {"params": params}))
     cost = step.cost(StepShape(decode_seqs=64, decode_context_tokens=64 * 1100, prefill_tokens=0, prefill_context_tokens=0), 400.0)
     total = cost.time_s
     return {"compute": cost.compute_s / total, "memory": cost.memory_s / total, "comm": cost.comm_s / total,
             "overhead": cost.overhead_s / total, "time_ms": 1000 * total}
 
 
-def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+def run(out_dir: Path, quick: bool = False, seed: int = 0, physics: str | Path | None = None) -> dict[str, Any]:
+    """Run the characterization; `physics` is a physics file (`pals calibrate`) for the GPU, None the preset's."""
+    from pals.sim.physics import load_physics
+
     start = time.perf_counter()
+    params = None if physics is None else load_physics(physics, GPU)
     out_dir = Path(out_dir)
     models = FIG1A_MODELS[:2] if quick else FIG1A_MODELS
     report = Report("characterize", "Characterization: tokens/J vs cap and batch, compute/comm, frontiers (paper Figs 1-3)", out_dir, quick)
     report.intro.append(__doc__.split("\n\n", 1)[1])
     settings = _settings(quick)
     result = characterize(models=models, gpu=GPU, tp=NODE_TP, out_dir=out_dir / "characterization", quick=quick,
-                          seed=seed, progress=False, ratio_models=(), settings=settings)
+                          seed=seed, progress=False, ratio_models=(), settings=settings, params=params,
+                          physics_label=f"fitted, from {physics}" if physics is not None else "the GPU preset's")
     full_report = write_report(result, out_dir / "characterization")
     sat_caps = result.models[models[0]].saturation.caps_w
     report.setup = {"node": f"4x {result.gpu} (simulated), TP {NODE_TP}",
                     "grid": f"caps {', '.join(f'{c:g}' for c in sat_caps)} W x batches {', '.join(map(str, settings.batch_caps))}",
                     "load": f"saturating, and Poisson at {LOAD_FACTOR:g}x the batch-1 capacity",
                     "lengths": f"log-normal prompt {result.workload['prompt_tokens']:g} / output "
-                               f"{result.workload['output_tokens']:g} tokens"}
+                               f"{result.workload['output_tokens']:g} tokens",
+                    "physics": result.physics}
     rows1, summaries = _fig1_section(report, result, models, full_report.relative_to(out_dir), out_dir)
-    _fig2_section(report, models)
+    _fig2_section(report, models, result.params)
     rows3 = _fig3_section(report, result, models, summaries, settings, seed)
     _why_section(report)
     report.metrics = {"fig1": {r[0]: {"best_cap_b64_w": r[2], "batch_ratio_saturating": r[3], "batch_ratio_fixed_load": r[4]} for r in rows1},
@@ -124,13 +130,13 @@ def _fig1_section(
     return rows1, summaries
 
 
-def _fig2_section(report: Report, models: tuple[str, ...]) -> None:
+def _fig2_section(report: Report, models: tuple[str, ...], params=None) -> None:
     """Fig 2: the time split of a batch-64 decode step per model and TP, table and stacked bars."""
     sec2 = report.section("Fig 2: compute / communication split of a batch-64 decode step")
     rows2 = []
     for model in models:
         for tp in (1, 2, 4):
-            split = _breakdown(model, tp)
+            split = _breakdown(model, tp, params)
             if split is None:
                 rows2.append([model, tp, "does not fit", "-", "-", "-", "-"])
             else:
@@ -163,7 +169,7 @@ def _best_tokens_per_joule_by_tp(
             sweep = measure_sweep(model, tp_try, grid, result.profiles_dir, gpu=result.gpu, seed=seed,
                                   warmup_s=settings.saturation_warmup_s, window_s=settings.saturation_window_s,
                                   prompt_tokens=result.workload["prompt_tokens"],
-                                  output_tokens=result.workload["output_tokens"])
+                                  output_tokens=result.workload["output_tokens"], params=result.params)
             best_tp[tp_try] = max(p.tokens_per_joule for p in sweep.points)
     return best_tp
 

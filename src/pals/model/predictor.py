@@ -17,10 +17,13 @@ saturation physically is. An unknown mean prompt/output length is encoded as
 Interpolation between profiled points. A forest is piecewise constant: a
 held-out batch cap of 16 would get the throughput of 8 or 32, which differ
 about 2x. With `detrend=True` (the default) each target is first fitted in log
-space by a small least-squares surface (quadratic in log2 batch cap and in
-power cap, with their product, plus linear terms for any other feature that
-varies in the profile; inputs clipped to the profiled range), and the forest
-learns the log residual. The prediction is trend x exp(forest); the forest
+space by a small least-squares surface (`pals.model.trees.Trend`: a linear spline
+in log2 batch cap with a knot at every profiled batch cap, quadratic in power
+cap, their product, plus linear terms for any other feature that varies in the
+profile; inputs clipped to the profiled range), and the forest learns the log
+residual. The spline keeps grids up to batch 1024 honest: throughput flattens
+where the KV cache or the compute bound stops it, and a quadratic in log2 batch
+overshot between the last grid points (12 % at 512 between 256 and 1024). The prediction is trend x exp(forest); the forest
 still carries all the non-smooth structure (the cap that stops binding above
 the natural draw) and the uncertainty, which is the spread across trees.
 

@@ -1,6 +1,6 @@
 """The predictor file: numbers as arrays, everything else as JSON; nothing in it can run code.
 
-Layout (format version 2):
+Layout (format version 3; version 2 had a quadratic trend in log2 batch and no knots):
 
     PALS-PREDICTOR\\n
     <one line of JSON: the header (metadata, feature names, library versions, profile hash, ...)>\\n
@@ -9,7 +9,7 @@ Layout (format version 2):
 
 The arrays are every tree of both forests, flattened (`<target>.feature`, `.threshold`, `.left`,
 `.right`, `.value`, `.roots`, `.depth`), the trend surfaces (`<target>.trend_low`, `.trend_high`,
-`.trend_coef`) and the profiled grid (`caps_w`, `batches`). They are read with
+`.trend_knots`, `.trend_coef`) and the profiled grid (`caps_w`, `batches`). They are read with
 `allow_pickle=False` after each member's header has been checked (plain float64/int64 only, no
 compression, declared size within the member), so a crafted file can at worst be refused. Every
 index is then bounds-checked, so a crafted tree cannot make prediction read outside its arrays.
@@ -34,15 +34,16 @@ import numpy as np
 from pals.core.io import atomic_write_bytes
 from pals.core.untrusted import parse_json
 from pals.errors import ConfigError, ModelMismatchError
+from pals.model.trees import Trend
 
 MODEL_FILE_MAGIC = b"PALS-PREDICTOR\n"
-MODEL_FORMAT_VERSION = 2
+MODEL_FORMAT_VERSION = 3
 PICKLE_FORMAT_VERSION = 1
 """The former format, whose payload was a pickle."""
 MAX_PREDICTOR_BYTES = 512 * 1024 * 1024
 """Largest predictor file read (100-tree forests of a 36-point profile take ~0.2 MB). Units: bytes."""
 MAX_ARRAYS = 64
-"""Most members a payload may hold (this format writes 22)."""
+"""Most members a payload may hold (this format writes 24)."""
 
 _FLOAT = "float64"
 _INT = "int64"
@@ -205,12 +206,15 @@ def check_forest(arrays: Mapping[str, np.ndarray], target: str, n_features: int,
 
 
 def check_trend(arrays: Mapping[str, np.ndarray], target: str, n_features: int, file: Path) -> dict[str, np.ndarray]:
-    """The trend surface of one target: clipping range and coefficients, finite and of matching size."""
+    """The trend surface of one target: clipping range, knots and coefficients, finite and of matching size."""
     p = f"{target}."
     low = check_array(arrays, p + "trend_low", _FLOAT, file, size=n_features)
     high = check_array(arrays, p + "trend_high", _FLOAT, file, size=n_features)
-    n_terms = 6 + int(np.sum(high[2:] > low[2:]))  # as _Trend._design builds its columns
-    coef = check_array(arrays, p + "trend_coef", _FLOAT, file, size=n_terms)
+    knots = check_array(arrays, p + "trend_knots", _FLOAT, file)
+    if not 1 <= knots.size <= Trend.MAX_KNOTS or not np.all(np.isfinite(knots)) or np.any(np.diff(knots) <= 0):
+        raise ModelMismatchError(f"predictor file {file} trend of {target!r} has {knots.size} knots that are not "
+                                 f"1-{Trend.MAX_KNOTS} finite increasing values; {fix_for(file)}")
+    coef = check_array(arrays, p + "trend_coef", _FLOAT, file, size=Trend.n_terms(low, high, knots.size))
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(np.isfinite(coef))) or np.any(low > high):
         raise ModelMismatchError(f"predictor file {file} trend of {target!r} is not finite or inverted; {fix_for(file)}")
-    return {"low": low, "high": high, "coef": coef}
+    return {"low": low, "high": high, "knots": knots, "coef": coef}

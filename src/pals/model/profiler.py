@@ -10,14 +10,24 @@ configuration, waits a warm-up, then measures one window from counter deltas:
   window, when the node reports one (simulator, IPMI);
 - latency: the node's recent-window TTFT/TPOT summaries at the end of the window.
 
+Lowering the batch cap does not preempt running sequences (vLLM lets them finish; so does the
+simulator), so right after a large batch a small-batch point still runs the old batch down for as long
+as its longest request needs (seconds at batch 64 with a few hundred output tokens: longer than a
+short warm-up). After applying each point the profiler therefore first *settles*: it waits (at most
+`settle_max_s`, default 120 s of node time) until `requests_running` is at most the new batch cap times
+the node's replicas, and only then warms up. Without it a batch-1 point measured right after batch 64
+reported 2.2x its throughput (paper grid, 150 W batch 64 -> 200 W batch 1, 2 s warm-up).
+
 Under an open-loop load (a Poisson arrival rate), a backlog built at a small batch cap would carry
-into the next points and saturate them too, so after applying each point the profiler first
-*drains*: it waits (at most `drain_max_s`, default 60 s of node time) until `requests_waiting` is
-back to `drain_waiting` or fewer, then warms up and measures. A point whose capacity is below the
-offered load never drains; the bound keeps that from stalling the run (the point is measured
-backlogged, as it would run). Under a saturating (closed-loop) load the queue is full by design, so
-no drain is attempted. Only `Node.sample/apply` and the `Clock` are used, so this works on the
-simulated node and on a real one alike.
+into the next points and saturate them too, so after settling the profiler also *drains*: it waits
+(at most `drain_max_s`, default 60 s of node time) until `requests_waiting` is back to `drain_waiting`
+or fewer, and then, when there was a backlog, until as many requests have finished as were running
+(the batch is still full of the backlog's requests, more than the offered load keeps running:
+without this wait a 20 s window overstated the offered load by 16 %). Then it warms up and measures.
+A point whose capacity is below the offered load never drains; the bound keeps that from stalling
+the run (the point is measured backlogged, as it would run). Under a saturating (closed-loop) load
+the queue is full by design, so no drain is attempted. Only `Node.sample/apply` and the `Clock` are
+used, so this works on the simulated node and on a real one alike.
 
 Each finished point is written to the profile file at once (atomic rewrite), so a
 killed run loses no finished point, and a rerun with `resume=True` skips points
@@ -52,6 +62,8 @@ PAPER_CAPS_W = PAPER_POWER_CAPS_W
 """The PALS paper's power-cap grid on A100 (W)."""
 PAPER_BATCHES = PAPER_BATCH_CAPS
 """The PALS paper's batch-cap grid."""
+MAX_BATCH_CAP = 1024
+"""Largest batch cap a grid may hold: vLLM's max_num_seqs on H100/H200 (the simulator is tested to it)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,9 @@ class ProfileGrid:
         for batch in self.batch_caps:
             if int(batch) != batch or batch < 1:
                 raise ConfigError(f"ProfileGrid.batch_caps holds {batch!r}; batch caps must be integers >= 1")
+            if batch > MAX_BATCH_CAP:
+                raise ConfigError(f"batch cap {int(batch)} is above {MAX_BATCH_CAP}, the largest PALS profiles "
+                                  f"(vLLM's max_num_seqs on H100/H200); pass batch caps of 1-{MAX_BATCH_CAP}")
         object.__setattr__(self, "power_caps_w", tuple(float(c) for c in self.power_caps_w))
         object.__setattr__(self, "batch_caps", tuple(int(b) for b in self.batch_caps))
 
@@ -262,6 +277,7 @@ def run_profile(
     on_point: Callable[[dict[str, Any]], None] | None = None,
     drain_max_s: float | None = None,
     drain_waiting: int = 2,
+    settle_max_s: float = 120.0,
 ) -> Profile:
     """Measure every grid point on `node` and write the profile to `out_path` as it goes.
 
@@ -272,11 +288,9 @@ def run_profile(
         warmup_s: Time to let the node settle after each change before measuring. Units: s.
         window_s: Measurement window per point. Units: s.
         out_path: Profile file, rewritten atomically after every point.
-        resume: Keep points already in `out_path` and measure only the missing ones.
-            When False an existing file is replaced.
+        resume: Keep points already in `out_path` and measure only the missing ones (False: replace it).
         progress: Show a tqdm progress bar on stderr.
-        workload: The offered workload (descriptor recorded in each row and in the
-            metadata); None records what the node observes (`Sample.mean_*_tokens`).
+        workload: The offered workload (recorded in each row and the metadata); None: what the node observes.
         node_kind: Recorded in the metadata ("sim", "vllm").
         sample_interval_s: How often the node is sampled inside a window (for node power). Units: s.
         metadata_extra: More metadata to record (seed, trace name, ...).
@@ -284,6 +298,7 @@ def run_profile(
         drain_max_s: Longest wait for the queue to drain after applying a point. Units: s. None:
             60 s when `workload` has an arrival rate (open loop), else 0 (saturating load).
         drain_waiting: The queue counts as drained at this many waiting requests or fewer.
+        settle_max_s: Longest wait for the running sequences to fall to a lowered batch cap. Units: s. 0: none.
 
     Returns:
         The complete profile as written.
@@ -292,7 +307,7 @@ def run_profile(
         ConfigError: a grid point is outside the node's settable ranges, or bad timings.
         ProfileError: `out_path` holds a profile of another deployment or workload.
     """
-    timing = _check_timing(warmup_s, window_s, sample_interval_s, drain_max_s, drain_waiting, workload)
+    timing = _check_timing(warmup_s, window_s, sample_interval_s, drain_max_s, drain_waiting, workload, settle_max_s)
     constraints = node.constraints()
     _check_grid(grid, constraints)
     out = Path(out_path)
@@ -351,6 +366,8 @@ class _Timing:
     """Longest wait for the queue to drain after applying a point; 0 skips the drain. Units: s."""
     drain_waiting: int
     """The queue counts as drained at this many waiting requests or fewer."""
+    settle_max_s: float
+    """Longest wait for the running sequences to fall to a lowered batch cap; 0 skips it. Units: s."""
 
 
 def _check_timing(
@@ -360,9 +377,11 @@ def _check_timing(
     drain_max_s: float | None,
     drain_waiting: int,
     workload: WorkloadDescriptor | None,
+    settle_max_s: float = 120.0,
 ) -> _Timing:
     """Validate `run_profile`'s timings and resolve the default drain bound."""
-    for name, value in (("warmup_s", warmup_s), ("window_s", window_s), ("sample_interval_s", sample_interval_s)):
+    for name, value in (("warmup_s", warmup_s), ("window_s", window_s), ("sample_interval_s", sample_interval_s),
+                        ("settle_max_s", settle_max_s)):
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{name} must be a non-negative number of seconds, got {value!r}")
     if drain_max_s is None:
@@ -371,7 +390,7 @@ def _check_timing(
         raise ConfigError(f"drain_max_s must be a non-negative number of seconds, got {drain_max_s!r}")
     if window_s <= 0 or sample_interval_s <= 0:
         raise ConfigError(f"window_s and sample_interval_s must be positive seconds, got {window_s!r}, {sample_interval_s!r}")
-    return _Timing(warmup_s, window_s, sample_interval_s, drain_max_s, drain_waiting)
+    return _Timing(warmup_s, window_s, sample_interval_s, drain_max_s, drain_waiting, settle_max_s)
 
 
 def _check_grid(grid: ProfileGrid, constraints) -> None:
@@ -425,10 +444,14 @@ def _measure_point(
     timing: _Timing,
     workload: WorkloadDescriptor | None,
 ) -> dict[str, Any]:
-    """Apply one point, drain, warm up, measure one window; return its profile row."""
+    """Apply one point, settle, drain, warm up, measure one window; return its profile row."""
     node.apply(Actuation(power_cap_w=cap if constraints.power_cap_settable else None, batch_cap=batch))
+    if timing.settle_max_s > 0:
+        settle_running(node, clock, batch * constraints.replicas, timing.settle_max_s)
     if timing.drain_max_s > 0:
-        drain_queue(node, clock, timing.drain_max_s, timing.drain_waiting)
+        waited_s = drain_queue(node, clock, timing.drain_max_s, timing.drain_waiting)
+        if 0 < waited_s < timing.drain_max_s - 1e-9:
+            retire_running(node, clock, timing.drain_max_s)
     if timing.warmup_s > 0:
         clock.wait_until(clock.now_s() + timing.warmup_s)
     window, last = measure_window(node, clock, timing.window_s, timing.sample_interval_s)
@@ -444,6 +467,47 @@ def _measure_point(
         last=last,
         workload=workload,
     )
+
+
+def settle_running(node: Node, clock: Clock, running: int, max_s: float, poll_s: float = 0.5) -> float:
+    """Wait until the node runs `running` sequences or fewer, at most `max_s` of node time.
+
+    After a batch-cap decrease the sequences already running are not preempted, so the node runs
+    the old, larger batch down first; a measurement must not start before that is over.
+
+    Returns:
+        The node time waited. Units: s.
+    """
+    start_s = clock.now_s()
+    while node.sample().requests_running > running:
+        now_s = clock.now_s()
+        if now_s - start_s >= max_s - 1e-9:
+            break
+        clock.wait_until(min(now_s + poll_s, start_s + max_s))
+    return clock.now_s() - start_s
+
+
+def retire_running(node: Node, clock: Clock, max_s: float, poll_s: float = 0.5) -> float:
+    """Wait until as many requests have finished as were running now, at most `max_s` of node time.
+
+    Right after a backlog has drained the batch is still full of requests admitted from it, more
+    than the offered load keeps running; until they are done the node delivers more than the
+    offered load (16 % more over a 20 s window in tests/control/test_load_aware.py). Requests are
+    admitted first come, first served, so once that many have finished the backlog's are
+    (approximately: a short new request may finish before a long old one).
+
+    Returns:
+        The node time waited. Units: s.
+    """
+    start_s = clock.now_s()
+    first = node.sample()
+    done_at = first.requests_finished_total + first.requests_running
+    while node.sample().requests_finished_total < done_at:
+        now_s = clock.now_s()
+        if now_s - start_s >= max_s - 1e-9:
+            break
+        clock.wait_until(min(now_s + poll_s, start_s + max_s))
+    return clock.now_s() - start_s
 
 
 def drain_queue(node: Node, clock: Clock, max_s: float, waiting: int = 2, poll_s: float = 1.0) -> float:

@@ -44,6 +44,7 @@ from pals.experiments.characterization.settings import (
 from pals.model.profiler import paper_grid_within, profile_on_fresh_nodes
 from pals.sim.hardware import get_gpu
 from pals.sim.node import NoiseConfig, SimNode, SimNodeSpec
+from pals.sim.physics import PhysicsParams
 from pals.sim.step import Mechanisms
 from pals.runtime.deployment import fits_node
 from pals.runtime.load import LoadSpec, LognormalLengths, make_workload
@@ -68,8 +69,10 @@ class _Runner:
     runtime's builder because each carries a mechanism ablation and exact telemetry.
     """
 
-    def __init__(self, gpu: str, seed: int, prompt_tokens: float, output_tokens: float, profiles_dir: Path, bar) -> None:
+    def __init__(self, gpu: str, seed: int, prompt_tokens: float, output_tokens: float, profiles_dir: Path, bar,
+                 params: PhysicsParams | None = None) -> None:
         self.gpu = gpu
+        self.params = params
         self.seed = seed
         self.prompt_tokens = prompt_tokens
         self.output_tokens = output_tokens
@@ -93,7 +96,10 @@ class _Runner:
         tag: str,
         mechanisms=None,
     ) -> Sweep:
-        spec = SimNodeSpec(model, self.gpu, num_gpus=4, tp=tp, mechanisms=mechanisms)
+        # max_num_seqs: the paper's 64, or the grid's largest batch (the saturating load keeps that many waiting)
+        batch_cap_max = max([64, *(batch for _, batch in points)])
+        spec = SimNodeSpec(model, self.gpu, num_gpus=4, tp=tp, mechanisms=mechanisms, params=self.params,
+                           batch_cap_max=batch_cap_max)
         step_model = spec.step_model()
         features = WorkloadDescriptor(self.prompt_tokens, self.output_tokens, rate_rps)
         path = self.profiles_dir / f"{slug(model)}_tp{tp}_{tag}.csv"  # measured afresh (settings may differ)
@@ -143,6 +149,7 @@ def measure_sweep(
     tag: str = "saturation",
     prompt_tokens: float = DEFAULT_PROMPT_TOKENS,
     output_tokens: float = DEFAULT_OUTPUT_TOKENS,
+    params: PhysicsParams | None = None,
 ) -> Sweep:
     """Measure (cap W, batch) points of one deployment exactly as `characterize` does (for extra sweeps).
 
@@ -155,13 +162,14 @@ def measure_sweep(
         warmup_s / window_s: Simulated seconds per point.
         tag: Profile file suffix and load label.
         prompt_tokens / output_tokens: Mean lengths (log-normal, cv 0.5).
+        params: Step physics (`pals.sim.physics.load_physics`); None: the GPU preset's.
 
     Returns:
         The sweep, tokens/J per node joule as in `characterize`.
     """
     directory = Path(profiles_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    runner = _Runner(get_gpu(gpu).name, seed, prompt_tokens, output_tokens, directory, bar=None)
+    runner = _Runner(get_gpu(gpu).name, seed, prompt_tokens, output_tokens, directory, bar=None, params=params)
     return runner.sweep(model, tp, points, rate_rps, warmup_s, window_s, tag)
 
 
@@ -270,6 +278,8 @@ def characterize(
     prompt_tokens: float = DEFAULT_PROMPT_TOKENS,
     output_tokens: float = DEFAULT_OUTPUT_TOKENS,
     settings: CharacterizationSettings | None = None,
+    params: PhysicsParams | None = None,
+    physics_label: str = "the GPU preset's",
 ) -> CharacterizationResult:
     """Run the sweeps the report needs on the simulated node (profiles go to `out_dir/profiles`).
 
@@ -286,6 +296,8 @@ def characterize(
             its `PAPER_MODEL_TP`. Default: the rest of the paper's eight; quick: none.
         prompt_tokens / output_tokens: Mean lengths (log-normal, cv 0.5).
         settings: Grid and timing (default: `CharacterizationSettings()`, or `.quick()`).
+        params: Step physics for every node (`pals.sim.physics.load_physics`); None: the GPU preset's.
+        physics_label: Where `params` came from, for the report (e.g. the physics file's path).
 
     Returns:
         The measured sweeps and figures; pass it to `write_report`.
@@ -302,7 +314,7 @@ def characterize(
     total = _point_count(settings, deployments, len(caps), len(cap_models))
 
     bar = tqdm(total=total, disable=not progress, unit="point", desc="characterize", leave=True)
-    runner = _Runner(spec_gpu.name, seed, prompt_tokens, output_tokens, profiles_dir, bar)
+    runner = _Runner(spec_gpu.name, seed, prompt_tokens, output_tokens, profiles_dir, bar, params=params)
     results: dict[str, ModelResult] = {}
     try:
         for deployment in deployments:
@@ -324,4 +336,6 @@ def characterize(
         measure_wall_s=time.perf_counter() - start,
         profiles_dir=profiles_dir,
         skipped=tuple(skipped),
+        params=params,
+        physics=physics_label if params is not None else "the GPU preset's",
     )

@@ -109,6 +109,7 @@ def _setup_lines(page: _Page) -> list[str]:
         "",
         f"- Node: 4x {result.gpu} (simulated, `pals.sim`); Fig 1a / Fig 3 models at TP {result.tp}, the others at "
         "the TP of the feasibility study, docs/calibration.md §7 (replicas = 4 / TP).",
+        f"- Step physics: {result.physics}.",
         f"- Workload: log-normal prompts {result.workload['prompt_tokens']:g} / outputs "
         f"{result.workload['output_tokens']:g} tokens (cv {result.workload['length_cv']:g}), chunked prefill 2048 "
         f"tokens, seed {result.seed} shared by every point of a model and load.",

@@ -171,6 +171,10 @@ class CharacterizationResult:
     profiles_dir: Path
     skipped: tuple[str, ...] = ()
     """Paper models that do not fit the node's memory at any TP (left out of the batch ratio)."""
+    params: Any = None
+    """The step physics every node ran (`PhysicsParams`); None: the GPU preset's."""
+    physics: str = "the GPU preset's"
+    """Where the physics came from (a physics file's path, for the report)."""
 
     @property
     def curve_models(self) -> list[str]:
