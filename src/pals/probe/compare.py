@@ -22,13 +22,13 @@ from pals.sim.hardware import GpuSpec, get_gpu
 from pals.sim.physics import load_physics
 
 QUANTITIES: tuple[tuple[str, str, float], ...] = (
-    ("throughput_tps", "tok/s", 1.0),
-    ("gpu_power_w", "W", 1.0),
-    ("prefill_power_w", "W", 1.0),
-    ("tpot_p50_s", "ms", 1e3),
-    ("ttft_p50_s", "ms", 1e3),
+    ("throughput_tps", "throughput tok/s", 1.0),
+    ("gpu_power_w", "GPU power W", 1.0),
+    ("prefill_power_w", "prefill power W", 1.0),
+    ("tpot_p50_s", "TPOT ms", 1e3),
+    ("ttft_p50_s", "TTFT ms", 1e3),
 )
-"""(quantity, unit shown, scale to that unit) in table order."""
+"""(quantity, heading with the unit shown, scale to that unit) in table order."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def compare(csv_path: str | Path, gpu: str | GpuSpec, physics_path: str | Path |
 
 def table_text(rows: list[Compared]) -> str:
     """Fixed-width: per quantity measured / simulated / error %, then the mean absolute error per quantity."""
-    head = f"{'configuration':<44}" + "".join(f" {q.split('_p50')[0][:12]:>24}" for q, _, _ in QUANTITIES)
+    head = f"{'configuration':<44}" + "".join(f" {heading:>24}" for _, heading, _ in QUANTITIES)
     sub = f"{'':<44}" + "".join(f" {'meas':>8}{'sim':>8}{'err':>8}" for _ in QUANTITIES)
     lines = [head, sub]
     for r in rows:
@@ -69,10 +69,10 @@ def table_text(rows: list[Compared]) -> str:
             cells.append(f" {_num(r.measured[q] * scale):>8}{_num(r.simulated[q] * scale):>8}{_pct(r.error(q)):>8}")
         lines.append(f"{r.label[:44]:<44}" + "".join(cells))
     summary = []
-    for q, unit, _ in QUANTITIES:
+    for q, heading, _ in QUANTITIES:
         errors = [abs(r.error(q)) for r in rows if math.isfinite(r.error(q))]
         if errors:
-            summary.append(f"{q} ({unit}) {100 * sum(errors) / len(errors):.0f} %")
+            summary.append(f"{heading.rsplit(' ', 1)[0]} {100 * sum(errors) / len(errors):.0f} %")
     lines.append("mean |error|: " + ("; ".join(summary) if summary else "-"))
     return "\n".join(lines)
 

@@ -73,34 +73,37 @@ class EnergyMeter:
         return self.gpus.power_w(self.index)
 
 
-def _window(bench: Bench, meter: EnergyMeter, work: Callable[[], None], repeats: int) -> tuple[float, float]:
+def _window(bench: Bench, meter: EnergyMeter, work: Callable[[], None], repeats: int,
+            clock: Callable[[], float]) -> tuple[float, float]:
     """(seconds, joules) of `repeats` runs of `work`, between two synchronisations."""
     bench.synchronize()
-    samples = []
+    samples: list[float] = []
+    # Time runs from the middle of the first reading to the middle of the last, so that the energy and the time
+    # span the same interval (a reading takes ~1 ms through NVML; windows last >= min_window_s).
+    before_s = clock()
     e0 = meter.energy_j() if meter.uses_counter else 0.0
     if not meter.uses_counter:
         samples.append(meter.power_w())
-    t0 = time.perf_counter()
+    t0 = (before_s + clock()) / 2
     for _ in range(repeats):
         work()
         if not meter.uses_counter:
             bench.synchronize()
             samples.append(meter.power_w())
     bench.synchronize()
-    elapsed_s = time.perf_counter() - t0
-    if meter.uses_counter:
-        energy_j = meter.energy_j() - e0
-    else:
-        energy_j = sum(samples) / len(samples) * elapsed_s
+    before_s = clock()
+    e1 = meter.energy_j() if meter.uses_counter else 0.0
+    elapsed_s = (before_s + clock()) / 2 - t0
+    energy_j = e1 - e0 if meter.uses_counter else sum(samples) / len(samples) * elapsed_s
     return elapsed_s, energy_j
 
 
-def _timed_once(bench: Bench, work: Callable[[], None]) -> float:
+def _timed_once(bench: Bench, work: Callable[[], None], clock: Callable[[], float]) -> float:
     bench.synchronize()
-    t0 = time.perf_counter()
+    t0 = clock()
     work()
     bench.synchronize()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def repeats_for(warm_s: float, min_window_s: float) -> int:
@@ -111,20 +114,22 @@ def repeats_for(warm_s: float, min_window_s: float) -> int:
 
 
 def measure_point(bench: Bench, meter: EnergyMeter, *, batch: int, cap_w: float, prompt_tokens: int,
-                  decode_steps: int, min_window_s: float) -> Measurement:
+                  decode_steps: int, min_window_s: float,
+                  clock: Callable[[], float] = time.perf_counter) -> Measurement:
     """Prefill and decode of one batch at the cap in force (see the module docstring).
 
     The first prefill fills the cache the decode starts from; the warm-up decode captures the CUDA graph
-    where the bench uses one. Raises BenchOutOfMemory (the bench released the batch).
+    where the bench uses one. `clock` is the time source (tests give the GPU test double's). Raises
+    BenchOutOfMemory (the bench released the batch).
     """
     bench.prepare(batch)
     try:
-        warm_prefill_s = _timed_once(bench, bench.prefill)
+        warm_prefill_s = _timed_once(bench, bench.prefill, clock)
         prefill_n = repeats_for(warm_prefill_s, min_window_s)
-        prefill_s, prefill_j = _window(bench, meter, bench.prefill, prefill_n)
-        warm_decode_s = _timed_once(bench, bench.decode)
+        prefill_s, prefill_j = _window(bench, meter, bench.prefill, prefill_n, clock)
+        warm_decode_s = _timed_once(bench, bench.decode, clock)
         decode_n = repeats_for(warm_decode_s, min_window_s)
-        decode_s, decode_j = _window(bench, meter, bench.decode, decode_n)
+        decode_s, decode_j = _window(bench, meter, bench.decode, decode_n, clock)
         power_read_w = meter.power_w()
         steps = decode_n * decode_steps
         return Measurement(

@@ -43,7 +43,8 @@ class _Loop:
     """One run's state: the budget clock, the notes, the batches still worth trying."""
 
     def __init__(self, settings: ProbeSettings, gpus: GpuBackend, bench: Bench, meter: EnergyMeter,
-                 batches: tuple[int, ...], say: Callable[[str], None], progress) -> None:
+                 batches: tuple[int, ...], say: Callable[[str], None], progress,
+                 on_measurement: Callable[[list[Measurement]], None] | None, clock: Callable[[], float]) -> None:
         self.settings = settings
         self.gpus = gpus
         self.bench = bench
@@ -51,8 +52,10 @@ class _Loop:
         self.batches = batches
         self.say = say
         self.progress = progress
+        self.on_measurement = on_measurement
+        self.clock = clock
         self.run = ProbeRun()
-        self.start_s = time.monotonic()
+        self.start_s = clock()
         self.oom_batch: int | None = None
         self.budget_hit = False
 
@@ -62,11 +65,11 @@ class _Loop:
 
     def over_budget(self) -> bool:
         budget = self.settings.time_budget_s
-        return budget is not None and time.monotonic() - self.start_s > budget
+        return budget is not None and self.clock() - self.start_s > budget
 
     def measure_cap(self, cap_w: float) -> None:
         """Every batch at the cap in force (the guard has written it)."""
-        t0 = time.monotonic()
+        t0 = self.clock()
         index = self.settings.gpu_index
         for batch in self.batches:
             self.progress.set_postfix_str(f"{cap_w:g} W batch {batch}")
@@ -83,21 +86,25 @@ class _Loop:
             try:
                 m = measure_point(self.bench, self.meter, batch=batch, cap_w=self.gpus.get_power_limit_w(index),
                                   prompt_tokens=self.settings.prompt_tokens, decode_steps=self.settings.decode_steps,
-                                  min_window_s=self.settings.min_window_s)
+                                  min_window_s=self.settings.min_window_s, clock=self.clock)
                 self.run.measurements.append(m)
                 if not self.run.caps_measured_w or self.run.caps_measured_w[-1] != m.power_cap_w:
                     self.run.caps_measured_w.append(m.power_cap_w)
+                if self.on_measurement is not None:
+                    self.on_measurement(self.run.measurements)
             except BenchOutOfMemory as error:
                 self.oom_batch = batch
                 self.note(f"batch {batch} at {cap_w:g} W ran out of device memory ({error}); larger batches skipped")
             self.progress.update(1)
-        self.run.cap_seconds[f"{cap_w:g} W"] = round(time.monotonic() - t0, 2)
+        self.run.cap_seconds[f"{cap_w:g} W"] = round(self.clock() - t0, 2)
 
 
 def run_probe(settings: ProbeSettings, gpus: GpuBackend, bench: Bench, plan: CapPlan, batches: tuple[int, ...], *,
               say: Callable[[str], None] = print, progress_bar: bool = True, state_path: str | Path | None = None,
               guard_factory: Callable[..., PowerLimitGuard] = PowerLimitGuard,
-              meter: EnergyMeter | None = None) -> ProbeRun:
+              meter: EnergyMeter | None = None,
+              on_measurement: Callable[[list[Measurement]], None] | None = None,
+              clock: Callable[[], float] = time.perf_counter) -> ProbeRun:
     """Measure every (cap, batch) of the plan; restores the limit before returning (or raising).
 
     Args:
@@ -111,6 +118,9 @@ def run_probe(settings: ProbeSettings, gpus: GpuBackend, bench: Bench, plan: Cap
         state_path: the guard's saved-limits file (default: PALS's state dir).
         guard_factory: PowerLimitGuard (tests may wrap it).
         meter: the energy meter (default: counter where readable, else power samples).
+        on_measurement: called with every measurement so far after each one (the CLI rewrites the CSV, so a
+            run stopped by a timeout still leaves what it measured).
+        clock: time source of the windows and the budget (tests give the GPU test double's clock).
 
     Raises:
         ConfigError: another PALS process holds the GPU (nothing was written).
@@ -122,7 +132,7 @@ def run_probe(settings: ProbeSettings, gpus: GpuBackend, bench: Bench, plan: Cap
     index = settings.gpu_index
     with tqdm(total=len(plan.caps_w) * len(batches), desc="pals probe", unit="point", disable=not progress_bar,
               dynamic_ncols=True) as progress:
-        loop = _Loop(settings, gpus, bench, meter, batches, say, progress)
+        loop = _Loop(settings, gpus, bench, meter, batches, say, progress, on_measurement, clock)
         if plan.note:
             loop.note(plan.note)
         if not plan.writes:

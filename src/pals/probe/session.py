@@ -57,13 +57,20 @@ class ProbeOptions:
     """Show a progress bar."""
 
 
-def open_backend(settings: ProbeSettings, options: ProbeOptions) -> GpuBackend:
-    """The GPU layer's backend for this run (the test double only with --device cpu, and only then)."""
-    simulated = options.gpu_backend == "simulated"
-    if simulated != (settings.device == "cpu"):
+def check_flags(settings: ProbeSettings, options: ProbeOptions) -> None:
+    """What can be checked before torch is imported or a GPU opened (one ConfigError line each)."""
+    if (options.gpu_backend == "simulated") != (settings.device == "cpu"):
         raise ConfigError("--device cpu measures no GPU and goes with --gpu-backend simulated (the GPU test double), "
                           "and the test double only with --device cpu")
-    if simulated:
+    if not host.config_file(settings.config_path).is_file():
+        raise ConfigError(f"--config {settings.config_path}: no config.json there; give a Hugging Face config.json "
+                          "(or its folder)")
+    get_llm(str(host.config_file(settings.config_path)))  # the simulator must know it, or calibrate cannot use it
+
+
+def open_backend(settings: ProbeSettings, options: ProbeOptions) -> GpuBackend:
+    """The GPU layer's backend for this run (the test double with --device cpu)."""
+    if options.gpu_backend == "simulated":
         return open_gpus("simulated", sim_gpus=settings.gpu_index + 1, sim_gpu=options.sim_gpu,
                          driver_state_path=options.sim_state, settable=not options.sim_no_permission)
     gpus = open_gpus(options.gpu_backend)
@@ -93,9 +100,7 @@ def run_session(settings: ProbeSettings, options: ProbeOptions, argv: list[str],
     from pals.probe.bench import TorchBench, require_torch
 
     t_start = time.monotonic()
-    if not host.config_file(settings.config_path).is_file():
-        raise ConfigError(f"--config {settings.config_path}: no config.json there; give a Hugging Face config.json "
-                          "(or its folder)")
+    check_flags(settings, options)
     require_torch()  # one clear line when missing, before the GPU is touched
     t_import = time.monotonic()
     llm = get_llm(str(host.config_file(settings.config_path)))
@@ -120,21 +125,21 @@ def run_session(settings: ProbeSettings, options: ProbeOptions, argv: list[str],
         f"{', '.join(f'{w:g}' for w in plan.caps_w)} W; prompt {settings.prompt_tokens} tokens, "
         f"{settings.decode_steps} decode steps, windows of >= {settings.min_window_s:g} s")
     meter = EnergyMeter(gpus, settings.gpu_index)
+    ctx = RowContext(model=options.model_name or host.model_column(settings.config_path, settings.out_path,
+                                                                    shipped_dir() / "models"),
+                     gpu=preset or "", engine=_engine(bench), energy_source=meter.source, device=settings.device,
+                     note=TEST_DOUBLE_NOTE if gpu["test_double"] else "")
     run = ProbeRun()
     if batches:
         run = run_probe(settings, gpus, bench, plan, batches, say=_writer(options, say), progress_bar=options.progress,
-                        state_path=options.state_path, meter=meter)
+                        state_path=options.state_path, meter=meter,
+                        on_measurement=lambda done: write_csv(settings.out_path, done, ctx))
     t_measure = time.monotonic()
     if run.restored_to_w is not None:
         say(f"power limit of GPU {settings.gpu_index} restored to {run.restored_to_w:g} W")
     notes += run.notes + ([f"decode graphs failed: {bench.graph_failure}"] if bench.graph_failure else [])
     if not run.measurements:
         raise PalsError("nothing was measured (" + ("; ".join(notes) or "no batch fits") + "); nothing written")
-    ctx = RowContext(model=options.model_name or host.model_column(settings.config_path, settings.out_path,
-                                                                    shipped_dir() / "models"),
-                     gpu=preset or "", engine=_engine(bench), energy_source=meter.source,
-                     device=settings.device, note=TEST_DOUBLE_NOTE if gpu["test_double"] else "")
-    write_csv(settings.out_path, run.measurements, ctx)
     timings = {"import_s": t_import - t_start, "build_s": t_build - t_import, "measure_s": t_measure - t_build,
                "per_cap_s": run.cap_seconds, "total_s": time.monotonic() - t_start}
     host_path = Path(options.host_json) if options.host_json else host.host_path_for(settings.out_path)
