@@ -8,6 +8,7 @@ JSON host description. Modules, each with one job:
 - `plan`: settings, the caps to try (`plan_caps`), which batches fit in memory (`batches_that_fit`);
 - `measure`: timing and energy of one (cap, batch) point around a `Bench` (`measure_point`);
 - `bench`: the torch side (`TorchBench`; torch is imported lazily, `require_torch`);
+- `attention`: a decode attention that reads each KV head once (registered with transformers as `pals_probe`);
 - `runner`: the caps x batches loop under `PowerLimitGuard`, with the time budget and OOM skips;
 - `rows`: a measurement -> a calibration row; the CSV;
 - `host`: GPU preset matching, the model column, the host description;

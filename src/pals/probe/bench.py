@@ -21,7 +21,6 @@ eagerly for the rest of the run.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable
 
 from pals.errors import ConfigError, PalsError
@@ -114,9 +113,11 @@ class TorchBench:
             device = torch.device("cpu")
         torch.manual_seed(settings.seed)
         dtype = getattr(torch, settings.dtype)
+        attention = _attention_implementation(say)
         try:
             with device:  # parameters are created on the device: no host copy of a large model
-                model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+                model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype,
+                                                                      attn_implementation=attention)
         except ValueError as error:
             raise ConfigError(f"transformers cannot build a causal LM from {folder}/config.json "
                               f"({_first_line(error)})") from None
@@ -255,6 +256,15 @@ class TorchBench:
             raise BenchOutOfMemory(_first_line(error)) from None
 
 
-def config_dir(path: Path) -> Path:
-    """The folder holding config.json, given it or the file."""
-    return path if path.is_dir() else path.parent
+def _attention_implementation(say: Callable[[str], None]) -> str:
+    """`pals_probe` (decode reads each KV head once: pals.probe.attention), or transformers' sdpa if this
+    transformers cannot register it (noted: large-batch decode then copies the KV cache per query head)."""
+    try:
+        from pals.probe.attention import register
+
+        return register()
+    except (ImportError, AttributeError) as error:
+        say(f"note: using transformers' sdpa attention ({_first_line(error)}): decode at large batch will copy "
+            "the KV cache once per query head")
+        return "sdpa"
+

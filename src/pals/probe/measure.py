@@ -78,22 +78,20 @@ def _window(bench: Bench, meter: EnergyMeter, work: Callable[[], None], repeats:
     """(seconds, joules) of `repeats` runs of `work`, between two synchronisations."""
     bench.synchronize()
     samples: list[float] = []
-    # Time runs from the middle of the first reading to the middle of the last, so that the energy and the time
-    # span the same interval (a reading takes ~1 ms through NVML; windows last >= min_window_s).
-    before_s = clock()
+    # Time runs from just before the first reading to just before the last: the GPU test double stamps its energy
+    # when a reading starts, and an NVML reading takes well under 1 ms against windows of >= min_window_s.
+    t0 = clock()
     e0 = meter.energy_j() if meter.uses_counter else 0.0
     if not meter.uses_counter:
         samples.append(meter.power_w())
-    t0 = (before_s + clock()) / 2
     for _ in range(repeats):
         work()
         if not meter.uses_counter:
             bench.synchronize()
             samples.append(meter.power_w())
     bench.synchronize()
-    before_s = clock()
+    elapsed_s = clock() - t0
     e1 = meter.energy_j() if meter.uses_counter else 0.0
-    elapsed_s = (before_s + clock()) / 2 - t0
     energy_j = e1 - e0 if meter.uses_counter else sum(samples) / len(samples) * elapsed_s
     return elapsed_s, energy_j
 
