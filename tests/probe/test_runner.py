@@ -56,6 +56,9 @@ class FakeBench:
         self.gpus.set_utilisation(1.0)
         self.clock.t_s += 0.01 * self.batch
 
+    def setup_decode(self):
+        self.clock.t_s += 5.0  # a graph capture: one-time, must not count in the decode window's repeats
+
     def decode(self):
         self.gpus.set_utilisation(0.5)
         self.clock.t_s += self.steps * (0.002 + 0.0001 * self.batch)
@@ -169,10 +172,11 @@ def test_out_of_memory_skips_that_batch_and_larger_ones_at_every_cap(tmp_path, g
 
 
 def test_the_time_budget_stops_new_measurements(tmp_path, gpus, clock):
-    # Every point takes > 2 s of the manual clock (two 1 s windows plus warm-ups): a 3 s budget allows two.
-    run, notes = _run(_settings(tmp_path, time_budget_s=3.0), gpus, FakeBench(gpus, clock, steps=64), clock)
+    # A point takes 7-8 s of the manual clock (two 1 s windows, warm-ups, a 5 s graph capture): the first ends
+    # inside an 8 s budget, so a second starts; none after it.
+    run, notes = _run(_settings(tmp_path, time_budget_s=8.0), gpus, FakeBench(gpus, clock, steps=64), clock)
     assert [(m.power_cap_w, m.batch) for m in run.measurements] == [(700.0, 1), (700.0, 16)]
-    assert len(notes) == 1 and "time budget of 3 s spent" in notes[0]
+    assert len(notes) == 1 and "time budget of 8 s spent" in notes[0]
     assert gpus.get_power_limit_w(0) == 700.0
 
 

@@ -24,7 +24,7 @@ then prints the measurements beside the simulator's estimates.
 Needs torch and transformers: pip install 'pals[probe]'.
 
 Examples:
-  pals probe --config pals/data/measurements/models/Llama-3.1-8B --out h200-llama.csv
+  pals probe --config src/pals/data/measurements/models/Llama-3.1-8B --out h200-llama.csv
   pals probe --config qwen3-moe/config.json --batches 1,8,64,256 --caps 700,450 --out moe.csv
   pals probe --config tiny/config.json --device cpu --gpu-backend simulated --out t.csv   (test double)
 """

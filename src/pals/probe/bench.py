@@ -95,6 +95,7 @@ class TorchBench:
             ConfigError: the config cannot be read by transformers, or the device is not there.
         """
         torch, transformers = require_torch()
+        transformers.logging.set_verbosity_error()  # its advice on generation settings is noise here
         folder = settings.config_path if settings.config_path.is_dir() else settings.config_path.parent
         try:
             config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
@@ -142,6 +143,7 @@ class TorchBench:
     def free_memory_bytes(self) -> float:
         """Free device memory now (CUDA: the driver's figure; CPU: available RAM). Units: B."""
         if self.device.type == "cuda":
+            self.torch.cuda.empty_cache()  # what the allocator keeps from building the model is free too
             free, _total = self.torch.cuda.mem_get_info(self.device)
             return float(free)
         return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
@@ -153,9 +155,9 @@ class TorchBench:
         try:
             from transformers import StaticCache
 
-            self.cache = StaticCache(config=self.config, max_cache_len=s.cache_tokens)
+            self.cache = StaticCache(config=self.model.config, max_cache_len=s.cache_tokens)
             self._check_rewindable()
-            vocab = int(self.config.get_text_config().vocab_size)
+            vocab = int(self.model.config.get_text_config().vocab_size)
             self.prompt_ids = torch.randint(0, vocab, (batch, s.prompt_tokens), device=self.device,
                                             generator=self._generator)
             self.decode_ids = torch.randint(0, vocab, (s.decode_steps, batch, 1), device=self.device,
@@ -190,11 +192,19 @@ class TorchBench:
             self._raise_if_oom(error)
             raise
 
+    def setup_decode(self) -> None:
+        if not (self.graphs_wanted and self.graph is None):
+            return
+        try:
+            with self.torch.inference_mode():
+                self._capture()
+        except BaseException as error:
+            self._raise_if_oom(error)
+            raise
+
     def decode(self) -> None:
         try:
             with self.torch.inference_mode():
-                if self.graphs_wanted and self.graph is None:
-                    self._capture()
                 self._rewind(self.settings.prompt_tokens)
                 for step in range(self.settings.decode_steps):
                     if self.graph is not None:

@@ -37,6 +37,9 @@ class Bench(Protocol):
     def prefill(self) -> None:
         """Queue one prefill of batch x prompt tokens into the cache (from position 0). Raises BenchOutOfMemory."""
 
+    def setup_decode(self) -> None:
+        """One-time work before the decode is timed (capturing its CUDA graph); after a prefill."""
+
     def decode(self) -> None:
         """Queue `decode_steps` single-token steps from a cache of `prompt` tokens. Raises BenchOutOfMemory."""
 
@@ -116,8 +119,8 @@ def measure_point(bench: Bench, meter: EnergyMeter, *, batch: int, cap_w: float,
                   clock: Callable[[], float] = time.perf_counter) -> Measurement:
     """Prefill and decode of one batch at the cap in force (see the module docstring).
 
-    The first prefill fills the cache the decode starts from; the warm-up decode captures the CUDA graph
-    where the bench uses one. `clock` is the time source (tests give the GPU test double's). Raises
+    The first prefill fills the cache the decode starts from; `setup_decode` captures the CUDA graph where the
+    bench uses one, before the warm-up decode that sets the repeats. `clock` is the time source (tests give the GPU test double's). Raises
     BenchOutOfMemory (the bench released the batch).
     """
     bench.prepare(batch)
@@ -125,6 +128,7 @@ def measure_point(bench: Bench, meter: EnergyMeter, *, batch: int, cap_w: float,
         warm_prefill_s = _timed_once(bench, bench.prefill, clock)
         prefill_n = repeats_for(warm_prefill_s, min_window_s)
         prefill_s, prefill_j = _window(bench, meter, bench.prefill, prefill_n, clock)
+        bench.setup_decode()
         warm_decode_s = _timed_once(bench, bench.decode, clock)
         decode_n = repeats_for(warm_decode_s, min_window_s)
         decode_s, decode_j = _window(bench, meter, bench.decode, decode_n, clock)
