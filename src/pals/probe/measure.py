@@ -2,14 +2,12 @@
 
 A `Bench` runs the work (the torch implementation is `pals.probe.bench.TorchBench`; tests use a fake); an
 `EnergyMeter` reads the GPU through the GPU layer (`GpuBackend.energy_j`, or `power_w` samples where the
-energy counter cannot be read). `measure_point` warms each phase up once (which also tells how many repeats
-fill `min_window_s`), then times a window of repeats between two device synchronisations with an energy
-reading at each end.
+energy counter cannot be read). `measure_point` warms each phase up once, then times a window of repeats that
+lasts at least `min_window_s`, with an energy reading at each end.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Protocol
 
@@ -76,9 +74,13 @@ class EnergyMeter:
         return self.gpus.power_w(self.index)
 
 
-def _window(bench: Bench, meter: EnergyMeter, work: Callable[[], None], repeats: int,
-            clock: Callable[[], float]) -> tuple[float, float]:
-    """(seconds, joules) of `repeats` runs of `work`, between two synchronisations."""
+def _window(bench: Bench, meter: EnergyMeter, work: Callable[[], None], min_window_s: float,
+            clock: Callable[[], float]) -> tuple[float, float, int]:
+    """(seconds, joules, repeats) of as many runs of `work` as fill `min_window_s` (at most MAX_REPEATS).
+
+    The device is synchronised after every run, so the window ends on the run that fills it whatever the first
+    run cost (one synchronisation is ~50 us against runs of >= ~10 ms).
+    """
     bench.synchronize()
     samples: list[float] = []
     # Time runs from just before the first reading to just before the last: the GPU test double stamps its energy
@@ -87,31 +89,19 @@ def _window(bench: Bench, meter: EnergyMeter, work: Callable[[], None], repeats:
     e0 = meter.energy_j() if meter.uses_counter else 0.0
     if not meter.uses_counter:
         samples.append(meter.power_w())
-    for _ in range(repeats):
+    repeats = 0
+    while True:
         work()
+        bench.synchronize()
+        repeats += 1
         if not meter.uses_counter:
-            bench.synchronize()
             samples.append(meter.power_w())
-    bench.synchronize()
-    elapsed_s = clock() - t0
+        elapsed_s = clock() - t0
+        if elapsed_s >= min_window_s or repeats >= MAX_REPEATS:
+            break
     e1 = meter.energy_j() if meter.uses_counter else 0.0
     energy_j = e1 - e0 if meter.uses_counter else sum(samples) / len(samples) * elapsed_s
-    return elapsed_s, energy_j
-
-
-def _timed_once(bench: Bench, work: Callable[[], None], clock: Callable[[], float]) -> float:
-    bench.synchronize()
-    t0 = clock()
-    work()
-    bench.synchronize()
-    return clock() - t0
-
-
-def repeats_for(warm_s: float, min_window_s: float) -> int:
-    """Repeats of a phase that took `warm_s` so the window lasts at least `min_window_s` (1..MAX_REPEATS)."""
-    if not math.isfinite(warm_s) or warm_s <= 0:
-        return MAX_REPEATS
-    return max(1, min(MAX_REPEATS, math.ceil(min_window_s / warm_s)))
+    return elapsed_s, energy_j, repeats
 
 
 def measure_point(bench: Bench, meter: EnergyMeter, *, batch: int, cap_w: float, prompt_tokens: int,
@@ -119,19 +109,17 @@ def measure_point(bench: Bench, meter: EnergyMeter, *, batch: int, cap_w: float,
                   clock: Callable[[], float] = time.perf_counter) -> Measurement:
     """Prefill and decode of one batch at the cap in force (see the module docstring).
 
-    The first prefill fills the cache the decode starts from; `setup_decode` captures the CUDA graph where the
-    bench uses one, before the warm-up decode that sets the repeats. `clock` is the time source (tests give the GPU test double's). Raises
+    One untimed run of each phase first (lazy kernel loading, allocator growth); `setup_decode` captures the CUDA
+    graph where the bench uses one. `clock` is the time source (tests give the GPU test double's). Raises
     BenchOutOfMemory (the bench released the batch).
     """
     bench.prepare(batch)
     try:
-        warm_prefill_s = _timed_once(bench, bench.prefill, clock)
-        prefill_n = repeats_for(warm_prefill_s, min_window_s)
-        prefill_s, prefill_j = _window(bench, meter, bench.prefill, prefill_n, clock)
+        bench.prefill()  # warm-up: kernels load, the allocator grows; also fills the cache the decode starts from
+        prefill_s, prefill_j, prefill_n = _window(bench, meter, bench.prefill, min_window_s, clock)
         bench.setup_decode()
-        warm_decode_s = _timed_once(bench, bench.decode, clock)
-        decode_n = repeats_for(warm_decode_s, min_window_s)
-        decode_s, decode_j = _window(bench, meter, bench.decode, decode_n, clock)
+        bench.decode()  # warm-up
+        decode_s, decode_j, decode_n = _window(bench, meter, bench.decode, min_window_s, clock)
         power_read_w = meter.power_w()
         steps = decode_n * decode_steps
         return Measurement(
