@@ -96,3 +96,25 @@ def test_probe_attention_equals_sdpa_and_decodes_without_expanding_kv_heads(tmp_
         assert r["max_abs_diff"] <= 1e-5 * max(1.0, r["scale"]), r
         assert r["decode_repeat_kv"]["sdpa"] > 0  # transformers' sdpa expands KV heads in a masked decode ...
         assert r["decode_repeat_kv"]["pals_probe"] == 0  # ... the probe's attention does not
+
+
+def test_bench_rewinds_the_cache_replays_a_captured_decode_and_falls_back_to_eager(tmp_path):
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "config.json").write_text(json.dumps(TINY_LLAMA))
+    script = str(Path(__file__).with_name("bench_check.py"))
+    result = run_result([str(env_python("cpu-0.32")), script, str(tmp_path / "llama")], vllm_env_vars("cpu-0.32"),
+                        timeout_s=300)
+    ok, fail = result["ok"], result["fail"]
+    # Prefills always start from an empty cache; a decode run starts from the prompt.
+    assert ok["after_prefill"] == ok["after_second_prefill"] == 8
+    # Captured: one capture, one replay per step with that step's ids, then rewound to the prompt (a replay runs no
+    # kernel here: the recorder stands in for the GPU), no second capture for the same batch.
+    assert ok["captures"] == 1 and ok["captures_after_second_decode"] == 1
+    assert ok["replayed_ids"] == ok["decode_ids"] and ok["after_decode"] == 8
+    assert ok["decode_mode"] == "cudagraph" and ok["graph_failure"] is None and ok["said"] == []
+    # A failed capture: one note, eager decoding (the forward passes advance the cache by one slot per step).
+    assert fail["decode_mode"] == "eager" and "operation not permitted" in fail["graph_failure"]
+    assert fail["replayed_ids"] == [] and fail["after_decode"] == 8 + 3
+    assert len(fail["said"]) == 1 and fail["said"][0].startswith("note: decode runs eagerly: CUDA graph capture failed")
+    assert fail["captures_after_second_decode"] == 1  # never retried
+    assert ok["released"] and fail["released"]

@@ -108,7 +108,8 @@ def test_every_cap_is_measured_then_the_original_limit_is_back(tmp_path, gpus, c
     bench = FakeBench(gpus, clock, steps=64)
     written = []
     run, notes = _run(_settings(tmp_path), gpus, bench, clock, on_measurement=lambda ms: written.append(len(ms)))
-    assert [(m.power_cap_w, m.batch) for m in run.measurements] == [(c, b) for c in (700.0, 300.0) for b in (1, 16, 128)]
+    expected = [(cap, batch) for cap in (700.0, 300.0) for batch in (1, 16, 128)]
+    assert [(m.power_cap_w, m.batch) for m in run.measurements] == expected
     assert written == [1, 2, 3, 4, 5, 6] and notes == []
     assert run.caps_measured_w == [700.0, 300.0]
     assert gpus.get_power_limit_w(0) == 700.0 and run.restored_to_w == 700.0

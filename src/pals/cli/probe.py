@@ -33,7 +33,8 @@ Examples:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "probe", "measure this GPU (random-weight model) into a calibration profile",
                          DESCRIPTION, run)
-    parser.add_argument("--config", required=True, metavar="CONFIG.json", help="Hugging Face config.json (or its folder)")
+    parser.add_argument("--config", required=True, metavar="CONFIG.json",
+                        help="Hugging Face config.json (or its folder)")
     parser.add_argument("--out", required=True, metavar="profile.csv", help="profile CSV to write")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     parser.add_argument("--batches", default="1,2,4,8,16,32,64,128,256", help="batch sizes (default 1,2,...,256)")

@@ -134,10 +134,10 @@ class TorchBench:
     def describe(self) -> dict[str, Any]:
         """Model facts for the host description."""
         params = sum(p.numel() for p in self.model.parameters())
-        return {"config": str(self.settings.config_path), "model_type": getattr(self.config, "model_type", None),
+        return {"config": str(self.settings.config_path), "model_type": getattr(self.model.config, "model_type", None),
                 "dtype": self.settings.dtype, "parameters": params,
-                "attn_implementation": getattr(self.config, "_attn_implementation", None),
-                "experts_implementation": getattr(self.config, "_experts_implementation", None),
+                "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
+                "experts_implementation": getattr(self.model.config, "_experts_implementation", None),
                 "decode_mode": self.decode_mode, "cuda_graph_failure": self.graph_failure}
 
     def free_memory_bytes(self) -> float:
@@ -233,7 +233,7 @@ class TorchBench:
             with torch.cuda.graph(graph):
                 self._forward(ids)
             torch.cuda.synchronize(self.device)
-        except BaseException as error:
+        except Exception as error:  # not BaseException: Ctrl-C must stop the run, not disable graphs
             if _is_oom(error, torch):
                 raise
             self._give_up_graphs(error)
@@ -246,7 +246,7 @@ class TorchBench:
         self.graph_failure = f"{type(error).__name__}: {_first_line(error)}"
         try:
             self.torch.cuda.synchronize(self.device)
-        except BaseException as broken:
+        except Exception as broken:
             raise PalsError(f"the CUDA context broke after a failed graph capture ({_first_line(broken)}); rerun "
                             "with --cuda-graphs off") from None
         self.say(f"note: decode runs eagerly: CUDA graph capture failed ({self.graph_failure})")

@@ -90,7 +90,8 @@ def gpu_description(backend: GpuBackend, index: int) -> dict[str, Any]:
     info: dict[str, Any] = {
         "index": index, "name": name, "uuid": backend.uuid(index), "preset": preset_for_gpu_name(name),
         "backend": getattr(backend, "kind", "?"), "test_double": getattr(backend, "kind", "") == "simulated",
-        "power_limit_w": backend.get_power_limit_w(index), "default_power_limit_w": backend.default_power_limit_w(index),
+        "power_limit_w": backend.get_power_limit_w(index),
+        "default_power_limit_w": backend.default_power_limit_w(index),
         "power_limit_range_w": [low_w, high_w], "can_set_power_limit": backend.can_set_power_limit(),
     }
     if info["backend"] in ("nvml", "zeus"):

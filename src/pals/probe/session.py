@@ -181,7 +181,8 @@ def _report(settings: ProbeSettings, options: ProbeOptions, run: ProbeRun, prese
         from pals.probe.compare import compare, table_text
 
         try:
-            say(f"measured vs simulated ({preset}, {'physics ' + options.physics if options.physics else 'preset physics'}):")
+            physics = f"physics {options.physics}" if options.physics else "preset physics"
+            say(f"measured vs simulated ({preset}, {physics}):")
             say(table_text(compare(settings.out_path, preset, options.physics)))
         except PalsError as error:
             say(f"note: no measured-vs-simulated table: {error}")
