@@ -8,8 +8,8 @@
 # Output: the profiles (CSV, what `pals calibrate` reads), their host descriptions (JSON) and the log, in $OUT
 # when that variable is set (written there as the run goes: a run cut short still leaves what it measured), else
 # in a temporary folder the script names. Knobs (environment): PALS_PROBE_CAPS (auto | W,W,...),
-# PALS_PROBE_BATCHES (1,2,...,256), PALS_PROBE_BUDGET_S (measurement seconds per model, 140),
-# PALS_PROBE_TIMEOUT_S (hard limit per model, 215), PALS_PROBE_GPU (0), PYTHON; for a dry run without a GPU
+# PALS_PROBE_BATCHES (1,2,...,256), PALS_PROBE_BUDGET_S (measurement seconds per model, 120),
+# PALS_PROBE_TIMEOUT_S (hard limit per model, 220), PALS_PROBE_GPU (0), PYTHON; for a dry run without a GPU
 # (tests): PALS_PROBE_MODELS (config folders), PALS_PROBE_BACKEND (simulated) and PALS_PROBE_ARGS (extra flags, e.g.
 # "--device cpu --prompt-tokens 16").
 #
@@ -31,8 +31,8 @@ STATE="$PALS_STATE_DIR/power-limits.json"
 GPU=${PALS_PROBE_GPU:-0}
 CAPS=${PALS_PROBE_CAPS:-auto}
 BATCHES=${PALS_PROBE_BATCHES:-1,2,4,8,16,32,64,128,256}
-BUDGET_S=${PALS_PROBE_BUDGET_S:-140}
-TIMEOUT_S=${PALS_PROBE_TIMEOUT_S:-215}
+BUDGET_S=${PALS_PROBE_BUDGET_S:-120}
+TIMEOUT_S=${PALS_PROBE_TIMEOUT_S:-220}
 MODELS=${PALS_PROBE_MODELS:-src/pals/data/measurements/models/Llama-3.1-8B src/pals/data/measurements/models/Qwen3-30B-A3B}
 EXTRA=${PALS_PROBE_ARGS:-}
 elapsed() { echo $(( $(date +%s) - START_S )); }
@@ -71,6 +71,7 @@ final() {
   fi
   echo "== files in $OUTDIR:"; ls -l "$OUTDIR"
   echo "== device_probe.sh done in $(elapsed) s (exit $STATUS)"
+  [ -n "${OUT:-}" ] && rm -rf "$WORK"  # the results are in $OUT; without it they stay in $WORK/out
   exit "$STATUS"
 }
 trap final EXIT
@@ -95,6 +96,6 @@ for model in $MODELS; do
   echo "== $name: exit $rc after $(( $(date +%s) - t0 )) s (total $(elapsed) s)"
   [ "$rc" = 0 ] || STATUS=1
   if [ "$rc" = 124 ]; then
-    echo "NOTE: $name hit the ${TIMEOUT_S} s limit: its CSV holds the points measured until then"
+    echo "NOTE: $name hit the ${TIMEOUT_S} s limit: its CSV, if any, holds the points measured until then"
   fi
 done

@@ -44,6 +44,8 @@ def test_without_torch_one_line_names_the_install_and_no_gpu_is_opened(no_torch,
     (["--device", "cpu"], "--device cpu measures no GPU and goes with --gpu-backend simulated"),
     (["--gpu-backend", "simulated"], "--device cpu measures no GPU"),
     (["--min-window-s", "0"], "must be positive"),
+    (["--gpu-preset", "H300"], "unknown GPU 'H300'"),
+    (["--physics", "/nonexistent/physics.json"], "physics file /nonexistent/physics.json does not exist"),
 ])
 def test_bad_flags_are_one_line_before_anything_runs(no_torch, tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) if message == "must be positive" else contextlib.nullcontext():

@@ -23,7 +23,9 @@ from pals.probe.measure import EnergyMeter
 from pals.probe.plan import MemoryShape, ProbeSettings, batches_that_fit, plan_caps
 from pals.probe.rows import RowContext, results_table, write_csv
 from pals.probe.runner import ProbeRun, run_probe
+from pals.sim.hardware import get_gpu
 from pals.sim.llm import get_llm
+from pals.sim.physics import read_physics_file
 
 TEST_DOUBLE_NOTE = ("GPU power and energy come from the simulated GPU TEST DOUBLE, not a measurement; timings are "
                     "of this CPU")
@@ -66,6 +68,10 @@ def check_flags(settings: ProbeSettings, options: ProbeOptions) -> None:
         raise ConfigError(f"--config {settings.config_path}: no config.json there; give a Hugging Face config.json "
                           "(or its folder)")
     get_llm(str(host.config_file(settings.config_path)))  # the simulator must know it, or calibrate cannot use it
+    if options.gpu_preset:
+        get_gpu(options.gpu_preset)
+    if options.physics:
+        read_physics_file(options.physics)
 
 
 def open_backend(settings: ProbeSettings, options: ProbeOptions) -> GpuBackend:
