@@ -81,7 +81,8 @@ def test_pals_calibrate_fits_a_probe_profile(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name,preset", [("NVIDIA H200", "H200"), ("NVIDIA H100 80GB HBM3", "H100-SXM"),
-                                         ("NVIDIA H100 PCIe", None), ("NVIDIA A100-SXM4-80GB", "A100-SXM4-80GB"),
+                                         ("NVIDIA H100 PCIe", None), ("NVIDIA H100 NVL", None),
+                                         ("NVIDIA H200 NVL", None), ("NVIDIA GH200 480GB", None), ("NVIDIA A100-SXM4-80GB", "A100-SXM4-80GB"),
                                          ("NVIDIA A100-SXM4-40GB", "A100-SXM4-40GB"), ("NVIDIA L40S", "L40S"),
                                          ("H200 (simulated test double)", "H200"), ("Tesla T4", None)])
 def test_gpu_names_map_to_presets(name, preset):

@@ -23,14 +23,14 @@ HOST_FORMAT = "pals-probe-host"
 HOST_VERSION = 1
 
 _NAME_RULES: tuple[tuple[str, str], ...] = (
-    (r"H200", "H200"),
-    (r"H100(?!.*PCIe)", "H100-SXM"),
+    (r"(?<!G)H200(?!.*NVL)", "H200"),
+    (r"(?<!G)H100(?!.*(PCIe|NVL))", "H100-SXM"),
     (r"A100.*80\s*GB", "A100-SXM4-80GB"),
     (r"A100", "A100-SXM4-40GB"),
     (r"L40S", "L40S"),
 )
-"""Driver GPU name (regex, case-insensitive) -> preset; first match wins. An H100 PCIe (350 W) or NVL has no
-preset: its name falls through and the user names one (--gpu-preset)."""
+"""Driver GPU name (regex, case-insensitive) -> preset; first match wins. The PCIe and NVL boards (350-600 W) and
+Grace Hopper's GH200 have no preset: their names fall through and the user names one (--gpu-preset)."""
 TEST_DOUBLE_SUFFIX = " (simulated test double)"
 
 

@@ -136,8 +136,9 @@ def run_session(settings: ProbeSettings, options: ProbeOptions, argv: list[str],
                      gpu=preset or "", engine=_engine(bench), energy_source=meter.source, device=settings.device,
                      note=TEST_DOUBLE_NOTE if gpu["test_double"] else "")
     run = ProbeRun()
+    bench.say = _writer(options, say)  # the bench's notes (a failed graph capture) must not tear the progress bar
     if batches:
-        run = run_probe(settings, gpus, bench, plan, batches, say=_writer(options, say), progress_bar=options.progress,
+        run = run_probe(settings, gpus, bench, plan, batches, say=bench.say, progress_bar=options.progress,
                         state_path=options.state_path, meter=meter,
                         on_measurement=lambda done: write_csv(settings.out_path, done, ctx))
     t_measure = time.monotonic()
