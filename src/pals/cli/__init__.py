@@ -24,6 +24,7 @@ SUBCOMMANDS = (
     "profile",
     "fit",
     "calibrate",
+    "probe",
     "run",
     "experiment",
     "coordinate",
