@@ -178,6 +178,18 @@ def test_paths_and_endpoint_settings_are_refused_before_anything_runs(tmp_path):
         (("run", "--model", "Mixtral-8x7B", "--policy", "static", "--power-cap-w", "5000", "--batch-cap", "8",
           "--trace", "conv", "--duration-s", "1", "--out", str(out)), {}, ["--power-cap-w", "100 to 400 W"]),
     ]
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    common = ("run", "--model", "Mixtral-8x7B", "--duration-s", "1", "--out", str(out))
+    cases += [
+        ((*common, "--policy", "baseline", "--trace", str(garbage)), {}, ["trace", "not UTF-8"]),
+        ((*common, "--policy", "baseline", "--saturate", "--budget-schedule", str(deep)), {}, ["nested deeper"]),
+        ((*common, "--policy", "hindsight", "--saturate", "--meet-like", str(deep)), {}, ["--meet-like"]),
+        ((*common, "--policy", "hindsight", "--saturate", "--meet-like", str(garbage)), {}, ["--meet-like"]),
+        ((*common, "--policy", "pals", "--saturate", "--predictor", str(garbage)), {}, ["predictor"]),
+    ]
     for argv, env, words in cases:
         _refused(_pals(tmp_path, *argv, **env), *words)
         assert not out.exists(), argv

@@ -148,12 +148,12 @@ def _criteria(args):
     from pals.runtime.hindsight import MeetCriteria
 
     if args.meet_like is not None:
+        from pals.core.untrusted import parse_json, read_text_file
+
         path = Path(args.meet_like)
-        try:
-            other = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"--meet-like {path}: cannot read a run summary ({error}); give a summary.json "
-                              "written by pals run") from None
+        # Bounded, UTF-8-only, depth-checked: a binary or 100,000-deep file is one line too.
+        other = parse_json(read_text_file(path, "--meet-like summary", max_bytes=16 * 2**20),
+                           f"--meet-like {path}", allow_nan=True)
         if not isinstance(other, dict) or "qos_violation_pct" not in other:
             raise ConfigError(f"--meet-like {path}: not a pals run summary.json (no qos_violation_pct)")
         return MeetCriteria.no_worse_than(other)
@@ -169,7 +169,7 @@ def run(args) -> int:
     from pals.control.budget import BudgetSchedule, PowerBudget
     from pals.control.policies import PolicyOptions
     from pals.control.types import Configuration
-    from pals.runtime.load import LoadSpec
+    from pals.runtime.load import LoadSpec, make_workload
     from pals.runtime.predictors import PredictorSource, predictor_for
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -186,6 +186,7 @@ def run(args) -> int:
     load = LoadSpec(trace=args.trace, rate_scale=args.rate_scale, rate_rps=args.rate, saturate=args.saturate,
                     seed=args.seed)
     schedule = BudgetSchedule.load(args.budget_schedule, kind=args.budget_kind) if args.budget_schedule else None
+    make_workload(load)  # read a trace file now: a bad one is one line before profiling or writing
     budget = PowerBudget(args.budget_w, args.budget_kind) if args.budget_w is not None else None
     predictor = None
     if args.policy not in ("baseline", "static", "oracle", "hindsight") or args.predictor or args.profile:
