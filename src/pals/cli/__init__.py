@@ -2,8 +2,8 @@
 
 Each subcommand module provides `add_parser(subparsers)` and `run(args) -> int`.
 Modules import their heavy dependencies inside `run`, so `pals --help` stays fast.
-`main()` turns a `PalsError` into one stderr line and a non-zero exit code;
-set PALS_DEBUG=1 to see the traceback instead.
+`main()` turns a usage error or a `PalsError` into one stderr line and exit code 2, and any
+other exception (a bug) into one line and exit code 1; set PALS_DEBUG=1 to see the traceback too.
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ import sys
 import traceback
 
 from pals import __version__
+from pals.cli._common import OneLineParser
 from pals.errors import PalsError
+
+DEBUG_ENV = "PALS_DEBUG"
+"""Environment variable: set it to print the traceback behind an error line."""
 
 # Order is the order `pals --help` lists them in.
 SUBCOMMANDS = (
@@ -49,7 +53,7 @@ Start here:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pals",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -71,10 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except PalsError as error:
-        if os.environ.get("PALS_DEBUG"):
+        if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
-        print(f"pals {args.command}: error: {error}", file=sys.stderr)
+        print(f"pals {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"pals {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug, not bad input: still one line, and how to see more
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        print(f"pals {args.command}: unexpected error: {type(error).__name__}: {_one_line(error)} "
+              f"(a bug; rerun with {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line, cut to a readable length."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 2000 else text[:1997] + "..."

@@ -7,9 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from pals.cli._common import add_command, positive_float
+from pals.cli import _common as flags
+from pals.cli._common import add_command
 from pals.control.policies import POLICY_NAMES
 from pals.core.paper import CONTROL_INTERVAL_S
+from pals.errors import ConfigError
 
 DESCRIPTION = """\
 A simulated 4x A100-SXM4-80GB node serves Mixtral-8x7B (TP4) under the Azure LLM 2023
@@ -36,15 +38,19 @@ def add_parser(subparsers):
                          DESCRIPTION, run)
     parser.add_argument("--all", action="store_true",
                         help="run all five policies (adds AdaptiveBatch, AdaptiveCap, Oracle; not Static)")
-    parser.add_argument("--duration-s", type=positive_float, default=600.0, help="simulated seconds per policy (default 600)")
+    parser.add_argument("--duration-s", type=flags.DURATION_S, default=600.0,
+                        help="simulated seconds per policy (default 600)")
     parser.add_argument("--out", default=None, metavar="DIR", help="write summary.json, decisions-<policy>.jsonl and demo.png here")
     parser.add_argument("--plot", default=None, metavar="PNG", help="plot path (default DIR/demo.png, else ./pals-demo.png)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=flags.SEED, default=0, help="seed of the request stream and telemetry noise")
+    parser.add_argument("--physics", default=None, metavar="FILE",
+                        help="simulated GPU physics from `pals calibrate` for the demo's A100s (default: the preset's)")
     return parser
 
 
 def run(args) -> int:
     from pals.control.budget import BudgetSchedule, BudgetStep
+    from pals.core.io import atomic_write_text
     from pals.runtime.deployment import Deployment
     from pals.runtime.load import LoadSpec
     from pals.runtime.predictors import simulated_predictor
@@ -54,7 +60,20 @@ def run(args) -> int:
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     # Static needs a configuration of its own (`pals run --policy static`).
     policies = [p for p in POLICY_NAMES if p != "static"] if args.all else ["baseline", "pals"]
-    deployment = Deployment(DEMO_MODEL)
+    # Refuse what can be refused before profiling: output paths, the cache, the physics file.
+    flags.check_output_dir(args.out)
+    if args.plot is not None:
+        if Path(args.plot).is_dir():
+            raise ConfigError(f"--plot {args.plot} is a directory; give a file name ending in .png")
+        flags.check_output_dir(str(Path(args.plot).parent), "--plot's folder")
+    flags.check_cache_dir()
+    physics = None
+    if args.physics is not None:
+        from pals.core.paper import PAPER_GPU
+        from pals.sim.physics import load_physics
+
+        physics = load_physics(args.physics, PAPER_GPU)
+    deployment = Deployment(DEMO_MODEL, physics=physics)
     load = LoadSpec(trace=DEMO_TRACE, rate_scale=DEMO_RATE_SCALE, seed=args.seed)
     half_s = args.duration_s / 2
     schedule = BudgetSchedule((BudgetStep(0.0, DEMO_BUDGETS_W[0]), BudgetStep(half_s, DEMO_BUDGETS_W[1])), "node")
@@ -71,7 +90,7 @@ def run(args) -> int:
     results = {}
     for name in policies:
         t0 = time.perf_counter()
-        total = int(args.duration_s / CONTROL_INTERVAL_S)
+        total = max(1, int(args.duration_s / CONTROL_INTERVAL_S))
         marks = {int(total * k / 4) for k in (1, 2, 3)}
 
         def progress(record, name=name, marks=marks, total=total):
@@ -91,11 +110,14 @@ def run(args) -> int:
     say(f"\nplot: {plot_path}")
     if out_dir is not None:
         summary = {name: r.summary for name, r in results.items()}
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
         say(f"summary: {out_dir / 'summary.json'}")
     warnings = sorted({w for r in results.values() for w in r.summary.get("warnings", [])})
     for w in warnings[:5]:
         print(f"note: {w}", file=sys.stderr)
+    for name, r in results.items():
+        if r.summary.get("health"):
+            print(f"health ({name}): {json.dumps(r.summary['health'], default=float)}", file=sys.stderr)
     say(f"demo took {time.perf_counter() - started:.1f} s wall")
     return 0
 

@@ -4,10 +4,13 @@ hindsight oracle (`--policy hindsight`: every fixed configuration of the grid on
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from pals.cli._common import add_command, positive_float, positive_int
+from pals.cli import _common as flags
+from pals.cli._common import add_command
 from pals.control.policies import DEFAULT_OBJECTIVE, OBJECTIVES, ORACLE_MAX_QOS_VIOLATION_PCT, POLICY_NAMES
 from pals.core.paper import CONTROL_INTERVAL_S, PAPER_GPU, PAPER_NUM_GPUS
 from pals.errors import ConfigError
@@ -15,17 +18,6 @@ from pals.errors import ConfigError
 DEFAULT_MAX_BUDGET_OVERSHOOT_PCT = 1.0
 """The hindsight oracle's default limit on budget overshoot (share of budget intervals). Units: %."""
 
-
-def non_negative_float(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value:g}")
-    return value
 
 DESCRIPTION = """\
 Run one policy in closed loop on a simulated node and write DIR/decisions.jsonl (one JSON line
@@ -51,6 +43,18 @@ Examples:
       --duration-s 600 --meet-like runs/mixtral-pals/summary.json --out runs/mixtral-hindsight
   pals run --model Qwen1.5-MoE-A2.7B --policy oracle --saturate --target-tps 3500 \\
       --budget-schedule schedule.csv --duration-s 300 --out runs/qwen-oracle --endpoint-port 9400
+
+--endpoint-port serves /status /budget /target /decisions /metrics on --endpoint-host (127.0.0.1
+by default); any other host needs a bearer token (--endpoint-token-file FILE, mode 600, or
+$PALS_ENDPOINT_TOKEN), which every mutating request must then present.
+
+SIGINT or SIGTERM ends the run within one interval: summary.json is still written (with
+"interrupted": true, covering the span run) and the exit status is 128 + the signal (130, 143).
+A second signal stops at once. Each run starts DIR/decisions.jsonl afresh; an earlier one is
+rotated to decisions.jsonl.1.gz, not lost.
+
+Every number is checked at the start against a plausible range (one line naming it): NaN, inf,
+zero or absurd values are refused before anything is profiled or written.
 """
 
 
@@ -60,25 +64,32 @@ def add_parser(subparsers):
     dep.add_argument("--node", choices=["sim"], default="sim", help="node kind (real GPUs: `pals serve`)")
     dep.add_argument("--model", required=True, help="model preset (e.g. Mixtral-8x7B, Qwen1.5-MoE-A2.7B) or a HF config.json")
     dep.add_argument("--gpu", default=PAPER_GPU, help=f"GPU preset (default {PAPER_GPU})")
-    dep.add_argument("--tp", type=positive_int, default=4, help="tensor-parallel degree per replica (default 4)")
-    dep.add_argument("--num-gpus", type=positive_int, default=PAPER_NUM_GPUS,
+    dep.add_argument("--tp", type=flags.whole_flag(1, flags.MAX_GPUS), default=4,
+                     help="tensor-parallel degree per replica (default 4)")
+    dep.add_argument("--num-gpus", type=flags.whole_flag(1, flags.MAX_GPUS), default=PAPER_NUM_GPUS,
                      help=f"GPUs in the node (default {PAPER_NUM_GPUS})")
+    dep.add_argument("--batch-cap-max", type=flags.whole_flag(1, flags.MAX_BATCH_CAP), default=None, metavar="N",
+                     help="the engine's max_num_seqs, the largest batch cap control may set (up to "
+                          f"{flags.MAX_BATCH_CAP}; default: the GPU preset's grid top, 64 on A100, 256 on H100/H200)")
+    dep.add_argument("--physics", default=None, metavar="FILE",
+                     help="simulated GPU physics from `pals calibrate` (default: the GPU preset's)")
     ctl = parser.add_argument_group("control")
     ctl.add_argument("--policy", required=True, choices=POLICY_NAMES + ("hindsight",))
     ctl.add_argument("--objective", choices=OBJECTIVES, default=DEFAULT_OBJECTIVE,
                      help="what tokens/J counts: node joules (default, the headline) or GPU joules")
-    ctl.add_argument("--power-cap-w", type=positive_float, default=None, metavar="W",
-                     help="--policy static: the power cap per GPU it holds")
-    ctl.add_argument("--batch-cap", type=positive_int, default=None, metavar="B",
+    ctl.add_argument("--power-cap-w", type=flags.number_flag(1.0, flags.MAX_POWER_CAP_W, "W"), default=None,
+                     metavar="W", help="--policy static: the power cap per GPU it holds")
+    ctl.add_argument("--batch-cap", type=flags.whole_flag(1, flags.MAX_BATCH_CAP), default=None, metavar="B",
                      help="--policy static: the batch cap it holds")
-    ctl.add_argument("--target-tps", type=positive_float, default=None, help="throughput target, generated tokens/s")
+    ctl.add_argument("--target-tps", type=flags.target_tps_flag(), default=None,
+                     help="throughput target, generated tokens/s")
     budget = ctl.add_mutually_exclusive_group()
-    budget.add_argument("--budget-w", type=positive_float, default=None, help="power budget in W")
+    budget.add_argument("--budget-w", type=flags.budget_w_flag(), default=None, help="power budget in W")
     budget.add_argument("--budget-schedule", default=None, metavar="FILE",
                         help="CSV (time_s,budget_w) or JSON schedule of budgets over run time")
     ctl.add_argument("--budget-kind", choices=["node", "gpu"], default="node",
                      help="what the budget limits: node wall power or summed GPU power (default node)")
-    ctl.add_argument("--interval-s", type=positive_float, default=CONTROL_INTERVAL_S,
+    ctl.add_argument("--interval-s", type=flags.INTERVAL_S, default=CONTROL_INTERVAL_S,
                      help=f"control interval (default {CONTROL_INTERVAL_S:g} s)")
     model = ctl.add_mutually_exclusive_group()
     model.add_argument("--predictor", default=None, metavar="MODEL", help="saved predictor (`pals fit`)")
@@ -86,26 +97,27 @@ def add_parser(subparsers):
     load = parser.add_argument_group("load (exactly one)")
     kinds = load.add_mutually_exclusive_group(required=True)
     kinds.add_argument("--trace", default=None, help="conv, code (Azure LLM 2023) or a CSV trace file")
-    kinds.add_argument("--rate", type=positive_float, default=None, help="Poisson arrivals, requests/s")
+    kinds.add_argument("--rate", type=flags.number_flag(flags.MIN_RATE_RPS, flags.MAX_RATE_RPS, "requests/s"),
+                       default=None, help="Poisson arrivals, requests/s")
     kinds.add_argument("--saturate", action="store_true", help="closed loop: requests always waiting")
-    load.add_argument("--rate-scale", type=positive_float, default=1.0, help="trace speed-up (>1: more load)")
-    load.add_argument("--seed", type=int, default=0, help="seed of the request stream and telemetry noise")
+    load.add_argument("--rate-scale", type=flags.number_flag(flags.MIN_RATE_SCALE, flags.MAX_RATE_SCALE), default=1.0,
+                      help="trace speed-up (>1: more load)")
+    load.add_argument("--seed", type=flags.SEED, default=0, help="seed of the request stream and telemetry noise")
     meet = parser.add_argument_group("limits of the Oracle and the hindsight oracle")
-    meet.add_argument("--max-qos-violation-pct", type=non_negative_float, default=None, metavar="PCT",
+    meet.add_argument("--max-qos-violation-pct", type=flags.PERCENT, default=None, metavar="PCT",
                       help=f"largest share of intervals violating the target (default {ORACLE_MAX_QOS_VIOLATION_PCT:g})")
-    meet.add_argument("--max-budget-overshoot-pct", type=non_negative_float, default=None, metavar="PCT",
+    meet.add_argument("--max-budget-overshoot-pct", type=flags.PERCENT, default=None, metavar="PCT",
                       help=f"hindsight: largest share of budget intervals over the budget (default "
                            f"{DEFAULT_MAX_BUDGET_OVERSHOOT_PCT:g})")
     meet.add_argument("--meet-like", default=None, metavar="SUMMARY",
                       help="hindsight: no more violations or overshoot than this run's summary.json")
-    meet.add_argument("--workers", type=positive_int, default=1, metavar="N",
+    meet.add_argument("--workers", type=flags.whole_flag(1, flags.MAX_WORKERS), default=1, metavar="N",
                       help="hindsight: run configurations in N processes (default 1; same results)")
     out = parser.add_argument_group("output")
-    out.add_argument("--duration-s", type=positive_float, required=True, help="simulated run time in s")
+    out.add_argument("--duration-s", type=flags.DURATION_S, required=True, help="simulated run time in s")
     out.add_argument("--out", required=True, metavar="DIR", help="directory for decisions.jsonl and summary.json")
-    out.add_argument("--endpoint-port", type=int, default=None, metavar="P",
-                     help="serve /status, /budget, /target, /decisions, /metrics on 127.0.0.1:P while running")
     out.add_argument("--quiet", action="store_true", help="no progress output")
+    flags.add_endpoint_flags(parser)
     return parser
 
 
@@ -136,12 +148,12 @@ def _criteria(args):
     from pals.runtime.hindsight import MeetCriteria
 
     if args.meet_like is not None:
+        from pals.core.untrusted import parse_json, read_text_file
+
         path = Path(args.meet_like)
-        try:
-            other = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"--meet-like {path}: cannot read a run summary ({error}); give a summary.json "
-                              "written by pals run") from None
+        # Bounded, UTF-8-only, depth-checked: a binary or 100,000-deep file is one line too.
+        other = parse_json(read_text_file(path, "--meet-like summary", max_bytes=16 * 2**20),
+                           f"--meet-like {path}", allow_nan=True)
         if not isinstance(other, dict) or "qos_violation_pct" not in other:
             raise ConfigError(f"--meet-like {path}: not a pals run summary.json (no qos_violation_pct)")
         return MeetCriteria.no_worse_than(other)
@@ -157,19 +169,25 @@ def run(args) -> int:
     from pals.control.budget import BudgetSchedule, PowerBudget
     from pals.control.policies import PolicyOptions
     from pals.control.types import Configuration
-    from pals.runtime.deployment import Deployment
-    from pals.runtime.load import LoadSpec
+    from pals.runtime.load import LoadSpec, make_workload
     from pals.runtime.predictors import PredictorSource, predictor_for
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    deployment = Deployment(args.model, args.gpu, tp=args.tp, num_gpus=args.num_gpus)
-    deployment.sim_spec()  # validate names and parallelism now: one clear line on a typo
+    # Everything that can be refused is refused here, before profiling or writing anything.
+    flags.check_output_dir(args.out)
+    deployment = deployment_from_args(args)
     _check_flags(args, deployment)
+    if args.policy == "hindsight" and args.endpoint_port is not None:
+        raise ConfigError("--endpoint-port is not for --policy hindsight (it runs every configuration offline)")
+    endpoint = flags.endpoint_spec_from_args(args)
+    if args.predictor is None and args.profile is None:
+        flags.check_cache_dir()  # profiles and ground truth built on the fly are cached there
     criteria = _criteria(args) if args.policy == "hindsight" else None
     load = LoadSpec(trace=args.trace, rate_scale=args.rate_scale, rate_rps=args.rate, saturate=args.saturate,
                     seed=args.seed)
     schedule = BudgetSchedule.load(args.budget_schedule, kind=args.budget_kind) if args.budget_schedule else None
-    budget = PowerBudget(args.budget_w, args.budget_kind) if args.budget_w else None
+    make_workload(load)  # read a trace file now: a bad one is one line before profiling or writing
+    budget = PowerBudget(args.budget_w, args.budget_kind) if args.budget_w is not None else None
     predictor = None
     if args.policy not in ("baseline", "static", "oracle", "hindsight") or args.predictor or args.profile:
         # A given predictor also brings its fitted node-power line to the loop (every policy).
@@ -179,12 +197,40 @@ def run(args) -> int:
                             **({} if args.max_qos_violation_pct is None
                                else {"oracle_max_qos_violation_pct": args.max_qos_violation_pct}))
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--out {out_dir}: cannot create it ({error.strerror or error}); "
+                          "choose a writable directory") from None
     context = dict(deployment=deployment, load=load, budget=budget, schedule=schedule, predictor=predictor,
                    options=options, out_dir=out_dir, log=log)
     if args.policy == "hindsight":
         return _run_hindsight(args, criteria, **context)
-    return _run_policy(args, **context)
+    return _run_policy(args, endpoint=endpoint, **context)
+
+
+def deployment_from_args(args):
+    """The `Deployment` of --model/--gpu/--tp/--num-gpus/--batch-cap-max/--physics, validated now."""
+    from pals.runtime.deployment import Deployment
+    from pals.sim.hardware import get_gpu
+
+    gpu = get_gpu(args.gpu)  # one clear line on an unknown GPU
+    batch_cap_max = args.batch_cap_max if args.batch_cap_max is not None else default_batch_cap_max(gpu)
+    physics = None
+    if args.physics is not None:
+        from pals.sim.physics import load_physics
+
+        physics = load_physics(args.physics, gpu)
+    deployment = Deployment(args.model, args.gpu, tp=args.tp, num_gpus=args.num_gpus, batch_cap_max=batch_cap_max,
+                            physics=physics)
+    deployment.sim_spec()  # validate names and parallelism now: one clear line on a typo
+    return deployment
+
+
+def default_batch_cap_max(gpu) -> int:
+    """The engine's max_num_seqs when --batch-cap-max is not given: the top of the GPU preset's default
+    batch grid (`GpuSpec.batch_grid_max`: the paper's 64 on A100 and L40S, 256 on H100/H200)."""
+    return int(gpu.batch_grid_max)
 
 
 def _progress(args, log):
@@ -206,28 +252,62 @@ def _progress(args, log):
     return progress
 
 
-def _run_policy(args, *, deployment, load, budget, schedule, predictor, options, out_dir, log) -> int:
+def _run_policy(args, *, endpoint, deployment, load, budget, schedule, predictor, options, out_dir, log) -> int:
+    from pals.core.io import atomic_write_text
     from pals.runtime.scenario import run_scenario
 
-    if args.endpoint_port is not None:
-        log(f"endpoint on http://127.0.0.1:{args.endpoint_port} (/status /budget /target /decisions /metrics)")
     if args.policy == "oracle":
         log("oracle: measuring every configuration on this run's request stream (its ground truth) ...")
     log(f"pals run: {args.policy} on {deployment.describe()}, {args.duration_s:g} s simulated")
-    result = run_scenario(deployment, load, args.policy, duration_s=args.duration_s, target_tps=args.target_tps,
-                          budget=budget, budget_schedule=schedule, predictor=predictor, out_dir=out_dir,
-                          seed=args.seed, endpoint_port=args.endpoint_port, interval_s=args.interval_s,
-                          on_step=_progress(args, log), options=options)
+
+    def started(controller) -> None:
+        if controller.endpoint is not None:
+            log(f"endpoint on {controller.endpoint.url} (/status /budget /target /decisions /metrics)"
+                + ("; changes need the bearer token" if endpoint.token is not None else ""))
+
+    stop = threading.Event()
+    signals_seen: list[int] = []
+    restore = _install_signals(stop, signals_seen)
+    try:
+        result = run_scenario(deployment, load, args.policy, duration_s=args.duration_s, target_tps=args.target_tps,
+                              budget=budget, budget_schedule=schedule, predictor=predictor, out_dir=out_dir,
+                              seed=args.seed, endpoint=endpoint, interval_s=args.interval_s,
+                              on_step=_progress(args, log), options=options, stop=stop, on_start=started)
+    finally:
+        restore()
     summary = _with_setup(dict(result.summary), args, deployment, budget)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    summary["interrupted"] = result.interrupted
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    if result.interrupted:
+        print(f"interrupted after {summary.get('duration_s', 0):g} s simulated; the summary covers that span",
+              file=sys.stderr)
     print(format_summary_line(summary))
+    if summary.get("health"):
+        print(f"health: {json.dumps(summary['health'], default=float)}", file=sys.stderr)
     for warning in summary.get("warnings", []):
         print(f"WARNING: {warning}", file=sys.stderr)
     print(f"wrote {out_dir / 'decisions.jsonl'} and {out_dir / 'summary.json'}")
-    return 0
+    return 128 + signals_seen[0] if result.interrupted and signals_seen else 0
+
+
+def _install_signals(stop: threading.Event, seen: list[int]):
+    """`pals.control.stopping.install_stop_signals(stop)`, also noting which signal came (for the exit status)."""
+    from pals.control.stopping import DEFAULT_STOP_SIGNALS, install_stop_signals
+
+    restore = install_stop_signals(stop)
+    stopping = {sig: signal.getsignal(sig) for sig in DEFAULT_STOP_SIGNALS}
+
+    def noting(signum, frame):
+        seen.append(signum)
+        stopping[signum](signum, frame)
+
+    for sig in DEFAULT_STOP_SIGNALS:
+        signal.signal(sig, noting)
+    return restore  # puts back the handlers from before install_stop_signals
 
 
 def _run_hindsight(args, criteria, *, deployment, load, budget, schedule, predictor, options, out_dir, log) -> int:
+    from pals.core.io import atomic_write_text
     from pals.runtime.hindsight import hindsight_static_optimum
     from pals.runtime.predictors import node_power_model
 
@@ -244,7 +324,7 @@ def _run_hindsight(args, criteria, *, deployment, load, budget, schedule, predic
     summary["policy"] = "hindsight"
     summary["hindsight"] = entry
     summary = _with_setup(summary, args, deployment, budget)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
     if best is None:
         print(f"hindsight: no configuration of {len(result.rows)} meets {criteria.describe()}")
     else:
@@ -260,7 +340,8 @@ def _with_setup(summary: dict, args, deployment, budget) -> dict:
     """The run's setup beside its figures in summary.json."""
     summary["objective"] = args.objective
     summary["deployment"] = {"model": deployment.model, "gpu": deployment.gpu, "tp": deployment.tp,
-                             "num_gpus": deployment.num_gpus}
+                             "num_gpus": deployment.num_gpus, "batch_cap_max": deployment.batch_cap_max,
+                             "physics": args.physics}
     summary["load"] = {"trace": args.trace, "rate_rps": args.rate, "saturate": args.saturate,
                        "rate_scale": args.rate_scale, "seed": args.seed}
     summary["target_tps"] = args.target_tps

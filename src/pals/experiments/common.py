@@ -38,6 +38,7 @@ from pals.runtime.hindsight import HindsightResult, MeetCriteria, grid_configura
 from pals.runtime.load import LoadSpec, UniformLengths, make_workload
 from pals.runtime.truth import Measured, measure_configuration
 from pals.sim.node import NoiseConfig, SimNode
+from pals.sim.physics import PhysicsParams
 
 __all__ = ["ALL_MODELS", "CONTROL_INTERVAL_S", "DENSE_MODELS", "GPU", "Lab", "MOE_MODELS", "PAPER_BATCHES",
            "PAPER_CAPS_W", "RunResult", "WARMUP_S", "geomean", "plt", "save_figure"]
@@ -95,11 +96,14 @@ class Lab:
         seed: seed of workloads and telemetry noise.
         quick: shorter windows and runs.
         work_dir: where profiles are written (a temporary folder when None).
+        physics: the simulated GPU's physics (`pals.sim.physics.load_physics` of a `pals calibrate` file,
+            for the paper's GPU); every node, profile, truth and run of this lab uses it. None: the preset's.
     """
 
     seed: int = 0
     quick: bool = False
     work_dir: Path | None = None
+    physics: PhysicsParams | None = None
     _profiles: dict = field(default_factory=dict, repr=False)
     _predictors: dict = field(default_factory=dict, repr=False)
     _tmp: Any = field(default=None, repr=False)
@@ -113,9 +117,13 @@ class Lab:
 
     # -- nodes and loads -------------------------------------------------------------------
 
+    def deployment(self, model: str, tp: int, num_gpus: int = 4) -> Deployment:
+        """`model` at TP `tp` on the paper's GPUs, with this lab's physics."""
+        return Deployment(model, GPU, num_gpus=num_gpus, tp=tp, physics=self.physics)
+
     def spec(self, model: str, tp: int, num_gpus: int = 4):
-        """The simulated node of `model` at TP `tp` on the paper's GPUs."""
-        return Deployment(model, GPU, num_gpus=num_gpus, tp=tp).sim_spec()
+        """The simulated node of `model` at TP `tp` on the paper's GPUs (with this lab's physics)."""
+        return self.deployment(model, tp, num_gpus).sim_spec()
 
     def node(self, model: str, tp: int, workload, noise: bool = True, initial: Actuation | None = None, seed_offset: int = 0):
         return SimNode(
@@ -284,7 +292,7 @@ class Lab:
                         seed_offset: int = 0) -> DeliveredTruth:
         """The Oracle's truth for the run `run(model, tp, "oracle", load_tps, duration_s, seed_offset=...)`:
         every grid configuration held over that run's own stream, with its warm-up and telemetry seed."""
-        return DeliveredTruth(Deployment(model, GPU, tp=tp), self.live_load(load_tps, seed_offset),
+        return DeliveredTruth(self.deployment(model, tp), self.live_load(load_tps, seed_offset),
                               WARMUP_S + duration_s, start_s=WARMUP_S, caps_w=PAPER_CAPS_W, batches=PAPER_BATCHES,
                               seed=self.seed + seed_offset)
 

@@ -8,11 +8,12 @@ builder never knows which kind it drives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from pals.control.budget import BudgetSchedule, PowerBudget, ThroughputTarget
+from pals.control.decision_log import DecisionLog
 from pals.control.endpoint import Endpoint
 from pals.control.loop import ControlLoop
 from pals.control.policies import PolicyOptions, check_fixed_configuration, make_policy
@@ -38,12 +39,18 @@ class ControlSettings:
     """Initial throughput target, generated tokens/s (None: maximise tokens/J)."""
     budget_schedule: BudgetSchedule | None = None
     """Budgets over run time; when given it sets the budget as time passes."""
-    decision_log: str | Path | None = None
-    """JSON-lines decision log (None: kept in memory only)."""
+    decision_log: str | Path | DecisionLog | None = None
+    """JSON-lines decision log: a path (continued if it exists), an open `DecisionLog` (e.g. one started
+    afresh with `append=False`), or None (kept in memory only)."""
     endpoint_port: int | None = None
     """Serve the HTTP endpoint (/status, /budget, /target, /decisions, /metrics) on this port; 0: any free one."""
     endpoint_host: str = "127.0.0.1"
-    """Address the endpoint listens on."""
+    """Address the endpoint listens on (anything but loopback needs `endpoint_token`)."""
+    endpoint_token: str | None = field(default=None, repr=False)
+    """Bearer token the endpoint requires (`pals.control.auth.resolve_token`); None: none (loopback only).
+    Kept out of repr so it never reaches a log line."""
+    endpoint_allowed_hosts: tuple[str, ...] = ()
+    """Extra names clients may put in Host/Origin (the node's DNS name when addressed by name)."""
 
 
 def policy_for(name: str, *, power_cap_max_w: float, batch_cap_max: int, predictor=None, truth=None,
@@ -55,7 +62,8 @@ def policy_for(name: str, *, power_cap_max_w: float, batch_cap_max: int, predict
 
 def build_loop(node: Node, policy, power_model: NodePowerModel, *, clock=None, interval_s: float = CONTROL_INTERVAL_S,
                budget: PowerBudget | None = None, target_tps: float | None = None,
-               budget_schedule: BudgetSchedule | None = None, decision_log: str | Path | None = None) -> ControlLoop:
+               budget_schedule: BudgetSchedule | None = None,
+               decision_log: str | Path | DecisionLog | None = None) -> ControlLoop:
     """A `ControlLoop` for `node` on its own clock (unless `clock` is given)."""
     return ControlLoop(node, policy, clock if clock is not None else node.clock, interval_s=interval_s, budget=budget,
                        target=None if target_tps is None else ThroughputTarget(target_tps),
@@ -110,7 +118,8 @@ def build_controller(node: Node, settings: ControlSettings, *, predictor=None, t
     endpoint = None
     if settings.endpoint_port is not None:
         try:
-            endpoint = Endpoint(loop, settings.endpoint_host, settings.endpoint_port).start()
+            endpoint = Endpoint(loop, settings.endpoint_host, settings.endpoint_port, token=settings.endpoint_token,
+                                allowed_hosts=settings.endpoint_allowed_hosts).start()
         except BaseException:
             loop.close()
             raise

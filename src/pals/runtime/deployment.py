@@ -14,6 +14,7 @@ from pals.core.paper import PAPER_BATCH_CAPS, PAPER_GPU, PAPER_NUM_GPUS
 from pals.errors import ConfigError
 from pals.runtime.cache import simulator_fingerprint
 from pals.sim.node import SimNodeSpec
+from pals.sim.physics import PhysicsParams
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class Deployment:
     """Expert-parallel degree (1: experts are tensor-sliced; dense models always 1)."""
     batch_cap_max: int = max(PAPER_BATCH_CAPS)
     """The engine's max_num_seqs: the largest batch cap the controller may set."""
+    physics: PhysicsParams | None = None
+    """The simulated GPU's step-model physics (`pals.sim.physics.load_physics` of a `pals calibrate`
+    file); None: the GPU preset's own. Part of `key()`, so profiles on other physics are not reused."""
 
     def __post_init__(self) -> None:
         for name in ("num_gpus", "tp", "ep", "batch_cap_max"):
@@ -44,7 +48,7 @@ class Deployment:
     def sim_spec(self) -> SimNodeSpec:
         """The simulated node of this deployment (raises ConfigError on an unknown model or GPU)."""
         return SimNodeSpec(self.model, self.gpu, num_gpus=self.num_gpus, tp=self.tp, ep=self.ep,
-                           batch_cap_max=self.batch_cap_max)
+                           batch_cap_max=self.batch_cap_max, params=self.physics)
 
     def constraints(self) -> Constraints:
         """The settable ranges of the simulated node of this deployment (before building it)."""
