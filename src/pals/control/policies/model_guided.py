@@ -4,8 +4,11 @@ One interval, in order:
 
 1. The budget guard learns from measured power (`BudgetGuard.update`).
 2. The estimators learn (`estimators.py`): warm-up, backlog, idle power, demand and bursts (once
-   warm), the throughput at the configuration in force, and, from capacity-limited intervals at
-   a stable configuration after the warm-up only, the capacity correction and the power bias.
+   warm), the throughput at the configuration in force. At a stable configuration after the
+   warm-up, the prediction error of the interval is recorded (`prediction_error_()`, logged in
+   every decision's `extra`), then the online residuals learn (`residuals.py`: throughput from
+   sustained capacity-limited runs, GPU power from every interval, both forgetting fast on a
+   workload shift), and the power bias from capacity-limited intervals.
 3. The throughput error e = (target - measured) / target over the dwell window. When nothing was
    waiting, or the node was capacity-limited in under `limited_share_min` of the window's
    intervals, it served the load it was offered, so a shortfall is not an error (e = 0). The PID
@@ -13,7 +16,9 @@ One interval, in order:
 4. Trigger: the first decision; a budget or target change; measured power over the budget by more
    than `over_budget_trigger_frac`; a configuration in force over the budget's cap bound; |e| over
    `error_threshold` for `hysteresis_intervals` intervals in a row; the demand estimate appearing
-   or moving by more than `demand_shift`; the burst headroom moving by more than `burst_shift`.
+   or moving by more than `demand_shift`; the burst headroom moving by more than `burst_shift`;
+   the throughput correction at the configuration in force moving, confidently, by more than
+   `ResidualConfig.reselect_shift` since it was chosen.
 5. Without a trigger: hold, or, if the last choice sat at the budget's cap bound, follow the bound
    as the governor moves it (cap only, once it moved `follow_step_w`). With one: the selection
    (`selection.py`) on the model's predictions.
