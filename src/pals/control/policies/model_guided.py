@@ -244,9 +244,8 @@ class ModelGuidedPolicy:
             self.residuals_.record_power(config, obs.gpu_power_w, raw.gpu_power_w, idle_w, utilisation,
                                          obs.interval_s, raw.gpu_power_rel_std)
         if self.limited_run_ >= 1 and ctx.budget is not None and not ctx.constraints_changed:
-            gpu_w = raw.gpu_power_w * self._power_factor(config)
-            predicted_w = gpu_w if ctx.budget.kind == "gpu" else raw.node_power_w + ctx.power_model.alpha * (
-                gpu_w - raw.gpu_power_w)
+            # Against the model's own power: the selection's budget test adds the bias to that.
+            predicted_w = raw.gpu_power_w if ctx.budget.kind == "gpu" else raw.node_power_w
             self.power_bias.update(ctx.measured_budget_power_w(), predicted_w, ctx.budget.budget_w)
 
     def _throughput_factor(self, config: Configuration) -> float:
@@ -430,9 +429,11 @@ class ModelGuidedPolicy:
             return thr, gpu_raw, node_raw, np.ones(len(configs))
         self.residuals_.throughput.set_level_prior(float(np.mean(thr_rel)))
         self.residuals_.power.set_level_prior(float(np.mean(gpu_rel)))
-        gpu_w = gpu_raw * self.residuals_.power.factors(configs)
-        node_w = node_raw + ctx.power_model.alpha * (gpu_w - gpu_raw)
-        return thr, gpu_w, node_w, self.residuals_.throughput.factors(configs)
+        # The power residual is learnt and reported but not yet applied to the selection: learnt
+        # at one cap it made that cap look cheaper than its unvisited neighbours (the split
+        # between level and shape follows the priors), which kept PALS at the first cap it chose
+        # and let a GPU budget overshoot. The power bias (`PowerBias`) still corrects the budget test.
+        return thr, gpu_raw, node_raw, self.residuals_.throughput.factors(configs)
 
     def _remember(self, ctx: DecisionContext, candidates: Candidates, thr: np.ndarray, scores: Scores,
                   choice: Choice) -> None:

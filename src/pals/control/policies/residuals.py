@@ -61,7 +61,7 @@ class ResidualConfig:
     """Prior std of the pooled residual right after a detected workload shift (fast forgetting)."""
     shape_keep: float = 0.5
     """Share of each configuration's own residual kept across a workload shift."""
-    shape_widen: float = 0.1
+    shape_widen: float = 0.05
     """Std added to each configuration's own residual on a workload shift."""
     workload_shift: float = 0.25
     """A move of the mean prompt or output length by more than this fraction is a workload shift."""
@@ -70,6 +70,9 @@ class ResidualConfig:
     detector_threshold: float = 2.0
     """The detector fires when its EMA of normalised innovations exceeds this (in innovation stds;
     the EMA's own std is about 0.33 under a steady workload)."""
+    detector_holdoff_s: float = 30.0
+    """The innovation test stays quiet this long after the start and after each shift: a filling
+    node, and a level still being re-learnt, give one-sided innovations that are no new shift. Units: s."""
     factor_min: float = 0.05
     """Lowest correction factor (a sanity bound, not a prior)."""
     factor_max: float = 20.0
@@ -124,27 +127,43 @@ class ShiftDetector:
         return False
 
 
-@dataclass
 class ResidualFilter:
-    """log(measured / predicted) = r + d_c, learnt by a Kalman update per observation (module docstring)."""
+    """log(measured / predicted) = r + d_c, learnt by an exact Kalman update per observation (module docstring).
 
-    config: ResidualConfig
-    level_: float = 0.0
-    """r: the pooled log residual."""
-    level_var_: float | None = None
-    """Variance of r (None: not yet set from the model's spread)."""
-    shape_: dict[Configuration, float] = field(default_factory=dict)
-    """d_c: each visited configuration's own log residual."""
-    shape_var_: dict[Configuration, float] = field(default_factory=dict)
-    noise_var_: float | None = None
-    """Measured observation noise (variance of one interval's log ratio); None before two observations."""
-    seconds: dict[Configuration, float] = field(default_factory=dict)
-    """Seconds of observations per configuration since the last shift."""
-    _last_y: float | None = None
-    _last_config: Configuration | None = None
+    The state is [r, d_1, ..., d_n] over the visited configurations, with its full covariance:
+    one configuration alone cannot tell r from its d_c (the two stay anti-correlated), so their
+    split follows the priors, and after a shift the wide r takes the new level.
+    """
 
-    def __post_init__(self) -> None:
-        self.detector = ShiftDetector(self.config.detector_smoothing, self.config.detector_threshold)
+    def __init__(self, config: ResidualConfig) -> None:
+        self.config = config
+        self._index: dict[Configuration, int] = {}
+        self._x = np.zeros(1)
+        self._p: np.ndarray | None = None
+        self.noise_var_: float | None = None
+        """Measured observation noise (variance of one interval's log ratio); None before two observations."""
+        self.seconds: dict[Configuration, float] = {}
+        """Seconds of observations per configuration since the last shift."""
+        self._last_y: float | None = None
+        self._last_config: Configuration | None = None
+        self.detector = ShiftDetector(config.detector_smoothing, config.detector_threshold)
+        self.since_forget_s_ = 0.0
+        """Observed seconds since the start or the last forgetting."""
+
+    @property
+    def level_(self) -> float:
+        """r: the pooled log residual."""
+        return float(self._x[0])
+
+    @property
+    def level_var_(self) -> float | None:
+        """Variance of r (None: not yet set from the model's spread)."""
+        return None if self._p is None else float(self._p[0, 0])
+
+    @property
+    def shape_(self) -> dict[Configuration, float]:
+        """d_c: each visited configuration's own log residual."""
+        return {c: float(self._x[i]) for c, i in self._index.items()}
 
     def _clamp(self, log_factor: float) -> float:
         return min(max(log_factor, math.log(self.config.factor_min)), math.log(self.config.factor_max))
@@ -155,7 +174,8 @@ class ResidualFilter:
 
     def factor(self, config: Configuration) -> float:
         """exp(r + d_c): the correction for `config`."""
-        return math.exp(self._clamp(self.level_ + self.shape_.get(config, 0.0)))
+        i = self._index.get(config)
+        return math.exp(self._clamp(self.level_ + (0.0 if i is None else float(self._x[i]))))
 
     def factors(self, configs: list[Configuration]) -> np.ndarray:
         return np.array([self.factor(c) for c in configs])
@@ -167,8 +187,18 @@ class ResidualFilter:
 
     def set_level_prior(self, mean_rel_std: float) -> None:
         """The pooled part's prior variance, from the model's mean relative spread (first time only)."""
-        if self.level_var_ is None:
-            self.level_var_ = mean_rel_std ** 2 + self.config.level_floor ** 2
+        if self._p is None:
+            self._p = np.array([[mean_rel_std ** 2 + self.config.level_floor ** 2]])
+
+    def _add(self, config: Configuration, rel_std: float) -> int:
+        n = len(self._x)
+        p = np.zeros((n + 1, n + 1))
+        p[:n, :n] = self._p
+        p[n, n] = rel_std ** 2 + self.config.shape_floor ** 2
+        self._p = p
+        self._x = np.append(self._x, 0.0)
+        self._index[config] = n
+        return n
 
     def update(self, config: Configuration, y: float, interval_s: float, rel_std: float,
                noise_scale: float = 1.0) -> bool:
@@ -185,21 +215,21 @@ class ResidualFilter:
             prev = self.noise_var_
             self.noise_var_ = diff2 if prev is None else (1 - c.noise_smoothing) * prev + c.noise_smoothing * diff2
         self._last_y, self._last_config = y, config
-        self.level_var_ += c.drift_per_s ** 2 * interval_s
-        if config not in self.shape_var_:
-            self.shape_[config] = 0.0
-            self.shape_var_[config] = rel_std ** 2 + c.shape_floor ** 2
-        p_level, p_shape = self.level_var_, self.shape_var_[config]
-        noise = self.noise_var() * max(noise_scale, 1e-9)
-        s = p_level + p_shape + noise
-        innovation = y - (self.level_ + self.shape_[config])
-        # Both states see the same innovation; each moves in proportion to its own uncertainty.
-        self.level_ += p_level / s * innovation
-        self.shape_[config] += p_shape / s * innovation
-        self.level_var_ = p_level - p_level ** 2 / s
-        self.shape_var_[config] = p_shape - p_shape ** 2 / s
+        i = self._index.get(config)
+        if i is None:
+            i = self._add(config, rel_std)
+        self._p[0, 0] += c.drift_per_s ** 2 * interval_s
+        p = self._p
+        ph = p[:, 0] + p[:, i]  # P H' with H = e_0 + e_i
+        s = float(ph[0] + ph[i]) + self.noise_var() * max(noise_scale, 1e-9)
+        innovation = y - (self._x[0] + self._x[i])
+        gain = ph / s
+        self._x = self._x + gain * innovation
+        self._p = p - np.outer(gain, ph)
         self.seconds[config] = self.seconds.get(config, 0.0) + interval_s
-        fired = noise_scale <= 1.0 and self.detector.update(innovation / math.sqrt(s))
+        self.since_forget_s_ += interval_s
+        fired = (noise_scale <= 1.0 and self.since_forget_s_ >= c.detector_holdoff_s
+                 and self.detector.update(float(innovation) / math.sqrt(s)))
         if fired:
             self.forget()
         return fired
@@ -207,18 +237,20 @@ class ResidualFilter:
     def forget(self) -> None:
         """Fast forgetting on a workload shift: the level re-learns, the shape is mostly kept."""
         c = self.config
-        self.level_var_ = max(self.level_var_ or 0.0, c.shift_std ** 2)
-        for config in self.shape_:
-            self.shape_[config] *= c.shape_keep
-            self.shape_var_[config] += c.shape_widen ** 2
+        if self._p is None:
+            return
+        shape_var = np.diag(self._p)[1:] * c.shape_keep ** 2 + c.shape_widen ** 2
+        self._p = np.diag(np.concatenate([[max(float(self._p[0, 0]), c.shift_std ** 2)], shape_var]))
+        self._x = np.concatenate([[self._x[0]], self._x[1:] * c.shape_keep])
         self.seconds.clear()
         self.detector.reset()
+        self.since_forget_s_ = 0.0
         self._last_y = None
 
     def rebase(self, log_change: float) -> None:
         """The raw prediction the residual is relative to moved by `log_change` (a new live workload
         at a selection): keep the corrected level where the data put it."""
-        self.level_ -= log_change
+        self._x[0] -= log_change
 
 
 class ResidualCorrection:
@@ -259,6 +291,12 @@ class ResidualCorrection:
             return False
         shift = self.config.workload_shift
         shifted = any(abs(a - b) > shift * max(b, 1.0) for a, b in zip(key, self.workload_key))
+        settled = self.throughput.since_forget_s_ >= self.config.detector_holdoff_s
+        if shifted and not settled:
+            # The first requests to finish are the short ones, and a shift takes a while to pass
+            # through the batch: follow the lengths, but do not forget again while re-learning.
+            self.workload_key = key
+            return False
         if shifted:
             self.throughput.forget()
             self.power.forget()
