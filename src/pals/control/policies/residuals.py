@@ -73,6 +73,9 @@ class ResidualConfig:
     detector_holdoff_s: float = 30.0
     """The innovation test stays quiet this long after the start and after each shift: a filling
     node, and a level still being re-learnt, give one-sided innovations that are no new shift. Units: s."""
+    length_holdoff_s: float = 10.0
+    """A move of the mean lengths forgets only this long after the last shift (the lengths move on
+    through a shift's transition), and `detector_holdoff_s` after the start. Units: s of observed data."""
     factor_min: float = 0.05
     """Lowest correction factor (a sanity bound, not a prior)."""
     factor_max: float = 20.0
@@ -291,7 +294,9 @@ class ResidualCorrection:
             return False
         shift = self.config.workload_shift
         shifted = any(abs(a - b) > shift * max(b, 1.0) for a, b in zip(key, self.workload_key))
-        settled = self.throughput.since_forget_s_ >= self.config.detector_holdoff_s
+        # At the start the first requests to finish are the short ones: wait as the innovation test does.
+        holdoff_s = self.config.length_holdoff_s if self.shifts_ else self.config.detector_holdoff_s
+        settled = self.throughput.since_forget_s_ >= holdoff_s
         if shifted and not settled:
             # The first requests to finish are the short ones, and a shift takes a while to pass
             # through the batch: follow the lengths, but do not forget again while re-learning.
