@@ -18,6 +18,9 @@ one Kalman update of both (`ResidualFilter`):
   `workload_shift`, or the innovations stay one-sided (`ShiftDetector`), r's variance is reset
   to `shift_std`^2 and every d_c is shrunk by `shape_keep` with its variance widened: the next
   few intervals re-learn the level, while what was learnt about the shape is not thrown away.
+  Neither test forgets again while the level is being re-learnt (`length_holdoff_s`,
+  `detector_holdoff_s`; the start counts as a shift): repeated forgetting on noisy lengths let
+  single noisy intervals set the level and made the selection wander.
 
 An unvisited configuration gets exp(r): the pooled residual carries the level to it.
 
