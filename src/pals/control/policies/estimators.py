@@ -9,8 +9,9 @@ share `pals.core.window.TrailingWindow`. Their knobs live in `ModelGuidedConfig`
 - `IdlePower`: idle-with-context GPU power, learnt from intervals in which nothing ran.
 - `DemandEstimate`: the offered load (mean delivered throughput while not backlogged).
 - `BurstEstimate`: the throughput's coefficient of variation over QoS-window-long spans.
-- `CapacityCorrection`: measured / predicted capacity of visited configurations.
-- `PowerBias`: measured minus predicted power at the configuration in force.
+- `CapacityCorrection`: measured / predicted capacity of visited configurations (superseded in
+  the policies by `residuals.ResidualCorrection`; kept for its unit test until that moves).
+- `PowerBias`: measured minus (corrected) predicted power at the configuration in force.
 - `DwellThroughput`: throughput since the configuration in force was applied (the PID's input).
 """
 

@@ -4,8 +4,11 @@ One interval, in order:
 
 1. The budget guard learns from measured power (`BudgetGuard.update`).
 2. The estimators learn (`estimators.py`): warm-up, backlog, idle power, demand and bursts (once
-   warm), the throughput at the configuration in force, and, from capacity-limited intervals at
-   a stable configuration after the warm-up only, the capacity correction and the power bias.
+   warm), the throughput at the configuration in force. At a stable configuration after the
+   warm-up, the prediction error of the interval is recorded (`prediction_error_()`, logged in
+   every decision's `extra`), then the online residuals learn (`residuals.py`: throughput from
+   sustained capacity-limited runs, GPU power from every interval, both forgetting fast on a
+   workload shift), and the power bias from capacity-limited intervals.
 3. The throughput error e = (target - measured) / target over the dwell window. When nothing was
    waiting, or the node was capacity-limited in under `limited_share_min` of the window's
    intervals, it served the load it was offered, so a shortfall is not an error (e = 0). The PID
@@ -13,7 +16,9 @@ One interval, in order:
 4. Trigger: the first decision; a budget or target change; measured power over the budget by more
    than `over_budget_trigger_frac`; a configuration in force over the budget's cap bound; |e| over
    `error_threshold` for `hysteresis_intervals` intervals in a row; the demand estimate appearing
-   or moving by more than `demand_shift`; the burst headroom moving by more than `burst_shift`.
+   or moving by more than `demand_shift`; the burst headroom moving by more than `burst_shift`;
+   the throughput correction at the configuration in force moving, confidently, by more than
+   `ResidualConfig.reselect_shift` since it was chosen.
 5. Without a trigger: hold, or, if the last choice sat at the budget's cap bound, follow the bound
    as the governor moves it (cap only, once it moved `follow_step_w`). With one: the selection
    (`selection.py`) on the model's predictions.
@@ -24,7 +29,9 @@ whether measured/predicted ratios are learnt.
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -32,15 +39,40 @@ from pals.control.pid import PID
 from pals.control.policies.budget_guard import BudgetGuard, clamp_cap
 from pals.control.policies.config import ModelGuidedConfig
 from pals.control.policies.estimators import (
-    Backlog, BurstEstimate, CapacityCorrection, DemandEstimate, DwellThroughput, IdlePower, PowerBias, WarmUp,
+    Backlog, BurstEstimate, DemandEstimate, DwellThroughput, IdlePower, PowerBias, WarmUp,
 )
 from pals.control.policies.interface import PerfModel
+from pals.control.policies.residuals import PredictionError, ResidualConfig, ResidualCorrection
 from pals.control.policies.selection import (
     CAP_MATCH_W, BudgetLimit, Candidates, Choice, Scores, candidate_grid, required_capacity_tps, score_candidates, select,
 )
 from pals.control.types import Configuration, Decision, DecisionContext, Observation
 from pals.core.workload import WorkloadDescriptor
 from pals.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RawPrediction:
+    """The model's own prediction for one candidate, before the learnt residuals."""
+
+    throughput_tps: float
+    """Predicted capacity. Units: tokens/s."""
+    gpu_power_w: float
+    """Predicted busy GPU power, node total. Units: W."""
+    node_power_w: float
+    """Predicted busy node (wall) power. Units: W."""
+    throughput_rel_std: float
+    """Spread of the forest's trees over the capacity, relative (0 for a model without one)."""
+    gpu_power_rel_std: float
+    """Spread of the forest's trees over the GPU power, relative (0 for a model without one)."""
+
+
+def _rel_spread(pred: Any, name: str, values: np.ndarray) -> np.ndarray:
+    """The prediction's spread `name` relative to `values` (zeros when the model gives none)."""
+    std = getattr(pred, name, None)
+    if std is None:
+        return np.zeros_like(values)
+    return np.clip(np.asarray(std, dtype=float) / np.maximum(values, 1e-9), 0.0, 2.0)
 
 
 class ModelGuidedPolicy:
@@ -55,16 +87,18 @@ class ModelGuidedPolicy:
         config: the knobs (`ModelGuidedConfig`); defaults when None.
         pid: the throughput-error PID whose output is the fractional margin asked of the
             prediction; a default `PID()` when the class `uses_pid`.
+        residual_config: the online residual learner's knobs (`ResidualConfig`); defaults when None.
     """
 
     name = "model-guided"
     uses_pid = True
     """Correct the target by a PID on the throughput error."""
     learn_ratios = True
-    """Correct predicted capacity by measured / predicted ratios of visited configurations."""
+    """Correct predicted capacity and power by residuals learnt online (`residuals.py`)."""
 
     def __init__(self, model: PerfModel, power_caps_w: Sequence[float], batch_caps: Sequence[int],
-                 config: ModelGuidedConfig | None = None, pid: PID | None = None) -> None:
+                 config: ModelGuidedConfig | None = None, pid: PID | None = None,
+                 residual_config: ResidualConfig | None = None) -> None:
         if not power_caps_w or not batch_caps:
             raise ConfigError(f"policy {self.name}: the candidate cap and batch grids must not be empty")
         self.model = model
@@ -72,6 +106,7 @@ class ModelGuidedPolicy:
         self.power_caps_w = tuple(sorted(float(c) for c in power_caps_w))
         self.batch_caps = tuple(sorted(int(b) for b in batch_caps))
         self.pid = pid if pid is not None else (PID() if self.uses_pid else None)
+        self.residual_config = residual_config if residual_config is not None else ResidualConfig()
         self.guard = BudgetGuard()
         self.reset()
 
@@ -86,7 +121,15 @@ class ModelGuidedPolicy:
         self.demand = DemandEstimate(c.demand_window_s, c.demand_min_fill, c.demand_backlogged_max, c.demand_shift)
         self.bursts = BurstEstimate(c.burst_z, c.burst_window_s, c.burst_history_s, c.burst_min_windows,
                                     c.burst_prior_s, c.burst_cv_prior, c.burst_shift)
-        self.memory_ = CapacityCorrection(c.ratio_prior_s, c.ratio_min, c.ratio_max, c.workload_shift)
+        self.residuals_ = ResidualCorrection(self.residual_config)
+        """Throughput and power residuals learnt online (replaces the old measured/predicted ratios)."""
+        self.prediction_error = PredictionError(self.residual_config.error_window_s)
+        self.raw_: dict[Configuration, RawPrediction] = {}
+        """Per candidate of the last selection: the model's own predictions and relative spreads."""
+        self.limited_run_ = 0
+        """Consecutive capacity-limited intervals."""
+        self.factor_at_select_: float | None = None
+        """The throughput correction at the chosen configuration when it was chosen."""
         self.workload_: WorkloadDescriptor | None = None
         """The live workload the last selection predicted for (None: the profile's own)."""
         self.power_bias = PowerBias(c.power_bias_smoothing, c.power_bias_floor_frac)
@@ -172,22 +215,71 @@ class ModelGuidedPolicy:
         return error
 
     def _learn(self, ctx: DecisionContext) -> None:
-        """Capacity ratio and power bias, from capacity-limited intervals at a stable configuration."""
+        """Residuals (throughput from capacity-limited intervals, power from every interval) and the
+        power bias, at a stable configuration after the warm-up; the prediction error first."""
         obs = ctx.observation
         if obs is None:
             return
-        if self.memory_.note_workload(obs) and self.pid is not None:
+        if self.residuals_.note_workload(obs) and self.pid is not None:
             self.pid.reset()
+        self.limited_run_ = self.limited_run_ + 1 if self.is_capacity_limited(ctx) else 0
         stable = self.since_change_ >= 1 and ctx.current == self.last_choice_
-        predicted = self.last_prediction_.get(ctx.current)
-        # Capacity is only observed when the node runs at capacity, and not while it is filling.
-        if not (stable and predicted is not None) or not self.warmup.warm(obs) or not self.is_capacity_limited(ctx):
+        raw = self.raw_.get(ctx.current)
+        if not (stable and raw is not None) or not self.warmup.warm(obs):
             return
-        predicted_tps, predicted_power_w = predicted
-        if self.learn_ratios and predicted_tps > 0:
-            self.memory_.record(ctx.current, obs.generated_tokens, predicted_tps, obs.interval_s)
-        if ctx.budget is not None and not ctx.constraints_changed:
-            self.power_bias.update(ctx.measured_budget_power_w(), predicted_power_w, ctx.budget.budget_w)
+        c, config = ctx.constraints, ctx.current
+        # Capacity is only observed when the node runs at capacity, and not while it is filling.
+        limited = self.limited_run_ >= self.residual_config.sustained_intervals
+        idle_w = self.idle_power.per_gpu_w(c.power_cap_min_w) * c.num_gpus
+        capacity_tps = raw.throughput_tps * self._throughput_factor(config)
+        utilisation = 1.0 if limited else min(1.0, obs.throughput_tps / max(capacity_tps, 1e-9))
+        busy_w = raw.gpu_power_w * self._power_factor(config)
+        # The error of the predictions made before this interval, then learn from it.
+        self.prediction_error.add(config, obs.interval_s, capacity_tps if limited else None, obs.throughput_tps,
+                                  utilisation * busy_w + (1.0 - utilisation) * min(idle_w, busy_w), obs.gpu_power_w)
+        if self.learn_ratios:
+            if limited:
+                self.residuals_.record_throughput(config, obs.throughput_tps, raw.throughput_tps, obs.interval_s,
+                                                  raw.throughput_rel_std)
+            self.residuals_.record_power(config, obs.gpu_power_w, raw.gpu_power_w, idle_w, utilisation,
+                                         obs.interval_s, raw.gpu_power_rel_std)
+        if self.limited_run_ >= 1 and ctx.budget is not None and not ctx.constraints_changed:
+            # Against the model's own power: the selection's budget test adds the bias to that.
+            predicted_w = raw.gpu_power_w if ctx.budget.kind == "gpu" else raw.node_power_w
+            self.power_bias.update(ctx.measured_budget_power_w(), predicted_w, ctx.budget.budget_w)
+
+    def _throughput_factor(self, config: Configuration) -> float:
+        return self.residuals_.throughput.factor(config) if self.learn_ratios else 1.0
+
+    def _power_factor(self, config: Configuration) -> float:
+        return self.residuals_.power.factor(config) if self.learn_ratios else 1.0
+
+    @property
+    def memory_(self) -> ResidualCorrection:
+        """The learnt corrections (the old name of `residuals_`)."""
+        return self.residuals_
+
+    def prediction_error_(self) -> dict[str, float | None]:
+        """Relative error of the corrected predictions at the configuration in force over the last
+        `ResidualConfig.error_window_s`: throughput (capacity-limited intervals) and GPU power. Units: %."""
+        tps, power = self.prediction_error.error()
+        return {"prediction_error_tps_pct": None if tps is None else round(100.0 * tps, 2),
+                "prediction_error_power_pct": None if power is None else round(100.0 * power, 2)}
+
+    def _residual_moved(self, ctx: DecisionContext) -> str | None:
+        """The throughput correction at the configuration in force moved (confidently) since it was chosen."""
+        then = self.factor_at_select_
+        if not self.learn_ratios or then is None or ctx.current != self.last_choice_:
+            return None
+        learnt = self.residuals_.throughput
+        if learnt.seconds.get(ctx.current, 0.0) < self.residual_config.reselect_min_s:
+            return None
+        if learnt.level_var_ is None or math.sqrt(learnt.level_var_) > 0.5 * self.residual_config.reselect_shift:
+            return None  # still learning after a shift: wait for a confident estimate
+        now = self._throughput_factor(ctx.current)
+        if abs(now / then - 1.0) <= self.residual_config.reselect_shift:
+            return None
+        return f"prediction corrected: capacity x{then:.2f} -> x{now:.2f} of the model at the configuration in force"
 
     # -- deciding ----------------------------------------------------------------------------------
 
@@ -231,7 +323,7 @@ class ModelGuidedPolicy:
         if self.demand.tps_ is not None and self.bursts.moved():
             return (f"load burstiness changed: headroom {self.bursts.at_select_ * 100:.0f}% -> "
                     f"{self.bursts.margin() * 100:.0f}%")
-        return None
+        return self._residual_moved(ctx)
 
     def _follow_bound(self, ctx: DecisionContext, bound: float, margin: float) -> Decision | None:
         """The configuration in force sits at the budget's cap bound, which the governor moved: follow
@@ -245,7 +337,8 @@ class ModelGuidedPolicy:
         return Decision(config=config, reason=f"cap follows the budget governor: {follow_w:.1f} W",
                         candidates_considered=0, candidates_feasible=0, budget_bound=bool(self._last_bound),
                         governor_trim=True, warnings=self._last_warnings,
-                        extra={"pid_margin": round(margin, 4), "budget_cap_bound_w": round(bound, 2)})
+                        extra={"pid_margin": round(margin, 4), "budget_cap_bound_w": round(bound, 2),
+                               **self.prediction_error_()})
 
     def _hold(self, ctx: DecisionContext, bound: float | None, margin: float, error: float | None) -> Decision:
         c = self.config
@@ -262,7 +355,7 @@ class ModelGuidedPolicy:
             predicted_node_power_w=None,
             budget_bound=bool(bound is not None and self._last_bound),
             warnings=self._last_warnings,
-            extra={"pid_margin": round(margin, 4)},
+            extra={"pid_margin": round(margin, 4), **self.prediction_error_()},
         )
 
     def _select(self, ctx: DecisionContext, bound: float | None, margin: float, trigger: str) -> Decision:
@@ -272,10 +365,7 @@ class ModelGuidedPolicy:
         candidates = candidate_grid(self.power_caps_w, self.batch_caps, c, ctx.current, bound)
         self.workload_ = live_workload(ctx.observation)
         pred = self.model.predict_candidates(candidates.power_cap_w, candidates.batch_cap, self.workload_)
-        thr = np.asarray(pred.throughput_tps, dtype=float)
-        gpu_w = np.asarray(pred.gpu_power_total_w, dtype=float)
-        node_w = np.asarray(pred.node_power_w, dtype=float)
-        factors = self.memory_.factors(list(candidates.configs)) if self.learn_ratios else np.ones(len(candidates.configs))
+        thr, gpu_w, node_w, factors = self._corrected(ctx, candidates, pred)
         demand = self.demand.tps_
         idle_w = self.idle_power.per_gpu_w(c.power_cap_min_w) * c.num_gpus
         scores = score_candidates(thr * factors, gpu_w, node_w, demand, idle_w, ctx.power_model.alpha,
@@ -292,6 +382,7 @@ class ModelGuidedPolicy:
                         current=ctx.current, tie_tolerance=cfg.tie_tolerance, error_threshold=cfg.error_threshold)
         self._remember(ctx, candidates, thr, scores, choice)
         chosen = candidates.configs[choice.index]
+        self.factor_at_select_ = self._throughput_factor(chosen)
         # At the budget's cap bound: from now on the cap follows the governor as it moves the bound.
         self.chose_bound_ = bool(bound is not None and abs(chosen.power_cap_w - clamp_cap(c.power_cap_max_w, bound, c))
                                  <= CAP_MATCH_W)
@@ -311,8 +402,38 @@ class ModelGuidedPolicy:
             extra={"pid_margin": round(margin, 4), "power_bias_w": round(self.power_bias.bias_w_, 2),
                    "budget_cap_bound_w": None if bound is None else round(bound, 2),
                    "predicted_capacity_tps": round(float(scores.capacity_tps[i]), 3),
-                   "demand_tps": None if demand is None else round(demand, 3)},
+                   "demand_tps": None if demand is None else round(demand, 3), **self.prediction_error_()},
         )
+
+    def _corrected(self, ctx: DecisionContext, candidates: Candidates,
+                   pred: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(raw capacity, corrected GPU power, corrected node power, capacity factors) per candidate;
+        keeps the raw predictions and their spreads, which the residuals are learnt against."""
+        configs = list(candidates.configs)
+        thr = np.asarray(pred.throughput_tps, dtype=float)
+        gpu_raw = np.asarray(pred.gpu_power_total_w, dtype=float)
+        node_raw = np.asarray(pred.node_power_w, dtype=float)
+        thr_rel = _rel_spread(pred, "throughput_std_tps", thr)
+        gpu_rel = _rel_spread(pred, "gpu_power_std_w", gpu_raw)
+        raw = {cfg: RawPrediction(float(thr[i]), float(gpu_raw[i]), float(node_raw[i]), float(thr_rel[i]),
+                                  float(gpu_rel[i])) for i, cfg in enumerate(configs)}
+        old, new = self.raw_.get(ctx.current), raw.get(ctx.current)
+        if old is not None and new is not None and min(old.throughput_tps, new.throughput_tps,
+                                                        old.gpu_power_w, new.gpu_power_w) > 0:
+            # The live workload moved the model's own prediction at the configuration in force: the
+            # measured level stays where the data put it, the model's change reaches the others.
+            self.residuals_.throughput.rebase(math.log(new.throughput_tps / old.throughput_tps))
+            self.residuals_.power.rebase(math.log(new.gpu_power_w / old.gpu_power_w))
+        self.raw_ = raw
+        if not self.learn_ratios:
+            return thr, gpu_raw, node_raw, np.ones(len(configs))
+        self.residuals_.throughput.set_level_prior(float(np.mean(thr_rel)))
+        self.residuals_.power.set_level_prior(float(np.mean(gpu_rel)))
+        # The power residual is learnt and reported but not yet applied to the selection: learnt
+        # at one cap it made that cap look cheaper than its unvisited neighbours (the split
+        # between level and shape follows the priors), which kept PALS at the first cap it chose
+        # and let a GPU budget overshoot. The power bias (`PowerBias`) still corrects the budget test.
+        return thr, gpu_raw, node_raw, self.residuals_.throughput.factors(configs)
 
     def _remember(self, ctx: DecisionContext, candidates: Candidates, thr: np.ndarray, scores: Scores,
                   choice: Choice) -> None:
