@@ -259,3 +259,60 @@ def test_pals_meets_a_tpot_slo_that_baseline_breaks(scenario_parts):
     # windows still break the SLO; far fewer than the baseline's.
     assert pals["slo_violation_pct"] < 25.0 and pals["slo_violation_pct"] < 0.3 * baseline["slo_violation_pct"], summaries
     assert pals["throughput_tps"] > 0.5 * baseline["throughput_tps"], summaries
+
+
+# -- the endpoint and the metrics ------------------------------------------------------------------
+
+def test_put_slo_sets_shows_and_removes_it_and_rejects_bad_input(tmp_path):
+    import json
+    import urllib.request
+    from pals.control.endpoint import Endpoint
+
+    loop = _sim_loop(Recorder(), target=ThroughputTarget(100.0))
+    loop.run(duration_s=2.0)
+    endpoint = Endpoint(loop, port=0).start()
+
+    def call(body, content_type="application/json"):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(endpoint.url + "/slo", data=data, method="PUT",
+                                         headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    try:
+        assert call({"tpot_ms": 50, "ttft_s": 2.0}) == (200, {"slo": {"tpot_ms": 50.0, "ttft_s": 2.0, "quantile": 0.99}})
+        assert loop.slo == Slo(50.0, 2.0)
+        with urllib.request.urlopen(endpoint.url + "/status", timeout=5) as response:
+            assert json.loads(response.read())["slo"] == {"tpot_ms": 50.0, "ttft_s": 2.0, "quantile": 0.99}
+        for bad, words in (({"tpot_ms": -1}, "positive"), ({"tpot_ms": "fast"}, "number"), ({"tpot_ms": 1e9}, "between"),
+                           ({"tpot_ms": 50, "quantile": 0.95}, "quantile"), ({"tpot_ms": 50, "p": 1}, "unknown field"),
+                           ({"quantile": 0.9}, "missing field"), (b"{nope", "not valid JSON")):
+            status, payload = call(bad)
+            assert status == 400 and words in payload["error"], (bad, payload)
+        assert call({"tpot_ms": 50}, content_type="text/plain")[0] == 415
+        assert loop.slo == Slo(50.0, 2.0)  # nothing half-applied
+        loop.clock.wait_until(loop.clock.now_s() + 0.5)
+        loop.step()
+        text = loop.metrics.exposition().decode()
+        assert "pals_tpot_slo_seconds 0.05" in text and "pals_ttft_slo_seconds 2.0" in text
+        assert 'pals_tpot_seconds{quantile="0.99"}' in text and "pals_tpot_slo_violations_total" in text
+        assert call({"tpot_ms": None, "ttft_s": None}) == (200, {"slo": None}) and loop.slo is None
+    finally:
+        endpoint.stop()
+        loop.close()
+
+
+def test_slo_counters_count_the_broken_objective():
+    from pals.control.metrics import ControllerMetrics
+
+    metrics = ControllerMetrics()
+    slo = Slo(tpot_ms=50.0, ttft_s=1.0)
+    for i, (tpot, violation) in enumerate(((0.06, True), (0.04, False), (0.07, True)), start=1):
+        line = _record(i, 1000.0, slo=slo, slo_violation=violation, tpot_p99=tpot)
+        metrics.update(IntervalRecord.from_json(line))
+    text = metrics.exposition().decode()
+    assert "pals_tpot_slo_violations_total 2.0" in text and "pals_ttft_slo_violations_total 0.0" in text
+    assert 'pals_tpot_seconds{quantile="0.99"} 0.07' in text and 'pals_ttft_seconds{quantile="0.5"} NaN' in text
