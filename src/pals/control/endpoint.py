@@ -11,6 +11,8 @@ Routes (JSON in and out unless stated):
   `{"budget_w": null}` removes the budget. The budget must lie between 1 W and 100 x the node's
   maximum possible draw of that kind (every GPU at its top cap).
 - `PUT /target` `{"target_tps": 2000}`; `{"target_tps": null}` removes the target.
+- `PUT /slo` `{"tpot_ms": 50, "ttft_s": 2.0, "quantile": 0.99}` (each objective optional, quantile
+  0.5/0.9/0.99, default 0.99); both objectives null removes the latency SLO.
 - `GET /decisions?n=50`: the last n decision-log lines (default 20, at most 1,000), each as
   `decisions.jsonl` writes it (`docs/decisions-schema.md`). Rate limited.
 - `GET /metrics`: Prometheus text format (the loop's own registry).

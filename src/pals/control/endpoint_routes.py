@@ -15,6 +15,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from pals.control.budget import BUDGET_KINDS, PowerBudget, ThroughputTarget
+from pals.control.slo import MAX_TPOT_MS, MAX_TTFT_S, SLO_QUANTILES, Slo
 from pals.control.endpoint_guard import TokenBucket, retry_after_header
 from pals.core.power import NodePowerModel
 from pals.errors import ConfigError
@@ -35,10 +36,10 @@ MIN_TARGET_TPS = 0.01
 MAX_TARGET_TPS = 1e7
 """Largest throughput target accepted (beyond any node's capacity). Units: tokens/s."""
 
-JSON_ROUTES = ("/budget", "/target")
+JSON_ROUTES = ("/budget", "/target", "/slo")
 """Routes that take a JSON body (PUT or POST)."""
 
-ROUTE_LIST = "/status, /frontier, /budget, /target, /decisions, /metrics"
+ROUTE_LIST = "/status, /frontier, /budget, /target, /slo, /decisions, /metrics"
 
 
 class BadRequest(Exception):
@@ -150,6 +151,7 @@ class Routes:
             "/decisions": (("GET",), lambda url, body: self._decisions(url.query)),
             "/budget": (("PUT", "POST"), lambda url, body: self._budget(body)),
             "/target": (("PUT", "POST"), lambda url, body: self._target(body)),
+            "/slo": (("PUT", "POST"), lambda url, body: self._slo(body)),
         }
 
     @staticmethod
@@ -228,3 +230,32 @@ class Routes:
             raise BadRequest(400, str(error)) from None
         self.loop.set_target(target)
         return {"target": {"target_tps": target.target_tps}}
+
+    def _slo(self, body: bytes | None) -> dict[str, Any]:
+        """`{"tpot_ms": 50, "ttft_s": 2.0, "quantile": 0.99}`: each objective optional (null or absent:
+        none), both null removes the SLO; quantile defaults to 0.99."""
+        data = parse_json_body(body or b"", '{"tpot_ms": 50, "ttft_s": 2.0, "quantile": 0.99}')
+        allowed = ("tpot_ms", "ttft_s", "quantile")
+        unknown = set(data) - set(allowed)
+        if unknown:
+            raise BadRequest(400, f"unknown field(s): {', '.join(sorted(k[:40] for k in unknown))}; "
+                                  f"allowed: {', '.join(allowed)}")
+        if "tpot_ms" not in data and "ttft_s" not in data:
+            raise BadRequest(400, 'missing field "tpot_ms" or "ttft_s" (null removes the SLO)')
+        tpot_ms, ttft_s, quantile = (data.get(k) for k in allowed)
+        if tpot_ms is not None:
+            tpot_ms = number_in_range(tpot_ms, "tpot_ms", 1e-3, MAX_TPOT_MS, "ms", "a minute per token is no objective")
+        if ttft_s is not None:
+            ttft_s = number_in_range(ttft_s, "ttft_s", 1e-3, MAX_TTFT_S, "s", "an hour to the first token is no objective")
+        if quantile is not None and (isinstance(quantile, bool) or quantile not in SLO_QUANTILES):
+            raise BadRequest(400, f"quantile must be one of {', '.join(map(str, SLO_QUANTILES))}, "
+                                  f"got {json.dumps(quantile)[:40]}")
+        if tpot_ms is None and ttft_s is None:
+            self.loop.set_slo(None)
+            return {"slo": None}
+        try:
+            slo = Slo(tpot_ms, ttft_s, 0.99 if quantile is None else float(quantile))
+        except ConfigError as error:
+            raise BadRequest(400, str(error)) from None
+        self.loop.set_slo(slo)
+        return {"slo": slo.to_json()}

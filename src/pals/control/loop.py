@@ -12,7 +12,7 @@ Usage (the same on the simulated node and on a real one; only the clock differs)
 `step()` runs exactly one interval's sample/decide/apply (no waiting), so tests and other
 drivers can pace it themselves, and returns the interval's `IntervalRecord`
 (`pals.control.record`), which the decision log, the metrics, `status()` and `summary()` read.
-`set_budget`, `set_target` and `status` are thread-safe: the HTTP endpoint calls them from its own
+`set_budget`, `set_target`, `set_slo` and `status` are thread-safe: the HTTP endpoint calls them from its own
 thread; a change is picked up at the next step and the policy acts on it at once. A
 `BudgetSchedule` (demand response) overrides the budget as run time passes its steps.
 
@@ -43,6 +43,7 @@ from pals.control.metrics import HEALTH_COUNTERS, ControllerMetrics
 from pals.control.policies import Policy, capacity_limited
 from pals.control.qos import DEFAULT_QOS_TOLERANCE, DEFAULT_QOS_WINDOW_S, QosWindow
 from pals.control.record import IntervalRecord, IntervalSample, Measured, Prediction, json_ready, logged_budget, logged_target, plain
+from pals.control.slo import Slo, slo_breaches
 from pals.control.summary import SummaryAccumulator
 from pals.control.telemetry_guard import TelemetryGuard, TelemetryGuardConfig, safe_configuration
 from pals.control.types import Configuration, Decision, DecisionContext, Observation, observe
@@ -77,6 +78,7 @@ class ControlLoop:
         qos_tolerance, qos_window_s: the QoS-violation test (see `pals.control.qos`).
         registry: Prometheus `CollectorRegistry` for the metrics (a fresh one when None).
         telemetry: limits on telemetry and the safe-mode trigger (`TelemetryGuardConfig`).
+        slo: initial latency SLO (`pals.control.slo.Slo`; None: none).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class ControlLoop:
         qos_window_s: float = DEFAULT_QOS_WINDOW_S,
         registry=None,
         telemetry: TelemetryGuardConfig | None = None,
+        slo: Slo | None = None,
     ) -> None:
         if not (isinstance(interval_s, (int, float)) and math.isfinite(interval_s) and interval_s > 0):
             raise ConfigError(f"interval_s must be a finite number > 0, got {interval_s}")
@@ -115,8 +118,9 @@ class ControlLoop:
         self._lock = threading.RLock()
         self._budget = budget
         self._target = target
+        self._slo = _checked_slo(slo)
         self._generation = 1
-        """Bumped at every budget or target change; the policy has acted on `_decided_generation`."""
+        """Bumped at every budget, target or SLO change; the policy has acted on `_decided_generation`."""
         self._decided_generation = 0
         self._previous: Sample | None = None
         """The sample the next observation is measured from (the last one rated, or the first)."""
@@ -157,6 +161,19 @@ class ControlLoop:
                 self._target = target
                 self._generation += 1
 
+    def set_slo(self, slo: Slo | None) -> None:
+        """Replace the latency SLO (None removes it); the policy reacts at the next interval."""
+        slo = _checked_slo(slo)
+        with self._lock:
+            if slo != self._slo:
+                self._slo = slo
+                self._generation += 1
+
+    @property
+    def slo(self) -> Slo | None:
+        with self._lock:
+            return self._slo
+
     @property
     def policy_name(self) -> str:
         """The policy's registered name (its class name when it has none)."""
@@ -193,8 +210,8 @@ class ControlLoop:
             caps = sample.gpu_power_cap_w
             self._known_config = Configuration(float(sum(caps) / max(len(caps), 1)), int(sample.batch_cap))
         current = self._known_config
-        budget, target, generation = self._constraints_at(elapsed_s)
-        decision, decide_ms = self._choose(current, obs, hold, budget, target, generation, telemetry_warnings)
+        budget, target, slo, generation = self._constraints_at(elapsed_s)
+        decision, decide_ms = self._choose(current, obs, hold, budget, target, slo, generation, telemetry_warnings)
         notes = sample.notes if sample is not None else ()
         warnings = list(decision.warnings) + [n for n in notes if n not in decision.warnings] + telemetry_warnings
         changed_config = self._apply(decision, current, warnings)
@@ -221,6 +238,8 @@ class ControlLoop:
             measured=measured,
             capacity_limited=limited,
             qos_violation=violation,
+            slo=slo,
+            slo_violation=obs is not None and any(_slo_breaches(slo, obs)),
         )
         self._remember_prediction(decision, changed_config)
         self.last_json = self.log.append(record)
@@ -276,15 +295,15 @@ class ControlLoop:
         self._previous = sample
         return obs, None
 
-    def _constraints_at(self, elapsed_s: float) -> tuple[PowerBudget | None, ThroughputTarget | None, int]:
-        """Budget and target for this interval (the schedule applied) and their generation."""
+    def _constraints_at(self, elapsed_s: float) -> tuple[PowerBudget | None, ThroughputTarget | None, Slo | None, int]:
+        """Budget, target and SLO for this interval (the schedule applied) and their generation."""
         with self._lock:
             if self.schedule is not None:
                 scheduled = self.schedule.budget_at(elapsed_s)
                 if scheduled is not None and scheduled != self._budget:
                     self._budget = scheduled
                     self._generation += 1
-            return self._budget, self._target, self._generation
+            return self._budget, self._target, self._slo, self._generation
 
     def _choose(
         self,
@@ -293,6 +312,7 @@ class ControlLoop:
         hold: str | None,
         budget: PowerBudget | None,
         target: ThroughputTarget | None,
+        slo: Slo | None,
         generation: int,
         warnings: list[str],
     ) -> tuple[Decision, float]:
@@ -308,7 +328,7 @@ class ControlLoop:
         if current is None or (obs is None and hold is not None and not changed):
             why = hold if current is not None else "the node has not reported its configuration yet"
             return self._held(current, f"held: {why}"), 0.0
-        decision, decide_ms = self._decide(current, obs, budget, target, changed, warnings)
+        decision, decide_ms = self._decide(current, obs, budget, target, slo, changed, warnings)
         if decision is None:
             return self._held(current, "held: the policy failed"), decide_ms
         self._decided_generation = generation
@@ -326,6 +346,7 @@ class ControlLoop:
         obs: Observation | None,
         budget: PowerBudget | None,
         target: ThroughputTarget | None,
+        slo: Slo | None,
         changed: bool,
         warnings: list[str],
     ) -> tuple[Decision | None, float]:
@@ -339,6 +360,7 @@ class ControlLoop:
             constraints_changed=changed,
             interval_index=self.interval_index,
             power_model=self.power_model,
+            slo=slo,
         )
         started = time.perf_counter()
         try:
@@ -523,7 +545,7 @@ class ControlLoop:
         """Configuration, last sample, budget, target, policy, warnings and health (JSON-ready)."""
         with self._lock:
             record = self._last_record
-            budget, target = self._budget, self._target
+            budget, target, slo = self._budget, self._target, self._slo
             sample = self._last_sample
             return {
                 "policy": self.policy_name,
@@ -535,6 +557,7 @@ class ControlLoop:
                 "last_sample": None if sample is None else json_ready(sample.to_json()),
                 "budget": None if budget is None else {"budget_w": budget.budget_w, "kind": budget.kind},
                 "target": None if target is None else {"target_tps": target.target_tps},
+                "slo": None if slo is None else slo.to_json(),
                 "constraints": self._constraints_json(),
                 "config_changes": self.config_changes,
                 "governor_trims": self.governor_trims,
@@ -599,3 +622,18 @@ class ControlLoop:
         if any(self.health.values()) or self.safe_mode_intervals or self.log.lines_lost:
             out["health"] = self.health_json()
         return out
+
+
+def _checked_slo(slo: Slo | None) -> Slo | None:
+    if slo is not None and not isinstance(slo, Slo):
+        raise ConfigError(f"slo must be a pals.control.slo.Slo or None, got {slo!r}")
+    return slo
+
+
+def _slo_breaches(slo: Slo | None, obs: Observation) -> tuple[bool, bool]:
+    """(TPOT broken, TTFT broken) over the interval just observed (`pals.control.slo.slo_breaches`)."""
+    if slo is None:
+        return False, False
+    tpot = None if obs.tpot is None or not obs.tpot.count else obs.tpot.quantile_s(slo.quantile)
+    ttft = None if obs.ttft is None or not obs.ttft.count else obs.ttft.quantile_s(slo.quantile)
+    return slo_breaches(slo, tpot, ttft, obs.requests_running + obs.requests_waiting > 0)

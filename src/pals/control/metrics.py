@@ -14,6 +14,10 @@ import math
 from typing import Any
 
 from pals.control.record import IntervalRecord
+from pals.control.slo import SLO_QUANTILES, slo_breaches
+
+_QUANTILE_LABELS = {q: f"{q:g}" for q in SLO_QUANTILES}
+"""Prometheus' own spelling of a quantile label ("0.5", "0.9", "0.99")."""
 
 HEALTH_COUNTERS = {
     "node_errors": "Exceptions from node.sample() or node.apply(); the loop went on.",
@@ -78,6 +82,16 @@ class ControllerMetrics:
         self.node_energy = Counter("pals_node_energy_joules", "Node energy observed (measured or estimated).", registry=r)
         self.gpu_energy = Counter("pals_gpu_energy_joules", "GPU energy observed.", registry=r)
         self.health = {name: Counter(f"pals_{name}", text, registry=r) for name, text in HEALTH_COUNTERS.items()}
+        self.tpot = Gauge("pals_tpot_seconds", "Time per output token over the node's recent requests, by quantile.",
+                          ["quantile"], registry=r)
+        self.ttft = Gauge("pals_ttft_seconds", "Time to first token over the node's recent requests, by quantile.",
+                          ["quantile"], registry=r)
+        self.tpot_slo = Gauge("pals_tpot_slo_seconds", "TPOT objective of the latency SLO in force (NaN when none).", registry=r)
+        self.ttft_slo = Gauge("pals_ttft_slo_seconds", "TTFT objective of the latency SLO in force (NaN when none).", registry=r)
+        self.tpot_slo_violations = Counter("pals_tpot_slo_violations",
+                                           "Intervals whose TPOT at the SLO's quantile was above the objective.", registry=r)
+        self.ttft_slo_violations = Counter("pals_ttft_slo_violations",
+                                           "Intervals whose TTFT at the SLO's quantile was above the objective.", registry=r)
         self.safe_mode = Gauge("pals_safe_mode", "1 while the safe configuration is in force (bad telemetry), else 0.", registry=r)
 
     def count(self, name: str, amount: float = 1.0) -> None:
@@ -98,6 +112,9 @@ class ControllerMetrics:
             self.budget.labels(kind=kind).set(_number(budget.budget_w) if budget and budget.kind == kind else nan)
         target = record.target
         self.target.set(_number(target.target_tps) if target else nan)
+        slo = record.slo
+        self.tpot_slo.set(nan if slo is None or slo.tpot_s is None else slo.tpot_s)
+        self.ttft_slo.set(nan if slo is None or slo.ttft_s is None else slo.ttft_s)
         self.intervals.inc()
         self.decide_seconds.set(_number(record.decide_ms) / 1000.0)
         if record.config_changed:
@@ -118,6 +135,22 @@ class ControllerMetrics:
         self.gpu_energy.inc(_increment(gpu_w * interval_s))
         if record.qos_violation:
             self.violations.inc()
+        self._update_latency(record)
+
+    def _update_latency(self, record: IntervalRecord) -> None:
+        """Latency gauges (NaN when the node reports none) and the SLO counters (as the record's `slo_violation`)."""
+        sample = record.sample
+        for q, label in _QUANTILE_LABELS.items():
+            self.tpot.labels(quantile=label).set(_number(sample.latency_s("tpot", q)))
+            self.ttft.labels(quantile=label).set(_number(sample.latency_s("ttft", q)))
+        slo = record.slo
+        if slo is None or not record.slo_violation:
+            return
+        tpot, ttft = slo_breaches(slo, sample.latency_s("tpot", slo.quantile), sample.latency_s("ttft", slo.quantile), True)
+        if tpot:
+            self.tpot_slo_violations.inc()
+        if ttft:
+            self.ttft_slo_violations.inc()
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from pals.control.budget import PowerBudget, ThroughputTarget
+from pals.control.slo import Slo
 from pals.control.types import Decision, Observation
+from pals.core.node import LatencySummary
 from pals.errors import ConfigError
 
 
@@ -85,6 +87,26 @@ class IntervalSample:
     """Mean prompt length of recent requests, when the node reports it; 1 decimal."""
     mean_output_tokens: float | None = None
     """Mean output length of recent requests, when the node reports it; 1 decimal."""
+    ttft_p50_s: float | None = None
+    """Median time to first token over the node's recent window (None: not reported). Units: s; 5 decimals."""
+    ttft_p90_s: float | None = None
+    """90th percentile of the time to first token (None: not reported). Units: s; 5 decimals."""
+    ttft_p99_s: float | None = None
+    """99th percentile of the time to first token (None: not reported). Units: s; 5 decimals."""
+    ttft_count: int | None = None
+    """Requests the TTFT percentiles cover (None: not reported)."""
+    tpot_p50_s: float | None = None
+    """Median time per output token over the node's recent window (None: not reported). Units: s; 5 decimals."""
+    tpot_p90_s: float | None = None
+    """90th percentile of the time per output token (None: not reported). Units: s; 5 decimals."""
+    tpot_p99_s: float | None = None
+    """99th percentile of the time per output token (None: not reported). Units: s; 5 decimals."""
+    tpot_count: int | None = None
+    """Requests the TPOT percentiles cover (None: not reported)."""
+
+    def latency_s(self, kind: str, quantile: float) -> float | None:
+        """The `kind` ("ttft" or "tpot") percentile at `quantile` (0.5, 0.9, 0.99); None when not reported."""
+        return getattr(self, f"{kind}_p{round(quantile * 100):d}_s", None)
 
     @classmethod
     def from_observation(cls, obs: Observation) -> "IntervalSample":
@@ -98,6 +120,8 @@ class IntervalSample:
             batch_cap=plain(obs.batch_cap),
             mean_prompt_tokens=None if obs.mean_prompt_tokens is None else plain(round(obs.mean_prompt_tokens, 1)),
             mean_output_tokens=None if obs.mean_output_tokens is None else plain(round(obs.mean_output_tokens, 1)),
+            **_latency_fields("ttft", obs.ttft),
+            **_latency_fields("tpot", obs.tpot),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -115,6 +139,9 @@ class IntervalSample:
             out["mean_prompt_tokens"] = self.mean_prompt_tokens
         if self.mean_output_tokens is not None:
             out["mean_output_tokens"] = self.mean_output_tokens
+        for key in LATENCY_SAMPLE_KEYS:  # absent when the node reports no latency
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
     @classmethod
@@ -130,7 +157,22 @@ class IntervalSample:
             batch_cap=_require(data, "batch_cap", where),
             mean_prompt_tokens=data.get("mean_prompt_tokens"),
             mean_output_tokens=data.get("mean_output_tokens"),
+            **{key: data.get(key) for key in LATENCY_SAMPLE_KEYS},
         )
+
+
+LATENCY_SAMPLE_KEYS = tuple(f"{kind}_{name}" for kind in ("ttft", "tpot") for name in ("p50_s", "p90_s", "p99_s", "count"))
+"""The optional latency keys of the log's `sample` (absent when the node reports no latency)."""
+
+
+def _latency_fields(kind: str, summary: LatencySummary | None) -> dict[str, Any]:
+    """`IntervalSample` latency fields of one `LatencySummary` (all None when there is none or it is empty)."""
+    if summary is None or not summary.count:
+        return {}
+    def seconds(value: float | None) -> float | None:
+        return None if value is None or not math.isfinite(value) else plain(round(float(value), 5))
+    return {f"{kind}_p50_s": seconds(summary.p50_s), f"{kind}_p90_s": seconds(summary.p90_s),
+            f"{kind}_p99_s": seconds(summary.p99_s), f"{kind}_count": int(summary.count)}
 
 
 @dataclass(frozen=True)
@@ -272,6 +314,10 @@ class IntervalRecord:
     None for the first interval and in logs written before the key existed."""
     qos_violation: bool = False
     """The interval violated the throughput target (`pals.control.qos`)."""
+    slo: Slo | None = None
+    """Latency SLO in force at the decision (None: none; `pals.control.slo`)."""
+    slo_violation: bool = False
+    """The interval broke the latency SLO: the node's TPOT or TTFT quantile above it while requests ran."""
 
     def __post_init__(self) -> None:
         if self.interval < 0:
@@ -292,6 +338,7 @@ class IntervalRecord:
             "sample": None if self.sample is None else self.sample.to_json(),
             "budget": _budget_json(self.budget),
             "target": _target_json(self.target),
+            "slo": None if self.slo is None else self.slo.to_json(),
             "decision": self.decision.as_dict(),
             "config_changed": self.config_changed,
             "governor_trim": self.governor_trim,
@@ -304,6 +351,7 @@ class IntervalRecord:
             out["measured"] = None if self.measured is None else self.measured.to_json()
             out["capacity_limited"] = self.capacity_limited
             out["qos_violation"] = self.qos_violation
+            out["slo_violation"] = self.slo_violation
         return json_ready(out)
 
     @classmethod
@@ -341,4 +389,6 @@ class IntervalRecord:
             measured=None if measured is None else Measured.from_json(measured),
             capacity_limited=data.get("capacity_limited"),
             qos_violation=bool(data.get("qos_violation", False)),
+            slo=Slo.from_json(data.get("slo")),
+            slo_violation=bool(data.get("slo_violation", False)),
         )

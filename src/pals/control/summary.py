@@ -12,9 +12,17 @@ the next measured interval spans them; record fields are named as in `docs/decis
 
 - `tokens_per_joule`: generated tokens / node energy (the record's node power: the node-power line
   of `pals.core.power` on GPU power). `tokens_per_joule_gpu`: the same over GPU energy.
-- `qos_violation_pct`: share of intervals that violate the throughput target as defined in
-  `pals.control.qos` (trailing-window throughput short of (1 - tol) x target while requests wait);
-  `qos_violation_pct_raw`: the same test on each interval's own throughput.
+- `qos_violation_pct` (the headline, strict): share of intervals that violate the throughput target
+  as defined in `pals.control.qos` (trailing-window throughput below the target while requests
+  wait, no tolerance: the record's `qos_violation`); `qos_violation_pct_lenient` (secondary): the
+  same with the 5 % tolerance (`LENIENT_QOS_TOLERANCE`, on the logged `measured.window_throughput_tps`);
+  `qos_violation_pct_raw`: the strict test on each interval's own throughput.
+- `slo_violation_pct`: share of intervals that broke the latency SLO in force (`pals.control.slo`:
+  the node's TPOT or TTFT quantile above the objective while requests ran; the record's
+  `slo_violation`); None when no SLO was in force in any measured interval.
+- `tpot_p50_ms`, `tpot_p90_ms`, `tpot_p99_ms`, `ttft_p50_s`, `ttft_p90_s`, `ttft_p99_s`: run-level
+  latency percentiles, pooled from the intervals' (`pals.control.latency_mix`); None when the
+  node reported no latency.
 - Power against a budget is judged on the trailing-window mean power, as throughput is for QoS:
   P is the mean power (in the budget's kind) over the trailing `power_window_s` (default
   `DEFAULT_QOS_WINDOW_S`: interval energy over the window / its duration; `pals.control.window`), the window
@@ -56,7 +64,8 @@ import random
 from typing import Any, Iterable, Mapping
 
 from pals.control.budget import PowerBudget
-from pals.control.qos import DEFAULT_QOS_TOLERANCE, DEFAULT_QOS_WINDOW_S, is_qos_violation
+from pals.control.latency_mix import LatencyMix
+from pals.control.qos import DEFAULT_QOS_TOLERANCE, DEFAULT_QOS_WINDOW_S, LENIENT_QOS_TOLERANCE, is_qos_violation
 from pals.control.record import IntervalRecord, IntervalSample
 from pals.control.window import TrailingMeanPower
 
@@ -68,7 +77,15 @@ SUMMARY_KEYS = (
     "tokens_per_joule_gpu",
     "throughput_tps",
     "qos_violation_pct",
+    "qos_violation_pct_lenient",
     "qos_violation_pct_raw",
+    "slo_violation_pct",
+    "tpot_p50_ms",
+    "tpot_p90_ms",
+    "tpot_p99_ms",
+    "ttft_p50_s",
+    "ttft_p90_s",
+    "ttft_p99_s",
     "power_tracking_error_pct",
     "power_tracking_error_interval_pct",
     "power_tracking_error_raw_pct",
@@ -167,7 +184,9 @@ class _Totals:
     def __init__(self, qos_tolerance: float) -> None:
         self.qos_tolerance = qos_tolerance
         self.duration_s = self.tokens = self.node_j = self.gpu_j = 0.0
-        self.intervals = self.violations = self.raw_violations = 0
+        self.intervals = self.violations = self.raw_violations = self.lenient_violations = 0
+        self.slo_intervals = self.slo_violations = 0
+        self.latency = {kind: LatencyMix() for kind in ("tpot", "ttft")}
 
     def add(self, rec: IntervalRecord, sample: IntervalSample, dt: float) -> None:
         self.intervals += 1
@@ -180,6 +199,25 @@ class _Totals:
         target_tps = None if rec.target is None else rec.target.target_tps
         if is_qos_violation(sample.throughput_tps, sample.requests_waiting, target_tps, self.qos_tolerance):
             self.raw_violations += 1
+        # Logs without `measured` (before the strict rule) counted QoS with the lenient tolerance.
+        lenient = rec.qos_violation if rec.measured is None else is_qos_violation(
+            rec.measured.window_throughput_tps, sample.requests_waiting, target_tps, LENIENT_QOS_TOLERANCE)
+        self.lenient_violations += bool(lenient)
+        if rec.slo is not None:
+            self.slo_intervals += 1
+            self.slo_violations += bool(rec.slo_violation)
+        for kind, mix in self.latency.items():
+            mix.add(*(getattr(sample, f"{kind}_{key}") for key in ("p50_s", "p90_s", "p99_s", "count")))
+
+    def latency_figures(self) -> dict[str, Any]:
+        """Run-level TPOT (ms) and TTFT (s) percentiles and the SLO violation share (module docstring)."""
+        out: dict[str, Any] = {"slo_violation_pct": 100.0 * self.slo_violations / self.intervals
+                               if self.slo_intervals else None}
+        for kind, scale, unit in (("tpot", 1000.0, "ms"), ("ttft", 1.0, "s")):
+            for q in (50, 90, 99):
+                value = self.latency[kind].quantile_s(q / 100.0)
+                out[f"{kind}_p{q}_{unit}"] = None if value is None else round(value * scale, 6)
+        return out
 
 
 class _BudgetTally:
@@ -315,7 +353,9 @@ class SummaryAccumulator:
             "tokens_per_joule_gpu": t.tokens / t.gpu_j if t.gpu_j > 0 else 0.0,
             "throughput_tps": t.tokens / t.duration_s if t.duration_s > 0 else 0.0,
             "qos_violation_pct": pct(t.violations),
+            "qos_violation_pct_lenient": pct(t.lenient_violations),
             "qos_violation_pct_raw": pct(t.raw_violations),
+            **t.latency_figures(),
             **self.tally.figures(),
             "mean_power_w": t.node_j / t.duration_s if t.duration_s > 0 else 0.0,
             "mean_gpu_power_w": t.gpu_j / t.duration_s if t.duration_s > 0 else 0.0,

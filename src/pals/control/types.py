@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pals.control.budget import PowerBudget, ThroughputTarget
-from pals.core.node import Constraints, Sample
+from pals.control.slo import Slo
+from pals.core.node import Constraints, LatencySummary, Sample
 from pals.core.power import NodePowerModel
 from pals.errors import ConfigError
 
@@ -68,6 +69,10 @@ class Observation:
     """Mean output length of recent requests, when the node reports it."""
     notes: tuple[str, ...] = ()
     """The node's notes on its sample (stale telemetry and the like), logged as warnings."""
+    ttft: LatencySummary | None = None
+    """Time to first token over the node's recent window, when it reports it."""
+    tpot: LatencySummary | None = None
+    """Time per output token over the node's recent window, when it reports it."""
 
     @property
     def demand_limited(self) -> bool:
@@ -107,6 +112,8 @@ def observe(previous: Sample, current: Sample, power_model: NodePowerModel | Non
         mean_prompt_tokens=current.mean_prompt_tokens,
         mean_output_tokens=current.mean_output_tokens,
         notes=tuple(current.notes),
+        ttft=current.ttft,
+        tpot=current.tpot,
     )
 
 
@@ -124,11 +131,13 @@ class DecisionContext:
     target: ThroughputTarget | None
     """Throughput target in force (None: maximise tokens/J)."""
     constraints_changed: bool
-    """True when the budget or the target changed since the previous decision: act at once."""
+    """True when the budget, the target or the SLO changed since the previous decision: act at once."""
     interval_index: int
     """Index of the interval being decided, from 0."""
     power_model: NodePowerModel = field(default_factory=NodePowerModel)
     """Node-power line relating GPU power to wall power."""
+    slo: Slo | None = None
+    """Latency SLO in force (None: none); a change sets `constraints_changed` too."""
 
     def budget_gpu_total_w(self) -> float | None:
         """The budget expressed as a total-GPU-power limit (None without a budget)."""

@@ -92,8 +92,17 @@ class LatencySummary:
     """Percentiles over the requests that finished (or got a first token) recently."""
 
     p50_s: float
+    """Median over the window. Units: s."""
     p99_s: float
+    """99th percentile over the window. Units: s."""
     count: int
+    """Requests the percentiles cover."""
+    p90_s: float | None = None
+    """90th percentile over the window; None when the node does not report it. Units: s."""
+
+    def quantile_s(self, quantile: float) -> float | None:
+        """The percentile for `quantile` (0.5, 0.9 or 0.99); None when not reported. Units: s."""
+        return {0.5: self.p50_s, 0.9: self.p90_s, 0.99: self.p99_s}.get(quantile)
 
 
 @dataclass(frozen=True)

@@ -486,7 +486,7 @@ class SimNode:
 
 
 def _summary(values: list[float]) -> LatencySummary | None:
-    """p50/p99 (nearest rank) of `values`, or None when empty."""
+    """p50/p90/p99 (nearest rank) of `values`, or None when empty."""
     if not values:
         return None
     values = sorted(values)
@@ -495,4 +495,5 @@ def _summary(values: list[float]) -> LatencySummary | None:
         p50_s=values[min(n - 1, int(0.5 * n))],
         p99_s=values[min(n - 1, int(math.ceil(0.99 * n)) - 1)],
         count=n,
+        p90_s=values[min(n - 1, int(math.ceil(0.9 * n)) - 1)],
     )

@@ -51,6 +51,10 @@ class ModelGuidedConfig:
     tie_tolerance: float = 0.01
     """A candidate must beat the configuration in force by this fraction of its score to replace it
     (no change for nothing). Units: fraction."""
+    slo_margin: float = 0.10
+    """A candidate meets the latency SLO when its predicted latency is at most the objective x
+    (1 - this): predictions come from a profile's noisy 30 s windows, and a p99 over a few hundred
+    requests moves by several percent from one window to the next. Units: fraction."""
     demand_target_multiple: float = 2.0
     """The demand term of the capacity requirement counts the demand up to this multiple of the
     target (a load far above the target need not all be served)."""
@@ -160,7 +164,7 @@ class ModelGuidedConfig:
                 raise ConfigError(f"ModelGuidedConfig.{name} must be > 0, got {getattr(self, name)!r}")
         _at_least(self, "burst_history_s", self.burst_min_windows * self.burst_window_s,
                   "burst_min_windows x burst_window_s")
-        for name in ("error_threshold", "tie_tolerance", "limited_share_min", "full_batch_fraction",
+        for name in ("error_threshold", "tie_tolerance", "slo_margin", "limited_share_min", "full_batch_fraction",
                      "demand_min_fill", "demand_backlogged_max", "power_bias_smoothing", "idle_power_smoothing"):
             if getattr(self, name) > 1:
                 raise ConfigError(f"ModelGuidedConfig.{name} is a fraction; got {getattr(self, name)!r}, use a value in [0, 1]")

@@ -44,7 +44,8 @@ from pals.control.policies.estimators import (
 from pals.control.policies.interface import PerfModel
 from pals.control.policies.residuals import PredictionError, ResidualConfig, ResidualCorrection
 from pals.control.policies.selection import (
-    CAP_MATCH_W, BudgetLimit, Candidates, Choice, Scores, candidate_grid, required_capacity_tps, score_candidates, select,
+    CAP_MATCH_W, BudgetLimit, Candidates, Choice, LatencyModel, Scores, candidate_grid, required_capacity_tps,
+    score_candidates, select, slo_limit,
 )
 from pals.control.types import Configuration, Decision, DecisionContext, Observation
 from pals.core.workload import WorkloadDescriptor
@@ -95,6 +96,9 @@ class ModelGuidedPolicy:
     """Correct the target by a PID on the throughput error."""
     learn_ratios = True
     """Correct predicted capacity and power by residuals learnt online (`residuals.py`)."""
+    latency_model: LatencyModel | None = None
+    """Predicts TPOT/TTFT per candidate (`pals.model.latency.LatencyPredictor`); with a latency SLO in
+    force, candidates predicted to break it are infeasible. None: the SLO is not predicted."""
 
     def __init__(self, model: PerfModel, power_caps_w: Sequence[float], batch_caps: Sequence[int],
                  config: ModelGuidedConfig | None = None, pid: PID | None = None,
@@ -378,8 +382,10 @@ class ModelGuidedPolicy:
             demand_seen=self.demand.seen_, burst_margin=self.bursts.margin(),
             demand_target_multiple=cfg.demand_target_multiple,
         )
+        slo = slo_limit(self.latency_model, candidates, ctx.slo, cfg.slo_margin)
         choice = select(candidates, scores, budget=budget, target_tps=target_tps, required_tps=required,
-                        current=ctx.current, tie_tolerance=cfg.tie_tolerance, error_threshold=cfg.error_threshold)
+                        current=ctx.current, tie_tolerance=cfg.tie_tolerance, error_threshold=cfg.error_threshold,
+                        slo=slo)
         self._remember(ctx, candidates, thr, scores, choice)
         chosen = candidates.configs[choice.index]
         self.factor_at_select_ = self._throughput_factor(chosen)

@@ -14,6 +14,10 @@ Nothing here keeps state; the policy (`model_guided.py`) feeds it what it has le
    limit and load can rise within an interval). A candidate at the budget's cap bound is feasible
    whatever its predicted draw: the cap itself holds power there. Without settable caps, only the
    batch can hold power: the batches that fit, else the smallest (`feasible_mask`).
+   With a latency SLO and a latency model, a candidate is also infeasible when its predicted
+   TPOT or TTFT at the SLO's quantile exceeds the objective x (1 - `slo_margin`) (`slo_mask`).
+   When the budget leaves candidates but none meets the SLO, the one with the lowest predicted
+   latency (relative to the objective) among those under the budget is chosen, warned.
 4. Among feasible candidates whose capacity reaches the required throughput
    (`required_capacity_tps`), the highest tokens/J; if none, the highest capacity (best effort,
    warned when even the whole grid cannot reach the target); if nothing fits the budget, the
@@ -24,12 +28,13 @@ Nothing here keeps state; the policy (`model_guided.py`) feeds it what it has le
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from pals.control.budget import PowerBudget
 from pals.control.policies.budget_guard import budget_warning, clamp_cap
+from pals.control.slo import Slo
 from pals.control.types import Configuration
 from pals.core.node import Constraints
 from pals.core.power import NodePowerModel
@@ -88,6 +93,52 @@ class BudgetLimit:
         return power_w + self.power_bias_w
 
 
+class LatencyModel(Protocol):
+    """What the selection needs of a latency model (`pals.model.latency.LatencyPredictor`)."""
+
+    def predict(self, power_cap_w: Any, batch_cap: Any, quantile: float = 0.99) -> Any:
+        """An object with `tpot_s` and `ttft_s` arrays aligned with the query (NaN: not known)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SloLimit:
+    """The latency SLO as the selection sees it: predicted latency per candidate against it."""
+
+    slo: Slo
+    tpot_s: np.ndarray
+    """Predicted TPOT per candidate at the SLO's quantile (NaN: not known, counts as meeting). Units: s."""
+    ttft_s: np.ndarray
+    """Predicted TTFT per candidate at the SLO's quantile (NaN: not known, counts as meeting). Units: s."""
+    margin_frac: float
+    """Aim this far under the objective. Units: fraction."""
+
+    def excess(self) -> np.ndarray:
+        """Per candidate, the largest predicted latency / objective over the objectives set (0 without)."""
+        ratios = [np.zeros(len(self.tpot_s))]
+        for predicted, objective in ((self.tpot_s, self.slo.tpot_s), (self.ttft_s, self.slo.ttft_s)):
+            if objective is not None:
+                ratios.append(np.where(np.isfinite(predicted), predicted / objective, 0.0))
+        return np.max(np.vstack(ratios), axis=0)
+
+
+def slo_limit(model: LatencyModel | None, candidates: Candidates, slo: Slo | None, margin_frac: float) -> SloLimit | None:
+    """The candidates' predicted latency against `slo` (None without an SLO or a latency model)."""
+    if slo is None or model is None:
+        return None
+    pred = model.predict(candidates.power_cap_w, candidates.batch_cap, slo.quantile)
+    n = len(candidates.configs)
+    return SloLimit(slo, np.broadcast_to(np.asarray(pred.tpot_s, dtype=float), (n,)),
+                    np.broadcast_to(np.asarray(pred.ttft_s, dtype=float), (n,)), margin_frac)
+
+
+def slo_mask(candidates: Candidates, slo: SloLimit | None) -> np.ndarray:
+    """Candidates predicted to meet the SLO with its margin (all of them without one)."""
+    if slo is None:
+        return np.ones(len(candidates.configs), dtype=bool)
+    return slo.excess() <= 1.0 - slo.margin_frac
+
+
 @dataclass(frozen=True)
 class Choice:
     """The selection's answer."""
@@ -103,6 +154,8 @@ class Choice:
     """Feasible candidates reaching the required capacity (None without a target)."""
     budget_bound: bool
     """True when the budget kept the choice from what the unconstrained grid would give."""
+    meeting_slo: int | None = None
+    """Candidates under the budget predicted to meet the latency SLO (None without an SLO)."""
 
 
 def candidate_grid(power_caps_w: Sequence[float], batch_caps: Sequence[int], constraints: Constraints,
@@ -255,7 +308,7 @@ def _target_warnings(candidates: Candidates, scores: Scores, index: int, target_
 
 def select(candidates: Candidates, scores: Scores, *, budget: BudgetLimit | None, target_tps: float | None,
            required_tps: float | None, current: Configuration, tie_tolerance: float,
-           error_threshold: float) -> Choice:
+           error_threshold: float, slo: SloLimit | None = None) -> Choice:
     """Choose one candidate (see the module docstring for the rule).
 
     Args:
@@ -265,13 +318,23 @@ def select(candidates: Candidates, scores: Scores, *, budget: BudgetLimit | None
         current: the configuration in force, kept on ties.
         tie_tolerance: a candidate must beat the configuration in force by this fraction.
         error_threshold: no unreachable-target warning for a shortfall under this fraction.
+        slo: predicted latency against the SLO (`slo_limit`; None without an SLO or a latency model).
     """
     bound_w = None if budget is None else budget.cap_bound_w
-    feasible = feasible_mask(candidates, scores, budget)
+    under_budget = feasible_mask(candidates, scores, budget)
+    meets_slo = slo_mask(candidates, slo)
+    feasible = under_budget & meets_slo
     warnings: list[str] = []
     if budget is not None:
         warnings += budget_warning(bound_w, budget.budget, budget.power_cap_min_w)
     index, why = _choose(feasible, candidates, scores, required_tps, current, tie_tolerance)
+    if index < 0 and slo is not None and under_budget.any():
+        index = int(np.argmin(np.where(under_budget, slo.excess(), np.inf)))
+        why = "no candidate is predicted to meet the latency SLO: lowest predicted latency"
+        warnings.append(f"latency SLO ({slo.slo.describe()}) is below the predicted latency of every configuration"
+                        f"{'' if budget is None else ' under the budget'}; running best-effort at the lowest "
+                        f"predicted latency ({slo.excess()[index]:.2f}x the objective)")
+        feasible = under_budget
     if index < 0:
         index = _lowest_power(candidates, scores, bound_w, budget.power_cap_min_w)
         why = "nothing fits the budget: lowest predicted power"
@@ -280,11 +343,14 @@ def select(candidates: Candidates, scores: Scores, *, budget: BudgetLimit | None
                 f"power budget {budget.budget.budget_w:g} W ({budget.budget.kind}) is below the predicted power of "
                 "every configuration; running best-effort at the lowest predicted power"
             )
-    unconstrained, _ = _choose(candidates.in_grid, candidates, scores, required_tps, current, tie_tolerance)
+    grid_ok = candidates.in_grid & meets_slo
+    unconstrained, _ = _choose(grid_ok if grid_ok.any() else candidates.in_grid, candidates, scores, required_tps,
+                               current, tie_tolerance)
     budget_bound = (bound_w is not None and unconstrained >= 0
                     and candidates.configs[unconstrained] != candidates.configs[index])
     if required_tps is not None and target_tps is not None:
         warnings += _target_warnings(candidates, scores, index, target_tps, budget_bound, error_threshold)
     meeting = None if required_tps is None else int((feasible & (scores.capacity_tps >= required_tps)).sum())
     return Choice(index=index, reason=why, warnings=tuple(warnings), considered=len(candidates.configs),
-                  feasible=int(feasible.sum()), meeting_target=meeting, budget_bound=bool(budget_bound))
+                  feasible=int(feasible.sum()), meeting_target=meeting, budget_bound=bool(budget_bound),
+                  meeting_slo=None if slo is None else int((under_budget & meets_slo).sum()))
