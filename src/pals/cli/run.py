@@ -89,6 +89,13 @@ def add_parser(subparsers):
                         help="CSV (time_s,budget_w) or JSON schedule of budgets over run time")
     ctl.add_argument("--budget-kind", choices=["node", "gpu"], default="node",
                      help="what the budget limits: node wall power or summed GPU power (default node)")
+    slo = parser.add_argument_group("latency SLO (model-guided policies keep to it with the profile's latency columns)")
+    slo.add_argument("--slo-tpot-ms", type=flags.number_flag(0.01, 60_000.0, "ms"), default=None, metavar="MS",
+                     help="time per output token at --slo-quantile")
+    slo.add_argument("--slo-ttft-s", type=flags.number_flag(0.001, 3600.0, "s"), default=None, metavar="S",
+                     help="time to first token at --slo-quantile")
+    slo.add_argument("--slo-quantile", type=float, choices=(0.5, 0.9, 0.99), default=0.99,
+                     help="the quantile both SLOs bound (default 0.99)")
     ctl.add_argument("--interval-s", type=flags.INTERVAL_S, default=CONTROL_INTERVAL_S,
                      help=f"control interval (default {CONTROL_INTERVAL_S:g} s)")
     model = ctl.add_mutually_exclusive_group()
@@ -170,7 +177,8 @@ def run(args) -> int:
     from pals.control.policies import PolicyOptions
     from pals.control.types import Configuration
     from pals.runtime.load import LoadSpec, make_workload
-    from pals.runtime.predictors import PredictorSource, predictor_for
+    from pals.control.slo import Slo
+    from pals.runtime.predictors import PredictorSource, latency_model_for, predictor_for
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     # Everything that can be refused is refused here, before profiling or writing anything.
@@ -188,10 +196,15 @@ def run(args) -> int:
     schedule = BudgetSchedule.load(args.budget_schedule, kind=args.budget_kind) if args.budget_schedule else None
     make_workload(load)  # read a trace file now: a bad one is one line before profiling or writing
     budget = PowerBudget(args.budget_w, args.budget_kind) if args.budget_w is not None else None
+    slo = (None if args.slo_tpot_ms is None and args.slo_ttft_s is None
+           else Slo(tpot_ms=args.slo_tpot_ms, ttft_s=args.slo_ttft_s, quantile=args.slo_quantile))
     predictor = None
     if args.policy not in ("baseline", "static", "oracle", "hindsight") or args.predictor or args.profile:
         # A given predictor also brings its fitted node-power line to the loop (every policy).
         predictor = predictor_for(deployment, load, PredictorSource(args.predictor, args.profile), log=log)
+    latency_model = None
+    if slo is not None and predictor is not None:
+        latency_model = latency_model_for(deployment, load, PredictorSource(args.predictor, args.profile), log=log)
     fixed = None if args.policy != "static" else Configuration(args.power_cap_w, args.batch_cap)
     options = PolicyOptions(objective=args.objective, fixed=fixed,
                             **({} if args.max_qos_violation_pct is None
@@ -205,8 +218,11 @@ def run(args) -> int:
     context = dict(deployment=deployment, load=load, budget=budget, schedule=schedule, predictor=predictor,
                    options=options, out_dir=out_dir, log=log)
     if args.policy == "hindsight":
+        if slo is not None:
+            raise ConfigError("--slo-* flags are not yet for --policy hindsight; compare with --meet-like a run "
+                              "that had the SLO")
         return _run_hindsight(args, criteria, **context)
-    return _run_policy(args, endpoint=endpoint, **context)
+    return _run_policy(args, endpoint=endpoint, slo=slo, latency_model=latency_model, **context)
 
 
 def deployment_from_args(args):
@@ -252,7 +268,8 @@ def _progress(args, log):
     return progress
 
 
-def _run_policy(args, *, endpoint, deployment, load, budget, schedule, predictor, options, out_dir, log) -> int:
+def _run_policy(args, *, endpoint, deployment, load, budget, schedule, predictor, options, out_dir, log,
+                slo=None, latency_model=None) -> int:
     from pals.core.io import atomic_write_text
     from pals.runtime.scenario import run_scenario
 
@@ -272,7 +289,8 @@ def _run_policy(args, *, endpoint, deployment, load, budget, schedule, predictor
         result = run_scenario(deployment, load, args.policy, duration_s=args.duration_s, target_tps=args.target_tps,
                               budget=budget, budget_schedule=schedule, predictor=predictor, out_dir=out_dir,
                               seed=args.seed, endpoint=endpoint, interval_s=args.interval_s,
-                              on_step=_progress(args, log), options=options, stop=stop, on_start=started)
+                              on_step=_progress(args, log), options=options, stop=stop, on_start=started,
+                              slo=slo, latency_model=latency_model)
     finally:
         restore()
     summary = _with_setup(dict(result.summary), args, deployment, budget)

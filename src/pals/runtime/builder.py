@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pals.control.slo import Slo
 from pals.control.budget import BudgetSchedule, PowerBudget, ThroughputTarget
 from pals.control.decision_log import DecisionLog
 from pals.control.endpoint import Endpoint
@@ -51,6 +52,8 @@ class ControlSettings:
     Kept out of repr so it never reaches a log line."""
     endpoint_allowed_hosts: tuple[str, ...] = ()
     """Extra names clients may put in Host/Origin (the node's DNS name when addressed by name)."""
+    slo: Slo | None = None
+    """Initial latency SLO (TPOT and/or TTFT at a quantile); None: throughput target only."""
 
 
 def policy_for(name: str, *, power_cap_max_w: float, batch_cap_max: int, predictor=None, truth=None,
@@ -63,11 +66,11 @@ def policy_for(name: str, *, power_cap_max_w: float, batch_cap_max: int, predict
 def build_loop(node: Node, policy, power_model: NodePowerModel, *, clock=None, interval_s: float = CONTROL_INTERVAL_S,
                budget: PowerBudget | None = None, target_tps: float | None = None,
                budget_schedule: BudgetSchedule | None = None,
-               decision_log: str | Path | DecisionLog | None = None) -> ControlLoop:
+               decision_log: str | Path | DecisionLog | None = None, slo: Slo | None = None) -> ControlLoop:
     """A `ControlLoop` for `node` on its own clock (unless `clock` is given)."""
     return ControlLoop(node, policy, clock if clock is not None else node.clock, interval_s=interval_s, budget=budget,
                        target=None if target_tps is None else ThroughputTarget(target_tps),
-                       decision_log=decision_log, budget_schedule=budget_schedule, power_model=power_model)
+                       decision_log=decision_log, budget_schedule=budget_schedule, power_model=power_model, slo=slo)
 
 
 @dataclass
@@ -91,7 +94,7 @@ class Controller:
 
 
 def build_controller(node: Node, settings: ControlSettings, *, predictor=None, truth=None, clock=None,
-                     power_model: NodePowerModel | None = None) -> Controller:
+                     power_model: NodePowerModel | None = None, latency_model=None) -> Controller:
     """Wire `settings`' policy, the models and a loop around `node`; start the endpoint if a port is set.
 
     Args:
@@ -102,6 +105,8 @@ def build_controller(node: Node, settings: ControlSettings, *, predictor=None, t
             `pals.runtime.delivered.DeliveredTruth`).
         clock: the node's clock by default.
         power_model: node-power line of the loop; None: the predictor's fitted one, else the paper's.
+        latency_model: predicts TPOT/TTFT per candidate (`pals.model.latency.LatencyPredictor`), so a
+            model-guided policy can keep to `settings.slo`; None: the SLO is judged but not predicted.
     """
     constraints = node.constraints()
     fixed = settings.options.fixed
@@ -111,10 +116,12 @@ def build_controller(node: Node, settings: ControlSettings, *, predictor=None, t
     # samples carry it) and the policy meet.
     policy = policy_for(settings.policy, predictor=predictor, truth=truth, options=settings.options,
                         power_cap_max_w=constraints.power_cap_max_w, batch_cap_max=constraints.batch_cap_max)
+    if latency_model is not None and hasattr(policy, "latency_model"):
+        policy.latency_model = latency_model
     loop = build_loop(node, policy, power_model if power_model is not None else node_power_model(predictor),
                       clock=clock, interval_s=settings.interval_s, budget=settings.budget,
                       target_tps=settings.target_tps, budget_schedule=settings.budget_schedule,
-                      decision_log=settings.decision_log)
+                      decision_log=settings.decision_log, slo=settings.slo)
     endpoint = None
     if settings.endpoint_port is not None:
         try:

@@ -84,11 +84,9 @@ def simulated_predictor(deployment: Deployment, load: LoadSpec, progress: bool =
     and the load's length distribution; the profile is taken under the saturating equivalent of
     `load` (capacity, not demand).
     """
-    folder = cache_dir() / "profiles"
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{deployment.key()}_{load.length_key()}"
-    profile_path = folder / f"{stem}.profile.csv"
-    model_path = folder / f"{stem}.predictor"
+    profile_path = simulated_profile_path(deployment, load)
+    profile_path.parent.mkdir(parents=True, exist_ok=True)
+    model_path = profile_path.with_name(profile_path.name.replace(".profile.csv", ".predictor"))
     if model_path.exists() and not refresh:
         try:
             return PowerPerfPredictor.load(model_path, expect_model=deployment.sim_spec().llm_spec.name)
@@ -100,7 +98,7 @@ def simulated_predictor(deployment: Deployment, load: LoadSpec, progress: bool =
     node = SimNode(deployment.sim_spec(), workload, seed=PROFILE_SEED)
     if log is not None:
         log(f"profiling {deployment.model} on {deployment.num_gpus}x {deployment.gpu} TP{deployment.tp} "
-            f"(simulated, 36 points, cached in {folder})")
+            f"(simulated, 36 points, cached in {profile_path.parent})")
     descriptor = workload.descriptor
     features = WorkloadDescriptor(descriptor.mean_prompt_tokens, descriptor.mean_output_tokens, None)
     run_profile(node, node.clock, _paper_grid(node.constraints()), PROFILE_WARMUP_S, PROFILE_WINDOW_S, profile_path,
@@ -118,3 +116,26 @@ def _paper_grid(constraints) -> ProfileGrid:
     if len(caps) < 2:
         return paper_grid_within(constraints.power_cap_min_w, constraints.power_cap_max_w, constraints.batch_cap_max)
     return ProfileGrid(caps, tuple(b for b in PAPER_BATCH_CAPS if b <= constraints.batch_cap_max))
+
+
+def simulated_profile_path(deployment: Deployment, load: LoadSpec) -> Path:
+    """Where `simulated_predictor` keeps the profile it measured for `deployment` under `load`."""
+    return cache_dir() / "profiles" / f"{deployment.key()}_{load.length_key()}.profile.csv"
+
+
+def latency_model_for(deployment: Deployment, load: LoadSpec, source: PredictorSource = PredictorSource(),
+                      log: Callable[[str], None] | None = None):
+    """TPOT/TTFT per configuration (`LatencyPredictor`) from the profile behind the predictor.
+
+    A `--profile` is read directly; without a source the simulated profile cached by
+    `simulated_predictor` (call that first); a saved `--predictor` carries no latency, so None, said
+    in one line: the SLO is then judged on measurements but not predicted per candidate.
+    """
+    from pals.model.latency import LatencyPredictor
+
+    if source.predictor_path is not None:
+        if log is not None:
+            log("note: a saved predictor has no latency model; give --profile to keep to the SLO by prediction")
+        return None
+    path = source.profile_path if source.profile_path is not None else simulated_profile_path(deployment, load)
+    return LatencyPredictor().fit(read_profile(path))

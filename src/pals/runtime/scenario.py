@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pals.control.slo import Slo
 from pals.control.budget import BudgetSchedule, PowerBudget
 from pals.control.decision_log import DecisionLog
 from pals.control.policies import PolicyOptions
@@ -79,6 +80,8 @@ def run_scenario(
     power_model: NodePowerModel | None = None,
     stop: threading.Event | None = None,
     on_start: Callable[[Controller], None] | None = None,
+    slo: Slo | None = None,
+    latency_model=None,
 ) -> ScenarioResult:
     """Run one policy on a fresh simulated node and summarise it.
 
@@ -96,6 +99,7 @@ def run_scenario(
         stop: set it (e.g. from a signal handler, `pals.control.stopping`) to end the run within one
             interval; the result is still summarised, with `interrupted` True.
         on_start: called with the built controller before the first step (e.g. to print the endpoint's URL).
+        slo: latency SLO in force from the start; latency_model: what predicts it per candidate.
 
     The decision log (`out_dir/decision_log_name`) starts afresh for each scenario; an earlier one
     there is rotated away, not lost (`DecisionLog(append=False)`).
@@ -107,12 +111,13 @@ def run_scenario(
     node = SimNode(deployment.sim_spec(), make_workload(load), seed=seed, noise=noise)
     log = None if out_dir is None else DecisionLog(Path(out_dir) / decision_log_name, append=False)
     settings = ControlSettings(policy_name, options=options, interval_s=interval_s, budget=budget,
-                               target_tps=target_tps, budget_schedule=budget_schedule, decision_log=log,
+                               target_tps=target_tps, budget_schedule=budget_schedule, decision_log=log, slo=slo,
                                **({} if endpoint is None else dict(
                                    endpoint_port=endpoint.port, endpoint_host=endpoint.host,
                                    endpoint_token=endpoint.token, endpoint_allowed_hosts=tuple(endpoint.allowed_hosts))))
     try:
-        controller = build_controller(node, settings, predictor=predictor, truth=truth, power_model=power_model)
+        controller = build_controller(node, settings, predictor=predictor, truth=truth, power_model=power_model,
+                                      latency_model=latency_model)
     except BaseException:
         if log is not None:
             log.close()
