@@ -54,7 +54,10 @@ def test_report_of_a_simulated_run(run_dir, capsys):
     assert totals["config_changes"] == summary["config_changes"]
     assert np.all(series.node_budget_w == 800.0) and np.all(np.isnan(series.gpu_budget_w))
     assert np.all(series.target_tps == 100.0)
-    assert series.restarts_s == [] and not series.latency_s
+    assert series.restarts_s == []
+    # The simulated node reports latency percentiles: the log carries them, the report plots them.
+    assert {"tpot_p50_s", "tpot_p99_s"} <= set(series.latency_s)
+    assert np.isfinite(series.latency_s["tpot_p99_s"][1:]).all()
 
 
 def test_report_to_a_chosen_file_with_latency_and_a_restart(run_dir, tmp_path):
@@ -73,11 +76,21 @@ def test_report_to_a_chosen_file_with_latency_and_a_restart(run_dir, tmp_path):
     assert np.all(np.diff(series.t_s) > 0), "the second run continues the time axis"
     assert series.restarts_s == [pytest.approx(10.0, abs=0.6)]
     assert sorted(series.latency_s) == ["tpot_p50_s", "tpot_p99_s", "ttft_p50_s", "ttft_p99_s"]
-    assert np.isnan(series.latency_s["ttft_p99_s"][:20]).all() and (series.latency_s["ttft_p99_s"][20:] == 0.9).all()
+    # The first run's own latency (the simulator's), then the injected values of the second.
+    assert (series.latency_s["ttft_p99_s"][:20] != 0.9).all() and (series.latency_s["ttft_p99_s"][20:] == 0.9).all()
     out = tmp_path / "sub" / "r.png"
     plain = tmp_path / "plain.png"
     assert main(["report", str(log), "--out", str(out)]) == 0
-    assert main(["report", str(run_dir), "--out", str(plain)]) == 0
+    # The same log without latency keys (a node that reports none) has no latency panels.
+    stripped = []
+    for line in lines:
+        data = json.loads(line)
+        if data["sample"] is not None:
+            data["sample"] = {k: v for k, v in data["sample"].items() if not k.startswith(("ttft_", "tpot_"))}
+        stripped.append(json.dumps(data))
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "decisions.jsonl").write_text("\n".join(stripped) + "\n")
+    assert main(["report", str(tmp_path / "plain"), "--out", str(plain)]) == 0
     assert _png_size(out)[1] > _png_size(plain)[1] + 400  # two latency panels more
 
 
