@@ -9,6 +9,11 @@ scheduled request gets one token per step once its prompt is computed.
 
 Usage: python scheduler_check.py MODEL_DIR CHANNEL_PATH
 Env: PALS_SCHEDULER_MODE=auto|active|drain (read by PalsScheduler).
+     PALS_CHECK_LEGACY=1: run PalsScheduler on a LEGACY EMULATION of vLLM before the separate
+     admission limit (vLLM < 0.32): `max_num_active_reqs` is no instance attribute set by
+     Scheduler.__init__ but a read-only alias of `max_num_running_reqs`, so admission and the
+     running-count assertion both read `max_num_running_reqs`, as in those releases. PalsScheduler
+     must detect that on its own and take the drain-safe path.
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ def build_scheduler(model_dir: str, max_num_seqs: int):
         ],
     )
     cache_config.num_gpu_blocks = 1000
-    sched = PalsScheduler(
+    cls = legacy_scheduler_class(PalsScheduler) if os.environ.get("PALS_CHECK_LEGACY") == "1" else PalsScheduler
+    sched = cls(
         vllm_config=vllm_config,
         kv_cache_config=kv_cache_config,
         block_size=block_size,
@@ -70,6 +76,28 @@ def build_scheduler(model_dir: str, max_num_seqs: int):
         structured_output_manager=StructuredOutputManager(vllm_config),
     )
     return sched, block_size
+
+
+def legacy_scheduler_class(pals_cls):
+    """PalsScheduler on an emulation of vLLM without `max_num_active_reqs` (see the module docstring)."""
+    from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+
+    class LegacyAdmission(AsyncScheduler):
+        # Scheduler.__init__ assigns max_num_active_reqs; here that assignment goes nowhere and
+        # reading it gives max_num_running_reqs: the one limit older releases had.
+        @property
+        def max_num_active_reqs(self):
+            return self.max_num_running_reqs
+
+        @max_num_active_reqs.setter
+        def max_num_active_reqs(self, value):
+            pass
+
+    class LegacyPalsScheduler(pals_cls, LegacyAdmission):
+        pass
+
+    assert LegacyPalsScheduler.__mro__[1:3] == (pals_cls, LegacyAdmission)
+    return LegacyPalsScheduler
 
 
 class RequestFactory:
@@ -113,12 +141,16 @@ class Driver:
         self.preempted = 0
         self.steps = 0
         self.finished = 0
+        self.generated = 0  # new token ids handed to the front end (what vllm:generation_tokens counts)
+        self.after_schedule = None  # optional hook(sched), called between schedule() and the model output
 
     def step(self) -> int:
         sched = self.sched
         before = {r.request_id for r in sched.running}
         out = sched.schedule()
         self.steps += 1
+        if self.after_schedule is not None:
+            self.after_schedule(sched)
         after = {r.request_id for r in sched.running}
         new = after - before - self.ever_running
         limit = sched.pals_effective_cap
@@ -136,6 +168,7 @@ class Driver:
         engine_outputs = sched.update_from_output(out, mro)
         for eo in engine_outputs.values():
             for o in eo.outputs:
+                self.generated += len(o.new_token_ids)
                 if o.finish_reason is not None:
                     self.finished += 1
         return len(sched.running)
@@ -157,7 +190,10 @@ def main() -> None:
         "vllm_version": vllm.__version__,
         "has_active_limit": sched.pals_has_active_limit,
         "drain_safe": sched.pals_drain_safe,
-        "scheduler_class": type(sched).__mro__[1].__name__,
+        # The vLLM class under PalsScheduler (under the legacy emulation too).
+        "scheduler_class": next(c.__name__ for c in type(sched).__mro__ if c.__module__.startswith("vllm.")),
+        "legacy_emulation": os.environ.get("PALS_CHECK_LEGACY") == "1",
+        "active_limit_attribute": "max_num_active_reqs" in vars(sched),
     }
 
     # Phase 1: the cap at max; 12 long requests fill all 8 slots.
@@ -167,6 +203,22 @@ def main() -> None:
     for _ in range(6):
         drv.step()
     result["running_full"] = len(sched.running)
+    # The engine-state record, read right after a scheduling step at least one publish interval
+    # after the last record: it holds the queues that step left.
+    from pals.integrations.engine_state import StateReader
+
+    state_reader = StateReader(channel_path)
+    seen = []
+
+    def check_state(s) -> None:
+        snap = state_reader.read()
+        seen.append(((snap.running, snap.waiting), s.get_request_counts(), snap.records[0].pid == os.getpid()))
+
+    time.sleep(0.06)
+    drv.after_schedule = check_state
+    drv.step()
+    drv.after_schedule = None
+    result["state_after_schedule"] = seen
 
     # Phase 2: lower the cap to 3 and measure how soon the scheduler applies it.
     t_write = time.monotonic()
@@ -200,22 +252,29 @@ def main() -> None:
     result["max_running_after_raise"] = max(raised)
 
     # Channel latency, many trials: write at a random phase of the poll cycle.
-    latencies = []
+    # Not a wall-clock threshold (a loaded host can stall any process): every step that begins a
+    # poll interval after the write must apply it. The latencies are reported as a figure.
+    interval_s = sched.pals_reader.min_interval_s
+    latencies, missed = [], []
     for cap in [2, 5, 3, 6, 4, 2, 6, 3, 5, 4, 2, 6, 3, 5, 4, 6, 2, 5, 3, 4]:
         for _ in range(3):
             sched.add_request(factory.make(prompt_len=16, max_tokens=200))
         t0 = time.monotonic()
         r = writer.write(cap)
         while sched.pals_seq != r.seq:
-            if time.monotonic() - t0 > 5.0:
+            if time.monotonic() - t0 > 60.0:
                 raise SystemExit(f"scheduler never applied cap record {r.seq}")
+            began_s = time.monotonic()
             drv.step()
+            if sched.pals_seq != r.seq and began_s >= t0 + interval_s + 1e-3:
+                missed.append((r.seq, round(began_s - t0, 4)))
             time.sleep(0.002)
         latencies.append(time.monotonic() - t0)
         for _ in range(int(7 * (cap % 3 + 1))):  # vary the phase
             drv.step()
             time.sleep(0.001)
     result["channel_latencies_s"] = latencies
+    result["steps_that_missed_a_due_cap"] = missed
 
     applied = writer.read_applied()
     result["applied_report"] = None if applied is None else [applied.seq, applied.cap, applied.effective_cap]
@@ -227,6 +286,12 @@ def main() -> None:
         drv.step()
     result["preempted"] = drv.preempted
     result["finished"] = drv.finished
+    final = state_reader.read()  # all finished: the engine went idle, which is published at once
+    result["state_final"] = {
+        "idle": final.idle, "generated": final.generated_tokens_total, "finished": final.finished_total,
+        "prompt": final.prompt_tokens_total, "steps": final.records[0].steps,
+    }
+    result["driver_generated"] = drv.generated
     result["submitted"] = factory._next_id
     result["steps"] = drv.steps
 

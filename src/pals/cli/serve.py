@@ -14,6 +14,7 @@ Node power, where vLLM's host reports none, is the predictor's fitted node-power
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
 import signal
@@ -245,6 +246,7 @@ class VllmProcess:
 def run(args) -> int:
     from pals.control.budget import PowerBudget
     from pals.integrations.cap_channel import ENV_VAR, CapWriter
+    from pals.integrations.engine_state import state_path_for
     from pals.node.hwstate import PowerLimitGuard
     from pals.node.vllm_node import VllmNode, default_channel_path, open_gpu_backend
     from pals.runtime.builder import ControlSettings, build_controller
@@ -268,9 +270,9 @@ def run(args) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="pals-serve-"))
     channel = args.cap_channel or default_channel_path(args.port)
     Path(channel).parent.mkdir(parents=True, exist_ok=True)
-    # A cap channel left by an earlier run must not carry its cap into this one.
-    for stale in (channel, channel + ".applied"):
-        if os.path.exists(stale):
+    # A cap channel left by an earlier run must not carry its cap (or its engine's state) into this one.
+    for stale in (channel, channel + ".applied", *glob.glob(glob.escape(state_path_for(channel)) + "*")):
+        if os.path.lexists(stale):
             os.unlink(stale)
     CapWriter(channel).write(max_num_seqs)
     log_path = Path(args.vllm_log) if args.vllm_log else work_dir / "vllm.log"

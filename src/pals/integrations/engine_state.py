@@ -37,8 +37,9 @@ STATE_SUFFIX = ".state"
 _MAGIC = b"PALQ"
 _FORMAT_VERSION = 1
 # magic, format, seq, pid, wall_time_s, monotonic_s, running, waiting, kv_usage, batch_limit,
-# max_num_seqs, steps | crc32.
-_BODY = struct.Struct("<4sHQqddqqdqqQ")
+# max_num_seqs, steps, generated_tokens_total, prompt_tokens_total, finished_total, dp_rank, dp_size
+# | crc32.
+_BODY = struct.Struct("<4sHQqddqqdqqQQQQHH")
 _CRC = struct.Struct("<I")
 RECORD_SIZE_BYTES = _BODY.size + _CRC.size
 _FILE_MODE = 0o644
@@ -68,6 +69,17 @@ class EngineState:
     """The engine's --max-num-seqs."""
     steps: int
     """Scheduler steps so far in the publishing process."""
+    generated_tokens_total: int = 0
+    """Output tokens the engine has emitted since the publisher started: the new token ids of
+    every output it handed to vLLM's front end, which is what `vllm:generation_tokens` counts."""
+    prompt_tokens_total: int = 0
+    """Prompt tokens of the requests whose prefill finished (vLLM's `vllm:prompt_tokens`)."""
+    finished_total: int = 0
+    """Requests finished other than by abort or error (vLLM's `vllm:request_success` minus those)."""
+    dp_rank: int = 0
+    """Data-parallel rank of this engine (its own record file when above 0)."""
+    dp_size: int = 1
+    """Data-parallel engines in the deployment (each publishes its own record)."""
 
     @property
     def idle(self) -> bool:
@@ -81,6 +93,7 @@ def encode_state(state: EngineState) -> bytes:
     body = _BODY.pack(
         _MAGIC, _FORMAT_VERSION, state.seq, state.pid, state.wall_time_s, state.monotonic_s,
         state.running, state.waiting, kv, state.batch_limit, state.max_num_seqs, state.steps,
+        state.generated_tokens_total, state.prompt_tokens_total, state.finished_total, state.dp_rank, state.dp_size,
     )
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -92,18 +105,23 @@ def decode_state(data: bytes) -> EngineState | None:
     body, crc = data[: _BODY.size], data[_BODY.size :]
     if _CRC.unpack(crc)[0] != zlib.crc32(body):
         return None
-    magic, fmt, seq, pid, wall_s, mono_s, running, waiting, kv, limit, max_seqs, steps = _BODY.unpack(body)
+    (magic, fmt, seq, pid, wall_s, mono_s, running, waiting, kv, limit, max_seqs, steps, generated, prompt, finished,
+     dp_rank, dp_size) = _BODY.unpack(body)
     if magic != _MAGIC or fmt != _FORMAT_VERSION:
         return None
     if seq < 1 or pid < 1 or running < 0 or waiting < 0 or not (math.isfinite(wall_s) and math.isfinite(mono_s)):
         return None
+    if dp_size < 1 or dp_rank >= dp_size:
+        return None
     kv_usage = kv if math.isfinite(kv) and 0.0 <= kv <= 1.0 else None
-    return EngineState(seq, pid, wall_s, mono_s, running, waiting, kv_usage, limit, max_seqs, steps)
+    return EngineState(seq, pid, wall_s, mono_s, running, waiting, kv_usage, limit, max_seqs, steps, generated, prompt,
+                       finished, dp_rank, dp_size)
 
 
-def state_path_for(channel_path: str | os.PathLike) -> str:
-    """The state record of the cap channel at `channel_path`."""
-    return os.fspath(channel_path) + STATE_SUFFIX
+def state_path_for(channel_path: str | os.PathLike, dp_rank: int = 0) -> str:
+    """The state record of the cap channel at `channel_path` (data-parallel rank > 0: its own file)."""
+    path = os.fspath(channel_path) + STATE_SUFFIX
+    return path if dp_rank == 0 else f"{path}.{int(dp_rank)}"
 
 
 def _read(path: str) -> bytes | None:
@@ -123,31 +141,44 @@ def _read(path: str) -> bytes | None:
 
 
 class StatePublisher:
-    """The scheduler's end: publishes `EngineState` records, rate-limited.
+    """The scheduler's end: counts the engine's outputs and publishes `EngineState` records, rate-limited.
 
     Args:
-        path: The state file (`state_path_for(channel)`); its directory must exist.
+        path: The state file (`state_path_for(channel, dp_rank)`); its directory must exist.
         min_interval_s: At most one record per this long, except when the engine goes idle or
             wakes up (always published, so an idle engine's record says it is idle).
+        dp_rank, dp_size: This engine's data-parallel rank and the number of engines.
         clock: Monotonic time source (tests inject one); its value is the record's `monotonic_s`.
     """
 
-    def __init__(self, path: str | os.PathLike, min_interval_s: float = 0.05,
+    def __init__(self, path: str | os.PathLike, min_interval_s: float = 0.05, dp_rank: int = 0, dp_size: int = 1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not min_interval_s >= 0:
             raise ValueError(f"min_interval_s must be >= 0, got {min_interval_s}")
+        if not 0 <= dp_rank < dp_size:
+            raise ValueError(f"dp_rank {dp_rank} is not within 0-{dp_size - 1}")
         self.path = os.fspath(path)
         self.min_interval_s = float(min_interval_s)
+        self.dp_rank, self.dp_size = int(dp_rank), int(dp_size)
         self._clock = clock
         self._pid = os.getpid()
         self.seq = 0
         self.steps = 0
+        self.generated_tokens_total = 0
+        self.prompt_tokens_total = 0
+        self.finished_total = 0
         self._next_s = -math.inf
-        self._last: tuple[int, int, float | None, int] | None = None
+        self._last: tuple[int, int] | None = None
 
     def step(self) -> None:
         """Count one scheduler step (reported in the next record)."""
         self.steps += 1
+
+    def count_outputs(self, generated_tokens: int, prompt_tokens: int = 0, finished: int = 0) -> None:
+        """Add what one batch of engine outputs carried (reported in the next record)."""
+        self.generated_tokens_total += int(generated_tokens)
+        self.prompt_tokens_total += int(prompt_tokens)
+        self.finished_total += int(finished)
 
     def publish(self, running: int, waiting: int, kv_cache_usage: float | None, batch_limit: int,
                 max_num_seqs: int, force: bool = False) -> EngineState | None:
@@ -158,80 +189,153 @@ class StatePublisher:
         changed, so its age says the engine is alive).
         """
         now_s = self._clock()
-        current = (int(running), int(waiting), kv_cache_usage, int(batch_limit))
-        idle_now = current[0] == 0 and current[1] == 0
-        was_idle = self._last is None or (self._last[0] == 0 and self._last[1] == 0)
+        queues = (int(running), int(waiting))
+        idle_now = queues == (0, 0)
+        was_idle = self._last is None or self._last == (0, 0)
         if not (force or self._last is None or idle_now != was_idle) and now_s < self._next_s:
             return None
         self.seq += 1
-        state = EngineState(self.seq, self._pid, time.time(), now_s, current[0], current[1],
-                            kv_cache_usage, current[3], int(max_num_seqs), self.steps)
+        state = EngineState(
+            self.seq, self._pid, time.time(), now_s, queues[0], queues[1], kv_cache_usage, int(batch_limit),
+            int(max_num_seqs), self.steps, self.generated_tokens_total, self.prompt_tokens_total,
+            self.finished_total, self.dp_rank, self.dp_size,
+        )
         # Not durable: the record matters only to the live processes at both ends, and an fsync
         # inside a scheduler step would stall the engine.
         atomic_write_bytes(self.path, encode_state(state), durable=False, mode=_FILE_MODE)
-        self._last = current
+        self._last = queues
         self._next_s = now_s + self.min_interval_s
         return state
 
 
-class StateReader:
-    """The controller's end: reads the latest record and judges whether it is current.
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """The engine-state records of every data-parallel engine, added up."""
 
-    Args:
-        path: The state file.
-        max_age_s: A busy engine's record older than this is stale (the engine is stuck, or the
-            publisher is gone); an idle engine's record stays current for as long as its
-            publisher lives (an idle engine runs no steps, so it publishes nothing new).
-        clock: Monotonic time source, the same clock the publisher stamps with.
-    """
+    records: tuple[EngineState, ...]
+    """One per engine, rank order."""
+    running: int
+    waiting: int
+    kv_cache_usage: float | None
+    """Mean over the engines that report it."""
+    generated_tokens_total: int
+    prompt_tokens_total: int
+    finished_total: int
+    monotonic_s: float
+    """When the newest of the records was published (the publishers' shared monotonic clock). Units: s."""
+    oldest_monotonic_s: float
+    """When the oldest of them was published. Units: s."""
 
-    def __init__(self, path: str | os.PathLike, max_age_s: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if not max_age_s > 0:
-            raise ValueError(f"max_age_s must be > 0, got {max_age_s}")
-        self.path = os.fspath(path)
-        self.max_age_s = float(max_age_s)
-        self._clock = clock
-        self._last: EngineState | None = None
+    @property
+    def idle(self) -> bool:
+        """No engine has anything running or waiting (so none runs a step until work arrives)."""
+        return all(r.idle for r in self.records)
+
+    @property
+    def key(self) -> tuple[tuple[int, int], ...]:
+        """(pid, seq) per engine: changes whenever any engine publishes."""
+        return tuple((r.pid, r.seq) for r in self.records)
+
+
+class _RankReader:
+    """Reads one engine's record file: torn records and older ones from the same publisher ignored."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.last: EngineState | None = None
         self.ignored_torn = 0
         self.ignored_stale = 0
 
     def read(self) -> EngineState | None:
-        """The newest valid record, or None when there is none.
-
-        A torn record, or one older (lower sequence number from the same publisher) than one
-        already read, is ignored; the last good record is returned instead (its age says how
-        old it is). A record from another process id (vLLM restarted) starts afresh.
-        """
         data = _read(self.path)
         if data is None:
-            return self._last
+            return self.last
         state = decode_state(data)
         if state is None:
             self.ignored_torn += 1
-            return self._last
-        last = self._last
+            return self.last
+        last = self.last
         if last is not None and state.pid == last.pid and state.seq < last.seq:
             self.ignored_stale += 1
             return last
-        self._last = state
+        self.last = state
         return state
 
-    def age_s(self, state: EngineState) -> float:
-        """How old `state` is now. Units: s."""
-        return max(0.0, self._clock() - state.monotonic_s)
 
-    def current(self) -> tuple[EngineState | None, str]:
-        """The record if it describes the engine now, else None; and why, in words."""
-        state = self.read()
-        if state is None:
-            return None, f"no engine-state record in {self.path}"
-        age_s = self.age_s(state)
-        if not _alive(state.pid):
-            return None, f"the engine-state publisher (pid {state.pid}) is gone"
-        if age_s > self.max_age_s and not state.idle:
-            return None, f"engine-state record is {age_s:.1f} s old (limit {self.max_age_s:g} s)"
-        return state, f"engine-state record seq {state.seq}, {age_s:.2f} s old"
+class StateReader:
+    """The controller's end: reads every engine's latest record and judges whether it is current.
+
+    Args:
+        channel_path: The cap channel's command file; the records are `state_path_for(channel_path, rank)`.
+        max_age_s: A busy engine's record older than this is stale (a long step, a stuck engine,
+            or a publisher that is gone); an idle engine's record stays current for as long as its
+            publisher lives (an idle engine runs no steps, so it publishes nothing new).
+        clock: Monotonic time source, the same clock the publishers stamp with.
+    """
+
+    def __init__(self, channel_path: str | os.PathLike, max_age_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not max_age_s > 0:
+            raise ValueError(f"max_age_s must be > 0, got {max_age_s}")
+        self.channel_path = os.fspath(channel_path)
+        self.path = state_path_for(self.channel_path)
+        self.max_age_s = float(max_age_s)
+        self._clock = clock
+        self._ranks: dict[int, _RankReader] = {0: _RankReader(self.path)}
+
+    @property
+    def ignored_torn(self) -> int:
+        return sum(r.ignored_torn for r in self._ranks.values())
+
+    @property
+    def ignored_stale(self) -> int:
+        return sum(r.ignored_stale for r in self._ranks.values())
+
+    def read(self) -> EngineSnapshot | None:
+        """Every engine's newest valid record, added up; None until each engine has one.
+
+        A torn record, or one older (lower sequence number from the same publisher) than one
+        already read, is ignored: that engine's last good record stands (its age says how old
+        it is). A record from another process id (vLLM restarted) starts afresh.
+        """
+        first = self._ranks[0].read()
+        if first is None:
+            return None
+        records = [first]
+        for rank in range(1, first.dp_size):
+            reader = self._ranks.setdefault(rank, _RankReader(state_path_for(self.channel_path, rank)))
+            state = reader.read()
+            if state is None:
+                return None
+            records.append(state)
+        kv = [r.kv_cache_usage for r in records if r.kv_cache_usage is not None]
+        return EngineSnapshot(
+            records=tuple(records),
+            running=sum(r.running for r in records),
+            waiting=sum(r.waiting for r in records),
+            kv_cache_usage=sum(kv) / len(kv) if kv else None,
+            generated_tokens_total=sum(r.generated_tokens_total for r in records),
+            prompt_tokens_total=sum(r.prompt_tokens_total for r in records),
+            finished_total=sum(r.finished_total for r in records),
+            monotonic_s=max(r.monotonic_s for r in records),
+            oldest_monotonic_s=min(r.monotonic_s for r in records),
+        )
+
+    def age_s(self, snapshot: EngineSnapshot) -> float:
+        """How old the oldest record of `snapshot` is now. Units: s."""
+        return max(0.0, self._clock() - snapshot.oldest_monotonic_s)
+
+    def judge(self, snapshot: EngineSnapshot | None) -> tuple[bool, str]:
+        """Whether `snapshot` describes the engine now, and why, in words."""
+        if snapshot is None:
+            return False, f"no engine-state record in {self.path}"
+        gone = [r.pid for r in snapshot.records if not _alive(r.pid)]
+        if gone:
+            return False, f"the engine-state publisher (pid {gone[0]}) is gone"
+        age_s = self.age_s(snapshot)
+        if age_s > self.max_age_s and not snapshot.idle:
+            return False, f"engine-state record {age_s:.1f} s old (limit {self.max_age_s:g} s): a long engine step?"
+        return True, f"engine-state record {age_s:.2f} s old"
 
 
 def _alive(pid: int) -> bool:

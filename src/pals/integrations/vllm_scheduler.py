@@ -26,11 +26,13 @@ a command is applied, when the drain-safe limit steps, and once per command
 when the running count has followed the cap (`CapRecord.settled`), stamped with
 the engine's own clock: that is the follow time, free of any scrape delay.
 
-It also publishes the engine's true running and waiting queues and KV-cache use
-(`pals.integrations.engine_state`, the file `<channel>.state`) after each
-scheduling step and each model output, at most every poll interval and at once
-when the engine goes idle or wakes up: vLLM's own gauges read 0 in most scrapes
-of a saturated server, and the controller's demand logic needs the real queues.
+It also publishes the engine's true running and waiting queues, KV-cache use
+and output counters (`pals.integrations.engine_state`, the file
+`<channel>.state`) after each scheduling step and each model output, at most
+every poll interval and at once when the engine goes idle or wakes up: vLLM's
+own gauges read 0 in most scrapes of a saturated server, and /metrics answers
+late on a busy host, while the controller needs the real queues and a token
+count it can date.
 
 Environment:
     PALS_CAP_CHANNEL: the command file; unset means a plain AsyncScheduler.
@@ -86,7 +88,11 @@ class PalsScheduler(AsyncScheduler):
         self._pals_state_failed = False
         self.pals_state: StatePublisher | None = None
         if self.pals_reader is not None:
-            self.pals_state = StatePublisher(state_path_for(self.pals_reader.path), min_interval_s=interval_s)
+            parallel = getattr(getattr(self, "vllm_config", None), "parallel_config", None)
+            dp_rank = int(getattr(parallel, "data_parallel_rank", 0) or 0)
+            dp_size = max(1, int(getattr(parallel, "data_parallel_size", 1) or 1))
+            self.pals_state = StatePublisher(state_path_for(self.pals_reader.path, dp_rank), min_interval_s=interval_s,
+                                             dp_rank=dp_rank, dp_size=dp_size)
         if self.pals_reader is None:
             logger.warning("PalsScheduler: $PALS_CAP_CHANNEL is unset; the batch cap stays at max_num_seqs")
         else:
@@ -118,8 +124,31 @@ class PalsScheduler(AsyncScheduler):
     def update_from_output(self, *args, **kwargs):
         out = super().update_from_output(*args, **kwargs)
         if self.pals_state is not None:
+            self.pals_count_outputs(out)
             self.pals_publish_state()  # requests finish here: an engine going idle says so at once
         return out
+
+    def pals_count_outputs(self, engine_outputs) -> None:
+        """Count what this step hands to vLLM's front end, as vLLM's own counters do there:
+        new token ids (vllm:generation_tokens), the prompt of each finished prefill
+        (vllm:prompt_tokens) and requests finished other than by abort or error."""
+        generated = prompt = finished = 0
+        try:
+            for batch in (engine_outputs or {}).values():
+                for output in batch.outputs:
+                    generated += len(output.new_token_ids or ())
+                    stats = getattr(output, "prefill_stats", None)
+                    if stats is not None:
+                        prompt += int(stats.num_prompt_tokens)
+                    reason = output.finish_reason
+                    if reason is not None and str(reason) not in ("abort", "error"):
+                        finished += 1
+        except Exception as exc:  # noqa: BLE001 - counting must never stop the engine
+            if not self._pals_state_failed:
+                logger.error("PalsScheduler: cannot count this step's outputs (%s)", exc)
+                self._pals_state_failed = True
+            return
+        self.pals_state.count_outputs(generated, prompt, finished)
 
     def finish_requests(self, *args, **kwargs):
         out = super().finish_requests(*args, **kwargs)

@@ -317,7 +317,9 @@ class BackgroundScrape:
 
     A scrape still running when the caller's deadline passes is not abandoned: it finishes in the
     background and its result is there for the next call (the counters are cumulative, so a late
-    result loses nothing). The HTTP timeout of `scraper` bounds how long one can hang.
+    result loses nothing). The HTTP timeout of `scraper` bounds how long one can hang. One worker
+    thread lives as long as this object (a daemon thread; it sleeps between scrapes), so a
+    `start()` never waits for a new thread to be scheduled on a starved host.
     """
 
     def __init__(self, scraper: MetricsScraper, clock=time.monotonic) -> None:
@@ -326,6 +328,8 @@ class BackgroundScrape:
         self._lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
         self._seq = 0
         self.last_ok: ScrapeResult | None = None
         """The newest successful scrape."""
@@ -343,13 +347,23 @@ class BackgroundScrape:
                 return False
             self._idle.clear()
             self._seq += 1
-            seq = self._seq
-        threading.Thread(target=self._run, args=(seq,), name="pals-vllm-scrape", daemon=True).start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="pals-vllm-scrape", daemon=True)
+                self._thread.start()
+            self._wake.set()
         return True
 
     def wait(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` for the scrape in flight; True when none is in flight."""
         return self._idle.wait(max(0.0, timeout_s))
+
+    def _serve(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                seq = self._seq
+            self._run(seq)
 
     def _run(self, seq: int) -> None:
         start_s = self._clock()
