@@ -379,3 +379,82 @@ def test_serve_when_vllm_exits_at_start(tmp_path, capsys, monkeypatch):
 def test_serve_refuses_flags_it_owns(tmp_path, capsys, monkeypatch):
     rc, err = _serve(tmp_path, capsys, None, "--", "--max-num-seqs", "4", monkeypatch=monkeypatch)
     assert rc == 2 and "do not pass --max-num-seqs" in err
+
+
+def test_serve_stops_on_every_terminating_signal_and_keeps_ignored_ones_ignored():
+    """In-process: each of serve's stop signals sets its stop event (the handler runs in this, the
+    main, thread); a signal ignored beforehand (nohup's SIGHUP) is left ignored."""
+    import os
+    import signal
+
+    from pals.cli.serve import STOP_SIGNALS, install_stop_handlers
+
+    names = {s.name for s in STOP_SIGNALS}
+    assert {"SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGXCPU"} <= names
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        stop, received = threading.Event(), []
+        previous = install_stop_handlers(stop, received)
+        assert signal.SIGHUP not in previous and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        for sig in STOP_SIGNALS:
+            if sig == signal.SIGHUP:
+                continue
+            stop.clear()
+            os.kill(os.getpid(), sig)
+            assert stop.wait(10.0), sig.name
+            assert received[-1] == sig.name
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("signame", ["SIGHUP", "SIGQUIT", "SIGUSR1"])
+def test_serve_on_a_signal_while_vllm_starts_stops_vllm(tmp_path, signame):
+    """`pals serve` as a process, vLLM a FAKE server that never gets healthy (tests/data/fake_vllm):
+    a terminating signal stops pals serve, and its vLLM with it, with the GPU limits untouched."""
+    import os
+    import signal
+    import subprocess
+
+    model = f"tiny-{tmp_path.name}"  # unique: finds the fake vLLM among this host's processes
+    sim_state = tmp_path / "sim" / "driver.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(DATA / "fake_vllm" / "healthless"), str(Path(__file__).parents[2] / "src")])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pals", "serve", model, "--profile", str(PROFILE), "--vllm-python", sys.executable,
+         "--gpu-backend", "simulated", "--sim-state", str(sim_state), "--port", "1", "--health-timeout-s", "600",
+         "--cap-channel", str(tmp_path / "chan" / "cap")],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )
+
+    def fake_vllm_pids() -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as f:
+                        args = f.read().split(b"\0")
+                except OSError:
+                    continue
+                if model.encode() in args and b"vllm.entrypoints.openai.api_server" in args:
+                    pids.append(int(entry))
+        return pids
+
+    try:
+        deadline = time.monotonic() + 120
+        while not fake_vllm_pids():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the fake vLLM never started"
+            time.sleep(0.1)
+        os.kill(proc.pid, getattr(signal, signame))
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert rc == 2 and "interrupted while vLLM was starting" in err, err
+    assert fake_vllm_pids() == [], "vLLM outlived pals serve"
+    assert [g["power_limit_w"] for g in json.loads(sim_state.read_text())["gpus"]] == [400.0]
