@@ -236,20 +236,29 @@ def test_pals_serve_end_to_end(tmp_path):
             env=vllm_env_vars("cpu-0.32"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         rows = monitor.rows
-        # 1. Saturated: the batch full at 8 and a queue behind it (the scheduler's own counts).
-        serve.wait_for(lambda: _first(rows, lambda r: r.running == 8 and r.waiting >= 20), "a saturated engine")
-        # 2. A 300 W GPU budget (only batches 1-2 fit it): the cap falls below the running count, and
-        # the running requests drain to the new cap.
-        t_budget = time.time()
-        _http(serve.ep + "/budget", {"budget_w": BUDGET_W, "kind": "gpu"}, "PUT")
-        lowered = serve.wait_for(lambda: _first(rows, lambda r: r.t_s > t_budget and r.command_cap <= 2),
-                                 "the batch cap lowered by the budget")
-        applied = serve.wait_for(lambda: _first(rows, lambda r: r.applied_seq >= lowered.command_seq),
-                                 "the scheduler applying the lowered cap")
+        # 1-2. Saturated (the batch full at 8, a queue behind it, by the scheduler's own counts),
+        # then a 300 W GPU budget (only batches 1-2 fit it): the cap falls, and the requests running
+        # above it drain to it. Under a closed loop the front end on this small host sometimes lets
+        # the engine run dry for a moment; a lowering applied in such a moment has nothing to drain,
+        # so the budget is lifted and set again (at most 4 times) until one meets a full batch.
+        for attempt in range(4):
+            serve.wait_for(lambda: _first(rows[-5:], lambda r: r.running == 8 and r.waiting >= 20), "a saturated engine")
+            t_budget = time.time()
+            _http(serve.ep + "/budget", {"budget_w": BUDGET_W, "kind": "gpu"}, "PUT")
+            lowered = serve.wait_for(lambda: _first(rows, lambda r: r.t_s > t_budget and r.command_cap <= 2),
+                                     "the batch cap lowered by the budget")
+            applied = serve.wait_for(lambda: _first(rows, lambda r: r.applied_seq >= lowered.command_seq),
+                                     "the scheduler applying the lowered cap")
+            if applied.running_at_apply > lowered.command_cap:
+                break
+            t_lift = time.time()
+            _http(serve.ep + "/budget", {"budget_w": None}, "PUT")
+            serve.wait_for(lambda: _first(rows, lambda r: r.t_s > t_lift and r.command_cap == 8 and r.applied_seq >= r.command_seq),
+                           "the cap back at 8 for another try")
+        assert applied.running_at_apply > lowered.command_cap, f"no lowering met a running batch in {attempt + 1} tries"
         drained = serve.wait_for(
             lambda: _first(rows, lambda r: r.state_time_s > applied.applied_time_s and r.running <= lowered.command_cap),
             "the running requests draining to the lowered cap")
-        assert applied.running_at_apply > lowered.command_cap, "nothing was running above the new cap: no drain"
         # Hold the budget while the engine stays saturated (the closed loop), long enough for
         # several control intervals under it.
         serve.wait_for(lambda: time.time() > drained.t_s + 8.0, "8 s under the budget")
@@ -270,9 +279,15 @@ def test_pals_serve_end_to_end(tmp_path):
         assert result["errors"] == 0, result["first_errors"]
         assert result["completed"] == result["sent"] > 100 and result["short"] == 0, result
         assert result["completion_tokens"] == MAX_TOKENS * result["completed"]
+        # vLLM's own counter agrees with the client (its front end may record the last step a moment later).
+        try:
+            serve.wait_for(lambda: scraper.scrape().generation_tokens_total - before.generation_tokens_total
+                           == result["completion_tokens"], "vLLM's counter to reach the client's count", timeout_s=60)
+        except AssertionError:
+            pass  # asserted just below, with the figures
         after = scraper.scrape()
         vllm_tokens = after.generation_tokens_total - before.generation_tokens_total
-        assert vllm_tokens == result["completion_tokens"]  # vLLM's own counter agrees with the client
+        assert vllm_tokens == result["completion_tokens"]
         # 5. The controller counted what vLLM generated (its last intervals follow the last tokens).
         try:
             serve.wait_for(lambda: abs(serve.pals_tokens() - vllm_tokens) <= 0.01 * vllm_tokens,
@@ -297,15 +312,17 @@ def test_pals_serve_end_to_end(tmp_path):
     rated = [r for r in records if r.get("sample")]
     logged_tokens = sum(r["sample"].get("generated_tokens", r["sample"]["throughput_tps"] * r["interval_s"]) for r in rated)
     intervals = [r["interval_s"] for r in rated]
-    print(f"E2E requests={result['completed']} vllm_tokens={vllm_tokens:.0f} client_tokens={result['completion_tokens']} "
-          f"pals_metric={pals_tokens:.1f} pals_log={logged_tokens:.1f} intervals n={len(intervals)} "
-          f"min={min(intervals):.3f} max={max(intervals):.3f} drain {applied.running_at_apply}->{lowered.command_cap}")
-    assert abs(pals_tokens - vllm_tokens) <= 0.01 * vllm_tokens
-    assert abs(logged_tokens - vllm_tokens) <= 0.01 * vllm_tokens
     # The budget was obeyed: every interval that began after the drain, while the budget held,
     # drew under it (the simulated GPUs' power follows the running batch).
     under = [r for r in rated if r.get("budget") and _wall(r["time_s"] - r["interval_s"]) >= drained.state_time_s
              and _wall(r["time_s"]) <= t_removed]
+    print(f"E2E requests={result['completed']} vllm_tokens={vllm_tokens:.0f} client_tokens={result['completion_tokens']} "
+          f"pals_metric={pals_tokens:.1f} pals_log={logged_tokens:.1f} intervals n={len(intervals)} "
+          f"min={min(intervals):.3f} max={max(intervals):.3f} drain {applied.running_at_apply}->{lowered.command_cap} "
+          f"(try {attempt + 1}) under_budget_intervals={len(under)} max_gpu_w_under_budget="
+          f"{max(r['sample']['gpu_power_w'] for r in under) if under else None}")
+    assert abs(pals_tokens - vllm_tokens) <= 0.01 * vllm_tokens
+    assert abs(logged_tokens - vllm_tokens) <= 0.01 * vllm_tokens
     assert len(under) >= 3, "the lowered period was not observed"
     assert all(r["sample"]["gpu_power_w"] <= BUDGET_W for r in under), [r["sample"]["gpu_power_w"] for r in under]
     # vLLM's gauges were not the queue source while it ran: no sample fell back to them.

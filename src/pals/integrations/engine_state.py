@@ -273,7 +273,7 @@ class StateReader:
         clock: Monotonic time source, the same clock the publishers stamp with.
     """
 
-    def __init__(self, channel_path: str | os.PathLike, max_age_s: float = 2.0,
+    def __init__(self, channel_path: str | os.PathLike, max_age_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not max_age_s > 0:
             raise ValueError(f"max_age_s must be > 0, got {max_age_s}")

@@ -73,7 +73,10 @@ class VllmNode:
         stale_limit_s: how long old engine data (failed or slow scrapes, a record not renewed)
             is bridged, marked by its age, before `sample()` gives up.
         state_max_age_s: a busy engine's engine-state record older than this is stale: its queues
-            give way to the gauges, and its counters are marked by their age.
+            give way to the gauges, and its counters are marked by their age. A record is not
+            renewed while the engine runs one step, and nothing it holds can change during that
+            step (new requests join the queue between steps), so only a stall of many seconds
+            makes it stale.
 
     Raises:
         EngineUnreachable: /metrics cannot be read or lacks vLLM's families.
@@ -93,7 +96,7 @@ class VllmNode:
         scrape_timeout_s: float = 10.0,
         scrape_deadline_s: float = 0.25,
         stale_limit_s: float = 15.0,
-        state_max_age_s: float = 2.0,
+        state_max_age_s: float = 10.0,
     ) -> None:
         from pals.integrations.cap_channel import CapWriter
         from pals.integrations.engine_state import StateReader
