@@ -10,9 +10,16 @@ worker threads keep C requests in flight (a closed loop) until N have been sent,
 --stop-file, until that file exists (N is then only an upper bound). --progress is rewritten
 about every 0.2 s with `completed errors` so a test can follow the run.
 
+The client is configured as an operator's would be: the library's default retries (2, for
+connection errors and 408/409/429/5xx answers; a keep-alive connection the server closed just as
+a request went out is the usual one on a loaded host). Every HTTP attempt is counted, so retries
+are reported, not hidden: a retried request that had already generated tokens would show as
+vLLM's counter exceeding the client's.
+
 Prints one line `PALS_RESULT {json}`: sent, completed, errors, completion_tokens (the sum of
 each response's usage.completion_tokens), short (completions with fewer than T tokens),
-first_errors, wall_s.
+attempts and retries (HTTP requests to /v1/completions beyond one per completion),
+first_errors (with their causes), wall_s.
 """
 
 from __future__ import annotations
@@ -38,12 +45,20 @@ def main() -> None:
     p.add_argument("--timeout-s", type=float, default=600.0)
     a = p.parse_args()
 
+    import httpx
     import openai
 
-    client = openai.OpenAI(base_url=a.url.rstrip("/") + "/v1", api_key="unused", timeout=a.timeout_s, max_retries=0)
-    model = client.models.list().data[0].id
     lock = threading.Lock()
-    state = {"sent": 0, "completed": 0, "errors": 0, "tokens": 0, "short": 0, "first_errors": []}
+    state = {"sent": 0, "completed": 0, "errors": 0, "tokens": 0, "short": 0, "attempts": 0, "first_errors": []}
+
+    def count_attempt(request) -> None:
+        if request.url.path.endswith("/completions"):
+            with lock:
+                state["attempts"] += 1
+
+    http_client = httpx.Client(timeout=a.timeout_s, event_hooks={"request": [count_attempt]})
+    client = openai.OpenAI(base_url=a.url.rstrip("/") + "/v1", api_key="unused", http_client=http_client)
+    model = client.models.list().data[0].id
 
     def take() -> int | None:
         with lock:
@@ -67,10 +82,12 @@ def main() -> None:
                     state["tokens"] += n
                     state["short"] += n < a.max_tokens
             except Exception as exc:  # noqa: BLE001 - counted and reported, never hidden
+                cause = exc.__cause__ or exc.__context__
+                why = f"request {index}: {type(exc).__name__}: {exc}" + (f" ({type(cause).__name__}: {cause})" if cause else "")
                 with lock:
                     state["errors"] += 1
                     if len(state["first_errors"]) < 3:
-                        state["first_errors"].append(f"request {index}: {type(exc).__name__}: {exc}"[:300])
+                        state["first_errors"].append(why[:400])
 
     def progress(stop: threading.Event) -> None:
         while not stop.wait(0.2):
@@ -99,6 +116,8 @@ def main() -> None:
         "errors": state["errors"],
         "completion_tokens": state["tokens"],
         "short": state["short"],
+        "attempts": state["attempts"],
+        "retries": state["attempts"] - state["completed"] - state["errors"],
         "first_errors": state["first_errors"],
         "wall_s": round(time.monotonic() - t0, 3),
     }

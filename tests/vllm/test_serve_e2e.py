@@ -3,8 +3,8 @@ driven by the official `openai` Python client.
 
 The model is a 2-layer Mixtral (4 experts, top-2, random weights, ~1.1 M parameters): vLLM's
 CPU MoE kernels run it. The load is `openai_load.py` in vLLM's environment (the `openai`
-package ships with vLLM): 48 requests kept in flight (a closed loop), `max_tokens` 48 with
-`ignore_eos`, token-id prompts, until the test says stop. The controller (policy pals,
+package ships with vLLM, used with its default retries): 48 requests kept in flight (a closed
+loop), `max_tokens` 192 with `ignore_eos`, token-id prompts, until the test says stop. The controller (policy pals,
 predictor fitted from a profile measured on this very setup,
 tests/data/profile-tiny-mixtral-cpu-simgpu.csv) runs with a 2,000 tok/s target. GPU power on
 this path comes from SIMULATED GPUs (the test double behind the GpuBackend interface): this
@@ -12,7 +12,7 @@ machine has no GPU. Everything engine-side is real.
 
 `test_pals_serve_end_to_end` (batch-only control: the simulated GPUs refuse power-limit
 writes, as without SYS_ADMIN, so a GPU power budget can only be met through the batch cap):
-every completion returns its 48 tokens and none errors; the controller's token total (its
+every completion returns its 192 tokens and none errors; the controller's token total (its
 decision log and `pals_generated_tokens_total`) equals vLLM's `vllm:generation_tokens`
 within 1 %; a 300 W GPU budget set while the engine is saturated lowers the batch cap from 8
 and the running requests drain to it (no preemption); the GPUs then draw under the budget;
@@ -51,7 +51,10 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 PROFILE = Path(os.environ.get("PALS_E2E_PROFILE", REPO_ROOT / "tests" / "data" / "profile-tiny-mixtral-cpu-simgpu.csv"))
 MAKE_MODEL = str(REPO_ROOT / "tests" / "vllm" / "make_tiny_model.py")
 OPENAI_LOAD = str(REPO_ROOT / "tests" / "vllm" / "openai_load.py")
-MAX_TOKENS = 48
+MAX_TOKENS = 192
+"""Long enough that the 48 requests in flight hold seconds of work in the engine: on a loaded
+2-core host vLLM's front end stalls now and then, and with short requests the engine would run
+dry in such a stall (a lowering applied then has nothing to drain)."""
 BUDGET_W = 300.0
 DEADLINE_S = 120.0
 """Every awaited outcome's deadline: generous, the host is small and shared."""
@@ -217,7 +220,81 @@ def _first(rows: list[Row], pred) -> Row | None:
     return next((r for r in rows if pred(r)), None)
 
 
+@dataclass(frozen=True)
+class Lowering:
+    """The budget phase: the lowered cap's command, its application and the drain, and when the budget went."""
+
+    command: Row
+    applied: Row
+    drained: Row
+    tries: int
+    removed_s: float
+
+
+def _lower_drain_raise(serve: Serve, rows: list[Row]) -> Lowering:
+    """Saturate, set the budget (cap falls, running requests drain to it), hold it, remove it (cap
+    back to 8, running count rises above the lowered cap). Every step an awaited outcome."""
+    # Under a closed loop the front end on this small host now and then lets the engine run dry
+    # for a moment; a lowering applied in such a moment has nothing to drain, so the budget is
+    # lifted and set again (at most 4 times) until one meets a running batch.
+    for tries in range(1, 5):
+        serve.wait_for(lambda: _first(rows[-5:], lambda r: r.running == 8 and r.waiting >= 20), "a saturated engine")
+        t_budget = time.time()
+        _http(serve.ep + "/budget", {"budget_w": BUDGET_W, "kind": "gpu"}, "PUT")
+        lowered = serve.wait_for(lambda: _first(rows, lambda r: r.t_s > t_budget and r.command_cap <= 2),
+                                 "the batch cap lowered by the budget")
+        applied = serve.wait_for(lambda: _first(rows, lambda r: r.applied_seq >= lowered.command_seq),
+                                 "the scheduler applying the lowered cap")
+        if applied.running_at_apply > lowered.command_cap:
+            break
+        t_lift = time.time()
+        _http(serve.ep + "/budget", {"budget_w": None}, "PUT")
+        serve.wait_for(lambda: _first(rows, lambda r: r.t_s > t_lift and r.command_cap == 8 and r.applied_seq >= r.command_seq),
+                       "the cap back at 8 for another try")
+    assert applied.running_at_apply > lowered.command_cap, f"no lowering met a running batch in {tries} tries"
+    drained = serve.wait_for(
+        lambda: _first(rows, lambda r: r.state_time_s > applied.applied_time_s and r.running <= lowered.command_cap),
+        "the running requests draining to the lowered cap")
+    # Hold the budget while the closed loop keeps the engine saturated: several intervals under it.
+    serve.wait_for(lambda: time.time() > drained.t_s + 8.0, "8 s under the budget")
+    t_removed = time.time()
+    _http(serve.ep + "/budget", {"budget_w": None}, "PUT")
+    raised = serve.wait_for(lambda: _first(rows, lambda r: r.t_s > t_removed and r.command_cap == 8),
+                            "the batch cap raised back to 8")
+    reapplied = serve.wait_for(lambda: _first(rows, lambda r: r.applied_seq >= raised.command_seq),
+                               "the scheduler applying the raised cap")
+    serve.wait_for(
+        lambda: _first(rows, lambda r: r.state_time_s > reapplied.applied_time_s and r.running > lowered.command_cap),
+        "the running count rising above the lowered cap")
+    return Lowering(lowered, applied, drained, tries, t_removed)
+
+
+def _finish_load(serve: Serve, load: subprocess.Popen, stop_file: Path, scraper, before) -> tuple[dict, float, float]:
+    """Stop the load; check every completion; return the client's result, vLLM's and PALS's token counts."""
+    stop_file.touch()
+    out, _ = load.communicate(timeout=600)
+    result = json.loads(next(x for x in out.splitlines() if x.startswith("PALS_RESULT "))[len("PALS_RESULT "):])
+    assert result["errors"] == 0, result["first_errors"]
+    assert result["completed"] == result["sent"] > 100 and result["short"] == 0, result
+    assert result["completion_tokens"] == MAX_TOKENS * result["completed"]
+
+    def settled(count, target: float, what: str) -> float:
+        try:  # the last steps reach the counters a moment after the last response
+            serve.wait_for(lambda: abs(count() - target) <= 0.01 * target, what, timeout_s=60)
+        except AssertionError:
+            pass  # asserted by the caller, with the figures
+        return count()
+
+    vllm_tokens = settled(lambda: scraper.scrape().generation_tokens_total - before.generation_tokens_total,
+                          result["completion_tokens"], "vLLM's counter to reach the client's count")
+    assert vllm_tokens == result["completion_tokens"]  # vLLM's own counter agrees with the client
+    pals_tokens = settled(serve.pals_tokens, vllm_tokens, "pals_generated_tokens_total to reach vLLM's counter")
+    assert scraper.scrape().preemptions_total == before.preemptions_total  # the drain preempted nothing
+    return result, vllm_tokens, pals_tokens
+
+
 def test_pals_serve_end_to_end(tmp_path):
+    from pals.integrations.cap_channel import read_record
     from pals.node.vllm_metrics import MetricsScraper
 
     python = env_python("cpu-0.32")
@@ -235,67 +312,8 @@ def test_pals_serve_end_to_end(tmp_path):
              "--max-tokens", str(MAX_TOKENS), "--stop-file", str(stop_file)],
             env=vllm_env_vars("cpu-0.32"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        rows = monitor.rows
-        # 1-2. Saturated (the batch full at 8, a queue behind it, by the scheduler's own counts),
-        # then a 300 W GPU budget (only batches 1-2 fit it): the cap falls, and the requests running
-        # above it drain to it. Under a closed loop the front end on this small host sometimes lets
-        # the engine run dry for a moment; a lowering applied in such a moment has nothing to drain,
-        # so the budget is lifted and set again (at most 4 times) until one meets a full batch.
-        for attempt in range(4):
-            serve.wait_for(lambda: _first(rows[-5:], lambda r: r.running == 8 and r.waiting >= 20), "a saturated engine")
-            t_budget = time.time()
-            _http(serve.ep + "/budget", {"budget_w": BUDGET_W, "kind": "gpu"}, "PUT")
-            lowered = serve.wait_for(lambda: _first(rows, lambda r: r.t_s > t_budget and r.command_cap <= 2),
-                                     "the batch cap lowered by the budget")
-            applied = serve.wait_for(lambda: _first(rows, lambda r: r.applied_seq >= lowered.command_seq),
-                                     "the scheduler applying the lowered cap")
-            if applied.running_at_apply > lowered.command_cap:
-                break
-            t_lift = time.time()
-            _http(serve.ep + "/budget", {"budget_w": None}, "PUT")
-            serve.wait_for(lambda: _first(rows, lambda r: r.t_s > t_lift and r.command_cap == 8 and r.applied_seq >= r.command_seq),
-                           "the cap back at 8 for another try")
-        assert applied.running_at_apply > lowered.command_cap, f"no lowering met a running batch in {attempt + 1} tries"
-        drained = serve.wait_for(
-            lambda: _first(rows, lambda r: r.state_time_s > applied.applied_time_s and r.running <= lowered.command_cap),
-            "the running requests draining to the lowered cap")
-        # Hold the budget while the engine stays saturated (the closed loop), long enough for
-        # several control intervals under it.
-        serve.wait_for(lambda: time.time() > drained.t_s + 8.0, "8 s under the budget")
-        t_removed = time.time()
-        # 3. The budget removed: the cap goes back to 8 and the running count rises above the lowered cap.
-        _http(serve.ep + "/budget", {"budget_w": None}, "PUT")
-        raised = serve.wait_for(lambda: _first(rows, lambda r: r.t_s > t_removed and r.command_cap == 8),
-                                "the batch cap raised back to 8")
-        reapplied = serve.wait_for(lambda: _first(rows, lambda r: r.applied_seq >= raised.command_seq),
-                                   "the scheduler applying the raised cap")
-        serve.wait_for(
-            lambda: _first(rows, lambda r: r.state_time_s > reapplied.applied_time_s and r.running > lowered.command_cap),
-            "the running count rising above the lowered cap")
-        # 4. Stop the load; every completion returns its 48 tokens.
-        stop_file.touch()
-        out, err = load.communicate(timeout=600)
-        result = json.loads(next(x for x in out.splitlines() if x.startswith("PALS_RESULT "))[len("PALS_RESULT "):])
-        assert result["errors"] == 0, result["first_errors"]
-        assert result["completed"] == result["sent"] > 100 and result["short"] == 0, result
-        assert result["completion_tokens"] == MAX_TOKENS * result["completed"]
-        # vLLM's own counter agrees with the client (its front end may record the last step a moment later).
-        try:
-            serve.wait_for(lambda: scraper.scrape().generation_tokens_total - before.generation_tokens_total
-                           == result["completion_tokens"], "vLLM's counter to reach the client's count", timeout_s=60)
-        except AssertionError:
-            pass  # asserted just below, with the figures
-        after = scraper.scrape()
-        vllm_tokens = after.generation_tokens_total - before.generation_tokens_total
-        assert vllm_tokens == result["completion_tokens"]
-        # 5. The controller counted what vLLM generated (its last intervals follow the last tokens).
-        try:
-            serve.wait_for(lambda: abs(serve.pals_tokens() - vllm_tokens) <= 0.01 * vllm_tokens,
-                           "pals_generated_tokens_total to reach vLLM's counter", timeout_s=60)
-        except AssertionError:
-            pass  # asserted below, with the figures
-        pals_tokens = serve.pals_tokens()
-        assert after.preemptions_total == before.preemptions_total  # the drain preempted nothing
+        low = _lower_drain_raise(serve, monitor.rows)
+        result, vllm_tokens, pals_tokens = _finish_load(serve, load, stop_file, scraper, before)
     finally:
         if monitor is not None:
             monitor.stop_event.set()
@@ -314,12 +332,13 @@ def test_pals_serve_end_to_end(tmp_path):
     intervals = [r["interval_s"] for r in rated]
     # The budget was obeyed: every interval that began after the drain, while the budget held,
     # drew under it (the simulated GPUs' power follows the running batch).
-    under = [r for r in rated if r.get("budget") and _wall(r["time_s"] - r["interval_s"]) >= drained.state_time_s
-             and _wall(r["time_s"]) <= t_removed]
-    print(f"E2E requests={result['completed']} vllm_tokens={vllm_tokens:.0f} client_tokens={result['completion_tokens']} "
-          f"pals_metric={pals_tokens:.1f} pals_log={logged_tokens:.1f} intervals n={len(intervals)} "
-          f"min={min(intervals):.3f} max={max(intervals):.3f} drain {applied.running_at_apply}->{lowered.command_cap} "
-          f"(try {attempt + 1}) under_budget_intervals={len(under)} max_gpu_w_under_budget="
+    under = [r for r in rated if r.get("budget") and _wall(r["time_s"] - r["interval_s"]) >= low.drained.state_time_s
+             and _wall(r["time_s"]) <= low.removed_s]
+    print(f"E2E requests={result['completed']} retries={result['retries']} vllm_tokens={vllm_tokens:.0f} "
+          f"client_tokens={result['completion_tokens']} pals_metric={pals_tokens:.1f} pals_log={logged_tokens:.1f} "
+          f"intervals n={len(intervals)} min={min(intervals):.3f} max={max(intervals):.3f} "
+          f"drain {low.applied.running_at_apply}->{low.command.command_cap} (try {low.tries}) "
+          f"under_budget_intervals={len(under)} max_gpu_w_under_budget="
           f"{max(r['sample']['gpu_power_w'] for r in under) if under else None}")
     assert abs(pals_tokens - vllm_tokens) <= 0.01 * vllm_tokens
     assert abs(logged_tokens - vllm_tokens) <= 0.01 * vllm_tokens
@@ -327,8 +346,6 @@ def test_pals_serve_end_to_end(tmp_path):
     assert all(r["sample"]["gpu_power_w"] <= BUDGET_W for r in under), [r["sample"]["gpu_power_w"] for r in under]
     # vLLM's gauges were not the queue source while it ran: no sample fell back to them.
     assert not any("/metrics gauges" in w for r in records for w in r.get("warnings", ())), "fell back to the gauges"
-    from pals.integrations.cap_channel import read_record
-
     assert read_record(serve.channel).cap == 8  # batch cap back to max_num_seqs
     assert [g["power_limit_w"] for g in json.loads(serve.sim_state.read_text())["gpus"]] == [400.0]
     assert not (serve.sim_state.parent / "power-limits.json").exists()  # nothing left for `pals restore`
