@@ -5,6 +5,9 @@ One scrape becomes one immutable `EngineMetrics` (families summed over the
 come from the difference of two scrapes (`window()`), so they describe what
 happened between them, not since the server started.
 
+`BackgroundScrape` runs scrapes on one worker thread, so a caller waits for one
+only as long as it chooses (`pals.node.vllm_timeline`).
+
 Both the current metric names and the older ones are accepted
 (`vllm:kv_cache_usage_perc` / `vllm:gpu_cache_usage_perc`,
 `vllm:request_time_per_output_token_seconds` / `vllm:time_per_output_token_seconds`).
