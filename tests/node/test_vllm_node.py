@@ -30,11 +30,19 @@ PROFILE = DATA / "profile-tiny-mixtral-cpu-simgpu.csv"
 
 
 class FakeVllmServer:
-    """Serves the captured /metrics page and an OpenAI completions stand-in (no model)."""
+    """Serves the captured /metrics page and an OpenAI completions stand-in (no model).
+
+    `metrics_gate`, when cleared, holds every /metrics request until it is set again (a busy
+    API server); `metrics_in_flight` counts those held.
+    """
 
     def __init__(self, page: str = PAGE) -> None:
         self.page = page
         self.completions = 0
+        self.metrics_gate = threading.Event()
+        self.metrics_gate.set()
+        self.metrics_in_flight = 0
+        self.metrics_answered = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,7 +58,12 @@ class FakeVllmServer:
 
             def do_GET(self):
                 if self.path == "/metrics":
-                    self._send(200, outer.page.encode(), "text/plain")
+                    outer.metrics_in_flight += 1
+                    outer.metrics_gate.wait()
+                    page = outer.page  # as it is when the server gets round to answering
+                    outer.metrics_in_flight -= 1
+                    self._send(200, page.encode(), "text/plain")
+                    outer.metrics_answered += 1
                 elif self.path == "/v1/models":
                     self._send(200, json.dumps({"data": [{"id": "tiny", "max_model_len": 512}]}).encode())
                 else:
@@ -76,6 +89,7 @@ class FakeVllmServer:
         return self
 
     def __exit__(self, *exc):
+        self.metrics_gate.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -146,6 +160,120 @@ def test_a_dropped_scrape_is_bridged_then_reported(tmp_path):
         time.sleep(0.35)
         with pytest.raises(EngineUnreachable):
             node.sample()
+        node.close()
+
+
+def _page_with(generated: float) -> str:
+    import re
+
+    return re.sub(r'(vllm:generation_tokens_total\{[^}]*\}) [0-9.e+]+', rf"\g<1> {generated}", PAGE)
+
+
+def _scheduler_end(channel, max_cap=8):
+    """The scheduler's two ends, played here: the applied report and the engine-state publisher."""
+    from pals.integrations.engine_state import StatePublisher, state_path_for
+
+    CapReader(channel, min_interval_s=0.0).report_applied(seq=0, cap=max_cap, effective_cap=max_cap, running=0,
+                                                          max_cap=max_cap)
+    return StatePublisher(state_path_for(channel), min_interval_s=0.0)
+
+
+def test_queues_and_counters_come_from_the_scheduler_record(tmp_path):
+    """vLLM's gauges read 0 (the captured page) while 8 requests run and 40 wait: the node takes
+    the queues, KV use and token counters from PalsScheduler's record, and says so."""
+    from pals.node.hwstate import PowerLimitGuard
+    from pals.node.vllm_node import GAUGE_FALLBACK_NOTE, VllmNode
+
+    channel = tmp_path / "cap"
+    publisher = _scheduler_end(channel)
+    publisher.count_outputs(generated_tokens=500, prompt_tokens=2000, finished=3)
+    publisher.publish(8, 40, 0.3, 8, 8)
+    gpus = _sim_gpus(tmp_path)
+    guard = PowerLimitGuard(gpus, handle_signals=False, register_atexit=False)
+    with FakeVllmServer() as server:
+        node = VllmNode(server.url, gpus, channel, guard=guard)
+        s = node.sample()
+        assert (s.requests_running, s.requests_waiting, s.kv_cache_usage) == (8, 40, 0.3)
+        assert (s.generated_tokens_total, s.prompt_tokens_total, s.requests_finished_total) == (500, 2000, 3)
+        assert not any(n.startswith(GAUGE_FALLBACK_NOTE) for n in s.notes)
+        status = node.status()
+        assert status["counters_source"] == "scheduler" and status["queues_source"] == "scheduler"
+        # The engine stops publishing while busy (stuck for longer than the limit, 10 s):
+        # its queues give way to the gauges, with a note; its counters stay, marked by their age.
+        from pals.integrations.engine_state import StatePublisher, state_path_for
+
+        old = StatePublisher(state_path_for(channel), clock=lambda: time.monotonic() - 12.0)
+        old.seq = publisher.seq
+        old.count_outputs(600)
+        old.publish(8, 40, 0.3, 8, 8)
+        s = node.sample()
+        assert (s.requests_running, s.requests_waiting) == (0, 0)  # the page's gauges
+        assert any(n.startswith(GAUGE_FALLBACK_NOTE) and "12." in n for n in s.notes), s.notes
+        assert s.generated_tokens_total == 600 and s.age_s >= 12.0
+        assert node.status()["queues_source"] == "gauges"
+        node.close()
+
+
+def test_token_and_energy_totals_add_up_over_intervals(tmp_path):
+    """Each sample is dated at the record's instant with the GPU energy interpolated there, so the
+    controller's intervals add up to the engine's token counter and the GPUs' energy counter,
+    whatever mix of busy, idle and not-yet-renewed records the samples meet."""
+    from pals.control.types import observe
+    from pals.node.hwstate import PowerLimitGuard
+    from pals.node.vllm_node import VllmNode
+
+    channel = tmp_path / "cap"
+    publisher = _scheduler_end(channel)
+    publisher.publish(0, 0, 0.0, 8, 8)
+    gpus = _sim_gpus(tmp_path)
+    guard = PowerLimitGuard(gpus, handle_signals=False, register_atexit=False)
+    with FakeVllmServer() as server:
+        node = VllmNode(server.url, gpus, channel, guard=guard)
+        samples = [node.sample()]
+        for k in range(24):
+            if k % 5 != 3:  # every 5th interval the engine publishes nothing new (a long step)
+                publisher.count_outputs(generated_tokens=37 * (k % 4) + 11, prompt_tokens=64)
+                running = 0 if k % 7 == 6 else 8
+                publisher.publish(running, 0 if running == 0 else 12, 0.2, 8, 8)
+            time.sleep(0.01)
+            samples.append(node.sample())
+        node.close()
+    times = [s.time_s for s in samples]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    obs = [observe(a, b) for a, b in zip(samples, samples[1:])]
+    assert sum(o.generated_tokens for o in obs) == pytest.approx(publisher.generated_tokens_total, rel=1e-9)
+    energy_j = samples[-1].gpu_energy_total_j - samples[0].gpu_energy_total_j
+    assert sum(o.gpu_energy_j for o in obs) == pytest.approx(energy_j, rel=1e-9)
+    assert all(o.gpu_energy_j >= 0 and o.generated_tokens >= 0 for o in obs)
+    assert node.status()["readings"]["aligned"] > 0 and node.status()["readings"]["now"] > 0
+
+
+def test_a_slow_metrics_page_never_holds_the_sample(tmp_path):
+    """Without a scheduler record the counters come from /metrics. A scrape the server holds is
+    not waited for beyond the deadline: the sample bridges with the last data (a note, its age),
+    the scrape finishes in the background, and its counters land in a later sample."""
+    from pals.node.hwstate import PowerLimitGuard
+    from pals.node.vllm_node import VllmNode
+
+    channel = tmp_path / "cap"
+    CapReader(channel, min_interval_s=0.0).report_applied(seq=0, cap=8, effective_cap=8, running=0, max_cap=8)
+    gpus = _sim_gpus(tmp_path)
+    guard = PowerLimitGuard(gpus, handle_signals=False, register_atexit=False)
+    with FakeVllmServer() as server:
+        node = VllmNode(server.url, gpus, channel, guard=guard, scrape_deadline_s=0.05)
+        assert node.status()["counters_source"] == "metrics"
+        first = node.sample()
+        server.metrics_gate.clear()
+        held = node.sample()  # its scrape is held by the server: this returns without it
+        assert server.metrics_in_flight == 1 and node.status()["scrape_in_flight"]
+        assert any("did not answer in time" in n for n in held.notes), held.notes
+        assert held.generated_tokens_total == first.generated_tokens_total and held.age_s > 0
+        server.page = _page_with(first.generated_tokens_total + 480)
+        server.metrics_gate.set()
+        assert node._scrapes.wait(30.0)  # the held scrape completes in the background
+        late = node.sample()
+        assert late.generated_tokens_total == first.generated_tokens_total + 480
+        assert late.time_s > held.time_s
         node.close()
 
 
@@ -251,3 +379,82 @@ def test_serve_when_vllm_exits_at_start(tmp_path, capsys, monkeypatch):
 def test_serve_refuses_flags_it_owns(tmp_path, capsys, monkeypatch):
     rc, err = _serve(tmp_path, capsys, None, "--", "--max-num-seqs", "4", monkeypatch=monkeypatch)
     assert rc == 2 and "do not pass --max-num-seqs" in err
+
+
+def test_serve_stops_on_every_terminating_signal_and_keeps_ignored_ones_ignored():
+    """In-process: each of serve's stop signals sets its stop event (the handler runs in this, the
+    main, thread); a signal ignored beforehand (nohup's SIGHUP) is left ignored."""
+    import os
+    import signal
+
+    from pals.cli.serve import STOP_SIGNALS, install_stop_handlers
+
+    names = {s.name for s in STOP_SIGNALS}
+    assert {"SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGXCPU"} <= names
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        stop, received = threading.Event(), []
+        previous = install_stop_handlers(stop, received)
+        assert signal.SIGHUP not in previous and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        for sig in STOP_SIGNALS:
+            if sig == signal.SIGHUP:
+                continue
+            stop.clear()
+            os.kill(os.getpid(), sig)
+            assert stop.wait(10.0), sig.name
+            assert received[-1] == sig.name
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("signame", ["SIGHUP", "SIGQUIT", "SIGUSR1"])
+def test_serve_on_a_signal_while_vllm_starts_stops_vllm(tmp_path, signame):
+    """`pals serve` as a process, vLLM a FAKE server that never gets healthy (tests/data/fake_vllm):
+    a terminating signal stops pals serve, and its vLLM with it, with the GPU limits untouched."""
+    import os
+    import signal
+    import subprocess
+
+    model = f"tiny-{tmp_path.name}"  # unique: finds the fake vLLM among this host's processes
+    sim_state = tmp_path / "sim" / "driver.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(DATA / "fake_vllm" / "healthless"), str(Path(__file__).parents[2] / "src")])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pals", "serve", model, "--profile", str(PROFILE), "--vllm-python", sys.executable,
+         "--gpu-backend", "simulated", "--sim-state", str(sim_state), "--port", "1", "--health-timeout-s", "600",
+         "--cap-channel", str(tmp_path / "chan" / "cap")],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )
+
+    def fake_vllm_pids() -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as f:
+                        args = f.read().split(b"\0")
+                except OSError:
+                    continue
+                if model.encode() in args and b"vllm.entrypoints.openai.api_server" in args:
+                    pids.append(int(entry))
+        return pids
+
+    try:
+        deadline = time.monotonic() + 120
+        while not fake_vllm_pids():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the fake vLLM never started"
+            time.sleep(0.1)
+        os.kill(proc.pid, getattr(signal, signame))
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert rc == 2 and "interrupted while vLLM was starting" in err, err
+    assert fake_vllm_pids() == [], "vLLM outlived pals serve"
+    assert [g["power_limit_w"] for g in json.loads(sim_state.read_text())["gpus"]] == [400.0]

@@ -3,9 +3,12 @@
 Starts `python -m vllm.entrypoints.openai.api_server` with PALS's scheduler
 class and --max-num-seqs set to the largest batch cap in the predictor's grid,
 waits until /health answers, then runs the control loop (power cap + batch cap)
-and its HTTP endpoint until interrupted (or --duration-s). On the way out it
-puts the batch cap back to the maximum, restores the GPUs' original power
-limits and stops vLLM (SIGTERM, then SIGKILL after a grace period).
+and its HTTP endpoint until --duration-s passes or a terminating signal arrives
+(SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2, SIGALRM, SIGXCPU: `STOP_SIGNALS`).
+On the way out, whatever the reason, it puts the batch cap back to the maximum,
+restores the GPUs' original power limits and stops vLLM (SIGTERM to its
+process group, then SIGKILL after a grace period): no vLLM is left serving
+without its controller.
 
 Node power, where vLLM's host reports none, is the predictor's fitted node-power line
 (`pals fit`), else the paper's.
@@ -14,6 +17,7 @@ Node power, where vLLM's host reports none, is the predictor's fitted node-power
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
 import signal
@@ -242,9 +246,45 @@ class VllmProcess:
         return self.proc.returncode
 
 
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name)
+    for name in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGXCPU")
+    if hasattr(signal, name)
+)
+"""Signals whose default action ends the process: each stops `pals serve` the same way (restore the
+GPU limits and the batch cap, then stop vLLM). SIGHUP is a closed terminal or a dropped ssh session."""
+
+
+def install_stop_handlers(stop: threading.Event, received: list[str]) -> dict:
+    """Make every signal of STOP_SIGNALS set `stop` (its name appended to `received`); return the
+    previous handlers. A signal ignored when this runs stays ignored: the parent chose that
+    (`nohup` ignores SIGHUP), and the process would not have stopped on it."""
+
+    def handler(signum, _frame) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {}
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            continue
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _say(line: str) -> None:
+    """One status line on stderr; never raises (after SIGHUP the terminal may be gone, and a failed
+    write must not cut the shutdown short)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def run(args) -> int:
     from pals.control.budget import PowerBudget
     from pals.integrations.cap_channel import ENV_VAR, CapWriter
+    from pals.integrations.engine_state import state_path_for
     from pals.node.hwstate import PowerLimitGuard
     from pals.node.vllm_node import VllmNode, default_channel_path, open_gpu_backend
     from pals.runtime.builder import ControlSettings, build_controller
@@ -268,9 +308,9 @@ def run(args) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="pals-serve-"))
     channel = args.cap_channel or default_channel_path(args.port)
     Path(channel).parent.mkdir(parents=True, exist_ok=True)
-    # A cap channel left by an earlier run must not carry its cap into this one.
-    for stale in (channel, channel + ".applied"):
-        if os.path.exists(stale):
+    # A cap channel left by an earlier run must not carry its cap (or its engine's state) into this one.
+    for stale in (channel, channel + ".applied", *glob.glob(glob.escape(state_path_for(channel)) + "*")):
+        if os.path.lexists(stale):
             os.unlink(stale)
     CapWriter(channel).write(max_num_seqs)
     log_path = Path(args.vllm_log) if args.vllm_log else work_dir / "vllm.log"
@@ -281,15 +321,19 @@ def run(args) -> int:
     env = engine_env({ENV_VAR: channel})
 
     stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    received: list[str] = []
+    previous = install_stop_handlers(stop, received)
     guard = PowerLimitGuard(gpus, handle_signals=False)
     server = node = controller = None
     try:
-        print(f"pals serve: starting vLLM {version} (max-num-seqs {max_num_seqs}); log {log_path}", file=sys.stderr)
+        _say(f"pals serve: starting vLLM {version} (max-num-seqs {max_num_seqs}); log {log_path}")
         server = VllmProcess(cmd, env, log_path)
         startup_s = server.wait_healthy(url, args.health_timeout_s, stop)
-        print(f"pals serve: vLLM healthy at {url} after {startup_s:.0f} s", file=sys.stderr)
-        node = VllmNode(url, gpus, channel, batch_cap_max=max_num_seqs, guard=guard, tp=args.tp)
+        _say(f"pals serve: vLLM healthy at {url} after {startup_s:.0f} s")
+        # The engine's counters and queues come from the scheduler's record; /metrics (latency
+        # histograms) is never waited for longer than half an interval.
+        node = VllmNode(url, gpus, channel, batch_cap_max=max_num_seqs, guard=guard, tp=args.tp,
+                        scrape_deadline_s=min(2.0, 0.5 * args.interval_s))
         settings = ControlSettings(
             args.policy, interval_s=args.interval_s,
             budget=PowerBudget(args.budget_w) if args.budget_w else None,
@@ -299,8 +343,7 @@ def run(args) -> int:
         # Node power (budgets of kind "node") from the predictor's fitted line, as `pals run` does.
         controller = build_controller(node, settings, predictor=predictor)
         c = node.constraints()
-        print(f"pals serve: controller on; endpoint {controller.endpoint.url}; GPUs: {c.num_gpus} x {c.gpu_name}",
-              file=sys.stderr)
+        _say(f"pals serve: controller on; endpoint {controller.endpoint.url}; GPUs: {c.num_gpus} x {c.gpu_name}")
         controller.run(duration_s=args.duration_s, stop=stop)
         return 0
     finally:
@@ -322,5 +365,6 @@ def run(args) -> int:
         clean = not errors and sys.exc_info()[0] is None
         if clean and not args.vllm_log:
             shutil.rmtree(work_dir, ignore_errors=True)  # keep vLLM's log only when something went wrong
-        print("pals serve: stopped; batch cap and GPU power limits restored" if not errors
-              else f"pals serve: stopped with cleanup errors: {'; '.join(errors)}", file=sys.stderr)
+        why = f" on {received[0]}" if received else ""
+        _say(f"pals serve: stopped{why}; batch cap and GPU power limits restored, vLLM stopped" if not errors
+             else f"pals serve: stopped{why} with cleanup errors: {'; '.join(errors)}")

@@ -26,6 +26,14 @@ a command is applied, when the drain-safe limit steps, and once per command
 when the running count has followed the cap (`CapRecord.settled`), stamped with
 the engine's own clock: that is the follow time, free of any scrape delay.
 
+It also publishes the engine's true running and waiting queues, KV-cache use
+and output counters (`pals.integrations.engine_state`, the file
+`<channel>.state`) after each scheduling step and each model output, at most
+every poll interval and at once when the engine goes idle or wakes up: vLLM's
+own gauges read 0 in most scrapes of a saturated server, and /metrics answers
+late on a busy host, while the controller needs the real queues and a token
+count it can date.
+
 Environment:
     PALS_CAP_CHANNEL: the command file; unset means a plain AsyncScheduler.
     PALS_SCHEDULER_MODE: auto (default), active or drain; drain forces the
@@ -41,6 +49,7 @@ from vllm.logger import init_logger
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 
 from pals.integrations.cap_channel import CapReader, effective_cap, reader_from_env
+from pals.integrations.engine_state import StatePublisher, state_path_for
 
 # Under vLLM's logger namespace, so the lines land in vLLM's own log output.
 logger = init_logger("vllm.pals_scheduler")
@@ -56,7 +65,9 @@ class PalsScheduler(AsyncScheduler):
         # vLLM passes keywords that change between releases: forward them all.
         super().__init__(*args, **kwargs)
         self.pals_max_num_seqs = int(self.max_num_running_reqs)
-        self.pals_has_active_limit = hasattr(self, "max_num_active_reqs")
+        # vLLM 0.32+ sets this admission limit in Scheduler.__init__; an engine without it
+        # (older vLLM, or one that only aliases it) gets the drain-safe path.
+        self.pals_has_active_limit = "max_num_active_reqs" in vars(self)
         mode = os.environ.get(MODE_ENV_VAR, "auto").strip().lower()
         if mode not in ("auto", "active", "drain"):
             raise ValueError(f"{MODE_ENV_VAR}={mode!r}: use auto, active or drain")
@@ -74,6 +85,14 @@ class PalsScheduler(AsyncScheduler):
         self._pals_last_report: tuple[int, int, int, bool] | None = None
         self._pals_channel_failed = False
         self._pals_running_at_apply = 0
+        self._pals_state_failed = False
+        self.pals_state: StatePublisher | None = None
+        if self.pals_reader is not None:
+            parallel = getattr(getattr(self, "vllm_config", None), "parallel_config", None)
+            dp_rank = int(getattr(parallel, "data_parallel_rank", 0) or 0)
+            dp_size = max(1, int(getattr(parallel, "data_parallel_size", 1) or 1))
+            self.pals_state = StatePublisher(state_path_for(self.pals_reader.path, dp_rank), min_interval_s=interval_s,
+                                             dp_rank=dp_rank, dp_size=dp_size)
         if self.pals_reader is None:
             logger.warning("PalsScheduler: $PALS_CAP_CHANNEL is unset; the batch cap stays at max_num_seqs")
         else:
@@ -83,6 +102,7 @@ class PalsScheduler(AsyncScheduler):
             self.pals_reader.min_interval_s, interval_s = 0.0, self.pals_reader.min_interval_s
             self.pals_update_cap()
             self.pals_reader.min_interval_s = interval_s
+            self.pals_publish_state()  # an engine idle from the start says so
             logger.info(
                 "PalsScheduler: cap channel %s, %s path, max_num_seqs %d, poll every %.3f s (pid %d)",
                 self.pals_reader.path,
@@ -95,7 +115,61 @@ class PalsScheduler(AsyncScheduler):
     def schedule(self, *args, **kwargs):
         if self.pals_reader is not None:
             self.pals_update_cap()
-        return super().schedule(*args, **kwargs)
+        out = super().schedule(*args, **kwargs)
+        if self.pals_state is not None:
+            self.pals_state.step()
+            self.pals_publish_state()
+        return out
+
+    def update_from_output(self, *args, **kwargs):
+        out = super().update_from_output(*args, **kwargs)
+        if self.pals_state is not None:
+            self.pals_count_outputs(out)
+            self.pals_publish_state()  # requests finish here: an engine going idle says so at once
+        return out
+
+    def pals_count_outputs(self, engine_outputs) -> None:
+        """Count what this step hands to vLLM's front end, as vLLM's own counters do there:
+        new token ids (vllm:generation_tokens), the prompt of each finished prefill
+        (vllm:prompt_tokens) and requests finished other than by abort or error."""
+        generated = prompt = finished = 0
+        try:
+            for batch in (engine_outputs or {}).values():
+                for output in batch.outputs:
+                    generated += len(output.new_token_ids or ())
+                    stats = getattr(output, "prefill_stats", None)
+                    if stats is not None:
+                        prompt += int(stats.num_prompt_tokens)
+                    reason = output.finish_reason
+                    if reason is not None and str(reason) not in ("abort", "error"):
+                        finished += 1
+        except Exception as exc:  # noqa: BLE001 - counting must never stop the engine
+            if not self._pals_state_failed:
+                logger.error("PalsScheduler: cannot count this step's outputs (%s)", exc)
+                self._pals_state_failed = True
+            return
+        self.pals_state.count_outputs(generated, prompt, finished)
+
+    def finish_requests(self, *args, **kwargs):
+        out = super().finish_requests(*args, **kwargs)
+        if self.pals_state is not None:
+            self.pals_publish_state()  # aborts (a client gone) can empty the queues without a step
+        return out
+
+    def pals_publish_state(self) -> None:
+        """Publish the queues and KV use (rate-limited by the publisher); never stops the engine."""
+        try:
+            kv = float(self.kv_cache_manager.usage)
+        except Exception:  # noqa: BLE001 - KV use is optional; the queues matter more
+            kv = None
+        counts = getattr(self, "get_request_counts", None)  # includes requests waiting on KV transfers
+        running, waiting = counts() if counts is not None else (len(self.running), len(self.waiting))
+        try:
+            self.pals_state.publish(running, waiting, kv, self.pals_effective_cap, self.pals_max_num_seqs)
+        except OSError as exc:
+            if not self._pals_state_failed:
+                logger.error("PalsScheduler: cannot write the engine-state record (%s)", exc)
+                self._pals_state_failed = True
 
     def pals_update_cap(self) -> int:
         """Read the channel (rate-limited), set this step's limit, report it; return the limit."""

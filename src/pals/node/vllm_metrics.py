@@ -5,6 +5,9 @@ One scrape becomes one immutable `EngineMetrics` (families summed over the
 come from the difference of two scrapes (`window()`), so they describe what
 happened between them, not since the server started.
 
+`BackgroundScrape` runs scrapes on one worker thread, so a caller waits for one
+only as long as it chooses (`pals.node.vllm_timeline`).
+
 Both the current metric names and the older ones are accepted
 (`vllm:kv_cache_usage_perc` / `vllm:gpu_cache_usage_perc`,
 `vllm:request_time_per_output_token_seconds` / `vllm:time_per_output_token_seconds`).
@@ -13,6 +16,7 @@ Both the current metric names and the older ones are accepted
 from __future__ import annotations
 
 import math
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -291,3 +295,92 @@ class MetricsScraper:
     def scrape(self) -> EngineMetrics:
         text = self.fetch_text()
         return parse_metrics(text, time_s=time.monotonic(), source=self.metrics_url)
+
+
+@dataclass(frozen=True)
+class ScrapeResult:
+    """One finished scrape: when it started and ended (the caller's monotonic clock), and its outcome."""
+
+    seq: int
+    """Number of the scrape, from 1."""
+    start_s: float
+    end_s: float
+    metrics: EngineMetrics | None
+    """The parsed page; None when the scrape failed."""
+    error: EngineUnreachable | None = None
+
+    @property
+    def mid_s(self) -> float:
+        """Best estimate of when vLLM read its counters: the middle of the request. Units: s."""
+        return 0.5 * (self.start_s + self.end_s)
+
+
+class BackgroundScrape:
+    """At most one /metrics scrape in flight, on a worker thread, so a caller can wait with a deadline.
+
+    A scrape still running when the caller's deadline passes is not abandoned: it finishes in the
+    background and its result is there for the next call (the counters are cumulative, so a late
+    result loses nothing). The HTTP timeout of `scraper` bounds how long one can hang. One worker
+    thread lives as long as this object (a daemon thread; it sleeps between scrapes), so a
+    `start()` never waits for a new thread to be scheduled on a starved host.
+    """
+
+    def __init__(self, scraper: MetricsScraper, clock=time.monotonic) -> None:
+        self.scraper = scraper
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seq = 0
+        self.last_ok: ScrapeResult | None = None
+        """The newest successful scrape."""
+        self.last_error: ScrapeResult | None = None
+        """The newest failed scrape."""
+
+    @property
+    def in_flight(self) -> bool:
+        return not self._idle.is_set()
+
+    def start(self) -> bool:
+        """Start a scrape unless one is in flight; True when one was started."""
+        with self._lock:
+            if not self._idle.is_set():
+                return False
+            self._idle.clear()
+            self._seq += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="pals-vllm-scrape", daemon=True)
+                self._thread.start()
+            self._wake.set()
+        return True
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the scrape in flight; True when none is in flight."""
+        return self._idle.wait(max(0.0, timeout_s))
+
+    def _serve(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                seq = self._seq
+            self._run(seq)
+
+    def _run(self, seq: int) -> None:
+        start_s = self._clock()
+        metrics = error = None
+        try:
+            metrics = self.scraper.scrape()
+        except EngineUnreachable as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - a worker thread must hand every failure back
+            error = EngineUnreachable(f"scraping {self.scraper.metrics_url} failed: {type(exc).__name__}: {exc}")
+        result = ScrapeResult(seq, start_s, self._clock(), metrics, error)
+        with self._lock:
+            if metrics is not None:
+                self.last_ok = result
+            else:
+                self.last_error = result
+            self._idle.set()
