@@ -12,7 +12,7 @@ intervals no longer add up to the counter (a bridged sample counts 0 and the nex
 rates its tokens over twice its length: they are lost). On `pals serve` with the real `openai`
 client this lost 20 % of 19,200 tokens.
 
-The fix belongs in `pals.control.types.observe` (and the consumers that multiply the rate back by
+The accounting lives in `pals.control.types.observe` (and the consumers that multiply the rate back by
 the interval): count the counter's delta itself,
 
     generated_tokens=generated,                    # not generated / counter_dt_s * dt_s
@@ -20,7 +20,7 @@ the interval): count the counter's delta itself,
 
 and have `IntervalSample` log `generated_tokens`, `_Totals.add` (summary) and
 `ControllerMetrics.update` (`pals_generated_tokens_total`) sum it instead of
-`throughput_tps * interval_s`. Until then these tests are expected to fail (strict xfail).
+`throughput_tps * interval_s`. That is what they do now; these tests hold them to it.
 """
 
 from __future__ import annotations
@@ -31,12 +31,6 @@ import math
 import pytest
 
 from pals.core.node import Actuation, Constraints, Sample
-
-pytestmark = pytest.mark.xfail(
-    strict=True,
-    reason="observe() multiplies the counter-span rate by the interval: intervals do not add up to the "
-           "token counter when ages vary (fix described in this module's docstring; types.py is H10's)",
-)
 
 INTERVAL_S = 0.5
 

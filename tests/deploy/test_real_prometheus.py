@@ -163,7 +163,11 @@ class LogPrefix:
             sample, dt = rec.get("sample"), float(rec["interval_s"])
             self.energy_j.append(self.energy_j[-1] + (sample["node_power_w"] * dt if sample else 0.0))
             self.gpu_energy_j.append(self.gpu_energy_j[-1] + (sample["gpu_power_w"] * dt if sample else 0.0))
-            self.tokens.append(self.tokens[-1] + (sample["throughput_tps"] * dt if sample else 0.0))
+            tokens = 0.0
+            if sample:  # the counter's own delta when logged (exact), else the rate over the interval
+                tokens = sample["generated_tokens"] if sample.get("generated_tokens") is not None \
+                    else sample["throughput_tps"] * dt
+            self.tokens.append(self.tokens[-1] + tokens)
             self.changes.append(self.changes[-1] + int(rec["config_changed"] and not rec["governor_trim"]))
 
     def agrees(self, series: list[float], k: int, value: float) -> bool:

@@ -130,7 +130,8 @@ class ControllerMetrics:
         self.throughput.set(throughput_tps)
         self.requests_waiting.set(_number(sample.requests_waiting))
         self.tokens_per_joule.set(throughput_tps / node_w if node_w > 0 else (nan if math.isnan(node_w) else 0.0))
-        self.tokens.inc(_increment(throughput_tps * interval_s))
+        tokens = sample.generated_tokens if sample.generated_tokens is not None else throughput_tps * interval_s
+        self.tokens.inc(_increment(_number(tokens)))
         self.node_energy.inc(_increment(node_w * interval_s))
         self.gpu_energy.inc(_increment(gpu_w * interval_s))
         if record.qos_violation:

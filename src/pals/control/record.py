@@ -83,6 +83,9 @@ class IntervalSample:
     """Mean power cap in force per GPU at the end of the interval. Units: W; 2 decimals."""
     batch_cap: int
     """Batch cap in force at the end of the interval (max running sequences per replica)."""
+    generated_tokens: float | None = None
+    """Output tokens counted over the interval (the engine counter's delta; summing them over the
+    log gives the counter's total); 3 decimals. None in logs written before it was recorded."""
     mean_prompt_tokens: float | None = None
     """Mean prompt length of recent requests, when the node reports it; 1 decimal."""
     mean_output_tokens: float | None = None
@@ -118,6 +121,7 @@ class IntervalSample:
             requests_running=plain(obs.requests_running),
             power_cap_w=plain(round(obs.power_cap_w, 2)),
             batch_cap=plain(obs.batch_cap),
+            generated_tokens=plain(round(obs.generated_tokens, 3)),
             mean_prompt_tokens=None if obs.mean_prompt_tokens is None else plain(round(obs.mean_prompt_tokens, 1)),
             mean_output_tokens=None if obs.mean_output_tokens is None else plain(round(obs.mean_output_tokens, 1)),
             **_latency_fields("ttft", obs.ttft),
@@ -134,6 +138,8 @@ class IntervalSample:
             "power_cap_w": self.power_cap_w,
             "batch_cap": self.batch_cap,
         }
+        if self.generated_tokens is not None:
+            out["generated_tokens"] = self.generated_tokens
         # Optional keys are absent (not null) when the node does not report request lengths.
         if self.mean_prompt_tokens is not None:
             out["mean_prompt_tokens"] = self.mean_prompt_tokens
@@ -155,6 +161,7 @@ class IntervalSample:
             requests_running=_require(data, "requests_running", where),
             power_cap_w=_require(data, "power_cap_w", where),
             batch_cap=_require(data, "batch_cap", where),
+            generated_tokens=data.get("generated_tokens"),
             mean_prompt_tokens=data.get("mean_prompt_tokens"),
             mean_output_tokens=data.get("mean_output_tokens"),
             **{key: data.get(key) for key in LATENCY_SAMPLE_KEYS},

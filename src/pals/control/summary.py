@@ -191,7 +191,8 @@ class _Totals:
     def add(self, rec: IntervalRecord, sample: IntervalSample, dt: float) -> None:
         self.intervals += 1
         self.duration_s += dt
-        self.tokens += sample.throughput_tps * dt
+        # The counter's own delta when logged (exact whatever the samples' ages), else rate x time.
+        self.tokens += sample.generated_tokens if sample.generated_tokens is not None else sample.throughput_tps * dt
         self.node_j += sample.node_power_w * dt
         self.gpu_j += sample.gpu_power_w * dt
         if rec.qos_violation:

@@ -50,7 +50,8 @@ class Observation:
     node_power_reading_w: float | None
     """The node's own instantaneous wall-power reading at the end of the interval, when it has one. Units: W."""
     generated_tokens: float
-    """Output tokens generated over the interval (the counter rate times the interval)."""
+    """Output tokens generated over the interval: the counter's own delta, so intervals add up to the
+    counter (its span is `age_s`-shifted from the interval's; `throughput_tps` rates it over that span)."""
     gpu_energy_j: float
     """GPU energy over the interval. Units: J."""
     node_energy_j: float
@@ -102,7 +103,7 @@ def observe(previous: Sample, current: Sample, power_model: NodePowerModel | Non
         gpu_power_w=gpu_power_w,
         node_power_w=node_power_w,
         node_power_reading_w=None if current.node_power_w is None else float(current.node_power_w),
-        generated_tokens=generated / counter_dt_s * dt_s,
+        generated_tokens=generated,
         gpu_energy_j=gpu_power_w * dt_s,
         node_energy_j=node_power_w * dt_s,
         requests_waiting=int(current.requests_waiting),
