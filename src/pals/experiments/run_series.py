@@ -55,6 +55,8 @@ class RunSeries:
     """GPU-power budget in force (NaN when none, or when the budget limits node power). Units: W."""
     throughput_tps: np.ndarray
     """Generated tokens per second over the interval. Units: tokens/s."""
+    tokens: np.ndarray
+    """Generated tokens of the interval (the engine counter's delta when logged). Units: tokens."""
     window_throughput_tps: np.ndarray
     """Throughput over the trailing QoS window (what the target is judged on). Units: tokens/s."""
     target_tps: np.ndarray
@@ -84,7 +86,7 @@ class RunSeries:
         configuration changes."""
         # Intervals whose throughput or power the log lacks (null) count in neither sum.
         known = np.isfinite(self.throughput_tps) & np.isfinite(self.node_power_w) & np.isfinite(self.interval_s)
-        tokens = float(np.sum((self.throughput_tps * self.interval_s)[known]))
+        tokens = float(np.sum(self.tokens[known]))
         energy_j = float(np.sum((self.node_power_w * self.interval_s)[known]))
         duration = float(np.sum(self.interval_s[known]))
         return {
@@ -168,7 +170,7 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-_ROWS = ("t_s", "interval_s", "node_power_w", "gpu_power_w", "node_budget_w", "gpu_budget_w", "throughput_tps",
+_ROWS = ("t_s", "interval_s", "tokens", "node_power_w", "gpu_power_w", "node_budget_w", "gpu_budget_w", "throughput_tps",
          "window_throughput_tps", "target_tps", "power_cap_w", "batch_cap", "qos_violation", "config_changed")
 
 
@@ -185,6 +187,9 @@ def _append(rows: dict[str, array], latency: dict[str, array], record: IntervalR
         "node_budget_w": budget_w if budget is not None and budget.kind == "node" else math.nan,
         "gpu_budget_w": budget_w if budget is not None and budget.kind == "gpu" else math.nan,
         "throughput_tps": _number(sample.throughput_tps),
+        # The counter's own delta when logged (what the summary sums), else rate x interval.
+        "tokens": (_number(sample.generated_tokens) if sample.generated_tokens is not None
+                   else _number(sample.throughput_tps) * _number(record.interval_s)),
         "window_throughput_tps": _number(measured.window_throughput_tps) if measured else math.nan,
         "target_tps": _number(target.target_tps) if target is not None else math.nan,
         "power_cap_w": _number(sample.power_cap_w),

@@ -122,7 +122,9 @@ def series_from_records(records: Sequence[Mapping[str, Any]], horizon_s: float,
         k = int(round(float(record["time_s"]) / interval_s)) - 1
         if 0 <= k < steps:
             dt = float(record["interval_s"])
-            tokens[k] = float(sample["throughput_tps"]) * dt
+            # The counter's own delta when logged (what observe() counts), else rate x interval.
+            logged = sample.get("generated_tokens")
+            tokens[k] = float(logged) if logged is not None else float(sample["throughput_tps"]) * dt
             energy[k] = float(sample["gpu_power_w"]) * dt
             waiting[k] = int(sample["requests_waiting"])
     return SeriesMeasurement(tokens, energy, waiting, interval_s)
