@@ -205,8 +205,9 @@ def _write_atomic(path: str, data: bytes) -> None:
     raise FileExistsError(f"could not create a temporary file in {directory} after {_TEMP_NAME_ATTEMPTS} tries")
 
 
-def _read(path: str) -> bytes | None:
-    """The file's first bytes; b"" (a torn record) for a symlink, FIFO or other non-regular file."""
+def read_record_file(path: str, size_bytes: int) -> bytes | None:
+    """The file's first `size_bytes` + 1 bytes; None when absent; b"" (a torn record) for a symlink,
+    FIFO or other non-regular file. Shared by the cap channel and the engine-state record."""
     try:
         # No following symlinks, and no blocking on a FIFO planted at the path.
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -218,14 +219,14 @@ def _read(path: str) -> bytes | None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return b""
         # Read one byte more than a record, so an over-long file counts as torn.
-        return os.read(fd, RECORD_SIZE_BYTES + 1)
+        return os.read(fd, size_bytes + 1)
     finally:
         os.close(fd)
 
 
 def read_record(path: str) -> CapRecord | None:
     """The record in `path`, or None if absent, torn or corrupt."""
-    data = _read(path)
+    data = read_record_file(path, RECORD_SIZE_BYTES)
     return None if data is None else decode_record(data)
 
 
@@ -308,7 +309,7 @@ class CapReader:
             return None
         self._next_read_s = now_s + self.min_interval_s
         self.reads += 1
-        data = _read(self.path)
+        data = read_record_file(self.path, RECORD_SIZE_BYTES)
         if data is None:
             return None
         record = decode_record(data)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 import struct
 import time
 import zlib
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pals.core.io import atomic_write_bytes
+from pals.integrations.cap_channel import read_record_file
 
 STATE_SUFFIX = ".state"
 """The state record sits next to the cap channel's command file, with this suffix."""
@@ -122,22 +122,6 @@ def state_path_for(channel_path: str | os.PathLike, dp_rank: int = 0) -> str:
     """The state record of the cap channel at `channel_path` (data-parallel rank > 0: its own file)."""
     path = os.fspath(channel_path) + STATE_SUFFIX
     return path if dp_rank == 0 else f"{path}.{int(dp_rank)}"
-
-
-def _read(path: str) -> bytes | None:
-    """The file's first bytes; None when absent; b"" (torn) for a symlink, FIFO or other odd file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return b""
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return b""
-        return os.read(fd, RECORD_SIZE_BYTES + 1)  # one byte more: an over-long file is torn
-    finally:
-        os.close(fd)
 
 
 class StatePublisher:
@@ -247,7 +231,7 @@ class _RankReader:
         self.ignored_stale = 0
 
     def read(self) -> EngineState | None:
-        data = _read(self.path)
+        data = read_record_file(self.path, RECORD_SIZE_BYTES)
         if data is None:
             return self.last
         state = decode_state(data)
