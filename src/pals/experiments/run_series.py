@@ -16,7 +16,6 @@ import gzip
 from array import array
 import json
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from pals.control.decision_log import DecisionLog
 from pals.control.record import IntervalRecord
 from pals.errors import ConfigError
 
@@ -114,20 +114,6 @@ def find_log(run_dir: str | Path) -> Path:
     return log
 
 
-def _history(log: Path) -> list[Path]:
-    """Rotated files of `log`, oldest first (`.N.gz` or `.N`: the higher N, the older), then `log`."""
-    pattern = re.compile(re.escape(log.name) + r"\.(\d+)(\.gz)?$")
-    rotated: dict[int, Path] = {}
-    for candidate in log.parent.glob(log.name + ".*"):
-        match = pattern.match(candidate.name)
-        if match:
-            # Mid-compression both `.N` and `.N.gz` may exist: the plain one is complete.
-            n = int(match.group(1))
-            if n not in rotated or not match.group(2):
-                rotated[n] = candidate
-    return [rotated[n] for n in sorted(rotated, reverse=True)] + [log]
-
-
 def _lines(path: Path) -> Iterator[tuple[int, str, bool]]:
     """(line number, text, ends with a newline) of each non-blank line."""
     opener = gzip.open if path.suffix == ".gz" else open
@@ -147,7 +133,7 @@ def iter_records(log: Path) -> Iterator[tuple[IntervalRecord, dict[str, Any]]]:
     A last line without its newline that does not parse (a write cut by a crash) is skipped with a
     note on stderr; any other bad line is an error naming the file and line.
     """
-    for path in _history(log):
+    for path in DecisionLog.files(log):  # rotated history oldest first, then the live file
         for number, text, complete in _lines(path):
             try:
                 data = json.loads(text)
