@@ -469,6 +469,17 @@ def _measure_point(
     )
 
 
+def _wait_while(clock: Clock, busy: Callable[[], bool], max_s: float, poll_s: float) -> float:
+    """Advance `clock` in `poll_s` steps while `busy()`, at most `max_s`; return the node time waited. Units: s."""
+    start_s = clock.now_s()
+    while busy():
+        now_s = clock.now_s()
+        if now_s - start_s >= max_s - 1e-9:
+            break
+        clock.wait_until(min(now_s + poll_s, start_s + max_s))
+    return clock.now_s() - start_s
+
+
 def settle_running(node: Node, clock: Clock, running: int, max_s: float, poll_s: float = 0.5) -> float:
     """Wait until the node runs `running` sequences or fewer, at most `max_s` of node time.
 
@@ -478,13 +489,7 @@ def settle_running(node: Node, clock: Clock, running: int, max_s: float, poll_s:
     Returns:
         The node time waited. Units: s.
     """
-    start_s = clock.now_s()
-    while node.sample().requests_running > running:
-        now_s = clock.now_s()
-        if now_s - start_s >= max_s - 1e-9:
-            break
-        clock.wait_until(min(now_s + poll_s, start_s + max_s))
-    return clock.now_s() - start_s
+    return _wait_while(clock, lambda: node.sample().requests_running > running, max_s, poll_s)
 
 
 def retire_running(node: Node, clock: Clock, max_s: float, poll_s: float = 0.5) -> float:
@@ -499,15 +504,9 @@ def retire_running(node: Node, clock: Clock, max_s: float, poll_s: float = 0.5) 
     Returns:
         The node time waited. Units: s.
     """
-    start_s = clock.now_s()
     first = node.sample()
     done_at = first.requests_finished_total + first.requests_running
-    while node.sample().requests_finished_total < done_at:
-        now_s = clock.now_s()
-        if now_s - start_s >= max_s - 1e-9:
-            break
-        clock.wait_until(min(now_s + poll_s, start_s + max_s))
-    return clock.now_s() - start_s
+    return _wait_while(clock, lambda: node.sample().requests_finished_total < done_at, max_s, poll_s)
 
 
 def drain_queue(node: Node, clock: Clock, max_s: float, waiting: int = 2, poll_s: float = 1.0) -> float:
@@ -516,13 +515,7 @@ def drain_queue(node: Node, clock: Clock, max_s: float, waiting: int = 2, poll_s
     Returns:
         The node time waited. Units: s.
     """
-    start_s = clock.now_s()
-    while node.sample().requests_waiting > waiting:
-        now_s = clock.now_s()
-        if now_s - start_s >= max_s - 1e-9:
-            break
-        clock.wait_until(min(now_s + poll_s, start_s + max_s))
-    return clock.now_s() - start_s
+    return _wait_while(clock, lambda: node.sample().requests_waiting > waiting, max_s, poll_s)
 
 
 def _check_resumable(existing: Profile, metadata: dict[str, Any], out: Path) -> None:
