@@ -80,8 +80,7 @@ def run_scenario(
     power_model: NodePowerModel | None = None,
     stop: threading.Event | None = None,
     on_start: Callable[[Controller], None] | None = None,
-    slo: Slo | None = None,
-    latency_model=None,
+    slo: Slo | None = None, latency_model=None,
 ) -> ScenarioResult:
     """Run one policy on a fresh simulated node and summarise it.
 
