@@ -105,9 +105,12 @@ def test_required_capacity():
     assert required_capacity_tps(1000.0, demand_tps=None, demand_seen=False, **kw) == pytest.approx(1000 * 1.15 * 1.3)
     # Saturated (seen, unknown): the target with its margins only.
     assert required_capacity_tps(1000.0, demand_tps=None, demand_seen=True, **kw) == pytest.approx(1150.0)
-    # A demand above the target, with its headroom; counted up to twice the target.
-    assert required_capacity_tps(1000.0, demand_tps=1200.0, demand_seen=True, **kw) == pytest.approx(1200 * 1.3 * 1.1)
-    assert required_capacity_tps(1000.0, demand_tps=9e9, demand_seen=True, **kw) == pytest.approx(2000 * 1.3 * 1.1)
+    # A demand above the target, with its burst headroom and the PID's margin (the target margin
+    # is not stacked on the burst headroom: both stand for the same swing); counted up to twice the target.
+    assert required_capacity_tps(1000.0, demand_tps=1200.0, demand_seen=True, **kw) == pytest.approx(1200 * 1.35)
+    assert required_capacity_tps(1000.0, demand_tps=9e9, demand_seen=True, **kw) == pytest.approx(2000 * 1.35)
+    # A demand just above the target whose headroom asks less than the target's margins: the target's.
+    assert required_capacity_tps(1000.0, demand_tps=800.0, demand_seen=True, **kw) == pytest.approx(1150.0)
 
 
 # -- the choice --------------------------------------------------------------------------------

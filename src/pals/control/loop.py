@@ -608,6 +608,15 @@ class ControlLoop:
             out["reason"] = "no selection made yet"
         return out
 
+    def restart_summary(self) -> None:
+        """Score from here on: the run's figures (`summary`) cover only the intervals after this call.
+
+        For a run whose first part is not scored (an experiment's warm-up, during which the policy
+        already observes and controls the node); the policy, the QoS window and the log carry on.
+        """
+        with self._lock:
+            self._summary = SummaryAccumulator(qos_tolerance=self.qos_tolerance)
+
     def warnings_seen(self) -> dict[str, int]:
         """Every warning raised during the run, with the number of intervals it was raised in."""
         with self._lock:

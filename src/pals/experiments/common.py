@@ -248,14 +248,22 @@ class Lab:
     def run(self, model: str, tp: int, policy_name: str, load_tps: float | None, duration_s: float,
             target_tps: float | None = None, budget_w: float | None = None, schedule=None,
             seed_offset: int = 0, workload=None, options: PolicyOptions = PolicyOptions(),
-            truth: DeliveredTruth | None = None) -> RunResult:
+            truth: DeliveredTruth | None = None, policy_warmup: bool = False) -> RunResult:
         """One closed-loop run of `policy_name` on a fresh node; summary from H4's `summarize`.
 
         `load_tps` picks the workload (None: saturating); the policy's model describes capacity
         (`models_for`); `workload` overrides the live workload only (e.g. a time-varying load; not
         with the Oracle, whose truth replays `live_load`). The Oracle's truth is built for this
         run's stream unless given (`delivered_truth`).
+
+        The node warms up for `WARMUP_S` before scoring starts. With `policy_warmup` the policy
+        already controls it then (it learns the load, as it would have in the first seconds of an
+        hour-long run, and the figures score its steady state); otherwise the node warms up at its
+        initial configuration and the policy starts with scoring (as the Oracle's truth and the
+        static runs that feed it assume).
         """
+        if policy_warmup and (policy_name == "oracle" or schedule is not None):
+            raise ValueError("policy_warmup: not for the Oracle (its truth starts at WARMUP_S) or a budget schedule")
         live = workload if workload is not None else make_workload(self.live_load(load_tps, seed_offset))
         if policy_name == "oracle" and truth is None:
             if workload is not None:
@@ -269,12 +277,25 @@ class Lab:
         loop = controller.loop
         # Start from a warm node (queues and batches at steady state), as a 60-minute run would be
         # for almost all of its length; the policy's first observations are then representative.
-        node.clock.wait_until(WARMUP_S)
-        energy0, tokens0 = node.node_energy_j_total(), node.generated_tokens_total()
-        loop.run(duration_s=duration_s)
+        if policy_warmup:
+            scored_from: list = []
+
+            def start_scoring(_line) -> None:
+                if not scored_from and node.clock.now_s() >= WARMUP_S - 1e-9:
+                    loop.restart_summary()
+                    scored_from.append((node.node_energy_j_total(), node.generated_tokens_total()))
+
+            loop.run(duration_s=WARMUP_S + duration_s, on_step=start_scoring)
+            energy0, tokens0 = scored_from[0]
+            # The loop started with the node's clock: a record's t_s is node time.
+            records = [r for r in loop.log.recent() if r["t_s"] > WARMUP_S + 1e-9]
+        else:
+            node.clock.wait_until(WARMUP_S)
+            energy0, tokens0 = node.node_energy_j_total(), node.generated_tokens_total()
+            loop.run(duration_s=duration_s)
+            records = loop.log.recent()
         energy = node.node_energy_j_total() - energy0
         tokens = node.generated_tokens_total() - tokens0
-        records = loop.log.recent()
         summary = loop.summary()
         controller.close()
         return RunResult(

@@ -95,7 +95,9 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
 def _one_seed(lab: Lab, model: str, tp: int, load_tps: float, duration_s: float) -> tuple[SeedRun, list[list[Any]]]:
     """Every policy, the hindsight optimum and the Oracle on one seed's stream."""
     target_tps = TARGET_FRACTION * load_tps
-    results = {p: lab.run(model, tp, p, load_tps, duration_s, target_tps=target_tps) for p in POLICIES if p != "oracle"}
+    # The learning policies observe the warm-up (steady state is scored); the Oracle's truth starts with scoring.
+    results = {p: lab.run(model, tp, p, load_tps, duration_s, target_tps=target_tps, policy_warmup=True)
+               for p in POLICIES if p != "oracle"}
     pals = results["pals"].summary
     criteria = MeetCriteria.no_worse_than(pals)
     truth = lab.delivered_truth(model, tp, load_tps, duration_s)

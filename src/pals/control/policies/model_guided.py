@@ -324,6 +324,8 @@ class ModelGuidedPolicy:
         if self.demand.moved() or self.demand.first_:
             prefix = "offered load changed: " if self.demand.moved() else "first offered-load estimate: "
             return prefix + self.demand.describe_move()
+        if self.demand.matured_ and self.demand.tps_ is not None:
+            return "offered-load estimate over its full window: " + self.demand.describe_move()
         if self.demand.tps_ is not None and self.bursts.moved():
             return (f"load burstiness changed: headroom {self.bursts.at_select_ * 100:.0f}% -> "
                     f"{self.bursts.margin() * 100:.0f}%")

@@ -221,10 +221,12 @@ def required_capacity_tps(target_tps: float | None, *, target_margin: float, pid
     """The capacity a candidate must reach (None without a target).
 
     target x (1 + `target_margin` + PID output), and, with a demand estimate, at least the demand
-    (counted up to `demand_target_multiple` x the target) with its burst headroom and the same
-    margin: a configuration run near full utilisation builds a queue at every arrival burst.
-    Before the first estimate the target itself gets the burst headroom (the load may be anything
-    from a lull to saturation).
+    (counted up to `demand_target_multiple` x the target) with its burst headroom: a configuration
+    run near full utilisation builds a queue at every arrival burst. The burst headroom is the
+    measured swing of throughput over a QoS window, the same swing `target_margin` stands for
+    before one is measured, so the two are not stacked on the demand (stacked, they asked 1.4x the
+    demand and left the cap one grid step above the hindsight optimum). Before the first estimate
+    the target itself gets the burst headroom (the load may be anything from a lull to saturation).
     """
     if target_tps is None:
         return None
@@ -232,8 +234,8 @@ def required_capacity_tps(target_tps: float | None, *, target_margin: float, pid
     if demand_tps is None and not demand_seen:
         required *= 1.0 + burst_margin
     if demand_tps is not None:
-        burst = min(demand_tps, target_tps * demand_target_multiple) * (1.0 + burst_margin)
-        required = max(required, burst * (1.0 + target_margin))
+        burst = min(demand_tps, target_tps * demand_target_multiple) * (1.0 + burst_margin + pid_margin)
+        required = max(required, burst)
     return required
 
 
