@@ -50,8 +50,9 @@ class ShiftingWorkload(Workload):
             yield next(before if self.now_s() < self.shift_s else after)
 
 
-def shifting_run(model: str, policy: str = "pals", duration_s: float = 240.0, options=None):
-    """The decision records of `policy` on a saturating load whose lengths shift at `SHIFT_S`."""
+def shifting_run(model: str, policy: str = "pals", duration_s: float = 240.0, options=None, target_tps=None):
+    """The decision records of `policy` on a saturating load whose lengths shift at `SHIFT_S` (with a
+    throughput target when `target_tps` is given)."""
     from pals.control.policies import PolicyOptions
     from pals.runtime.builder import ControlSettings, build_controller
     from pals.runtime.deployment import Deployment
@@ -66,7 +67,7 @@ def shifting_run(model: str, policy: str = "pals", duration_s: float = 240.0, op
                                 SaturatingWorkload(*second.distributions(), seed=4), SHIFT_S)
     node = SimNode(deployment.sim_spec(), workload, seed=0)
     workload.now_s = lambda: node.now_s
-    settings = ControlSettings(policy, options=options if options is not None else PolicyOptions())
+    settings = ControlSettings(policy, options=options if options is not None else PolicyOptions(), target_tps=target_tps)
     controller = build_controller(node, settings, predictor=predictor)
     try:
         controller.run(duration_s=duration_s)
@@ -166,3 +167,48 @@ def test_residual_config_refuses_bad_knobs():
         ResidualConfig(noise_smoothing=1.5)
     with pytest.raises(ConfigError, match="sustained_intervals"):
         ResidualConfig(sustained_intervals=2.5)
+
+
+# -- tokens/J against the hindsight optimum of each half ---------------------------------------------
+
+HALF_SHARE_MIN = 0.95
+"""PALS's tokens/J over each half must reach this share of that half's hindsight optimum (issue 12)."""
+TARGET_OF_SECOND_HALF = 0.6
+"""The throughput target, as a fraction of the second half's throughput at the maximum configuration:
+the first half meets it at the lowest caps, the second needs a higher one, so the shift moves the choice."""
+
+
+def _half_figures(records, start_s: float, end_s: float) -> tuple[float, float]:
+    """(tokens per node joule, strict QoS violations %) over the intervals in (start_s, end_s]."""
+    rows = [r for r in records if start_s < r["t_s"] <= end_s and r.get("sample")]
+    tokens = sum(r["sample"]["generated_tokens"] for r in rows)
+    energy_j = sum(r["sample"]["node_power_w"] * r["interval_s"] for r in rows)
+    return tokens / energy_j, 100.0 * sum(bool(r["qos_violation"]) for r in rows) / len(rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["Llama-2-7B", "Mixtral-8x7B"])
+def test_tokens_per_joule_stays_near_the_hindsight_optimum_of_each_half(pals_cache, model):
+    from pals.control.policies import PolicyOptions
+    from pals.control.types import Configuration
+    from pals.core.paper import PAPER_BATCH_CAPS, PAPER_POWER_CAPS_W
+
+    duration_s = 240.0
+    halves = ((0.0, SHIFT_S), (SHIFT_S, duration_s))
+    top = shifting_run(model, "static", duration_s, PolicyOptions(fixed=Configuration(max(PAPER_POWER_CAPS_W), 64)))
+    second_tps = np.mean([r["sample"]["throughput_tps"] for r in top if r["t_s"] > SHIFT_S + 30.0 and r.get("sample")])
+    target_tps = TARGET_OF_SECOND_HALF * float(second_tps)
+    pals = shifting_run(model, "pals", duration_s, target_tps=target_tps)
+    statics = {(cap, batch): shifting_run(model, "static", duration_s, PolicyOptions(fixed=Configuration(cap, batch)),
+                                          target_tps=target_tps)
+               for cap in PAPER_POWER_CAPS_W for batch in PAPER_BATCH_CAPS}
+    for start_s, end_s in halves:
+        tpj, violations = _half_figures(pals, start_s, end_s)
+        # The hindsight optimum of the half: the best fixed configuration with no more violations there.
+        meeting = [f for f in (_half_figures(r, start_s, end_s) for r in statics.values()) if f[1] <= violations]
+        assert meeting, (model, start_s, violations)
+        best = max(t for t, _ in meeting)
+        assert tpj >= HALF_SHARE_MIN * best, (model, start_s, tpj, best, violations)
+    # The shift moved PALS's choice (the target binds differently in the two halves).
+    configs = {(r["decision"]["config"]["power_cap_w"], r["decision"]["config"]["batch_cap"]) for r in pals}
+    assert len(configs) > 1, configs
