@@ -23,8 +23,7 @@ KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 PLANNED_FLAGS = {
     # The sidecar's attach mode (docs/production.md, "The sidecar's attach mode") and the endpoint
     # and metrics options other branches add.
-    "run": {"--url", "--cap-channel", "--gpu-uuids-file", "--max-num-seqs", "--decision-log",
-            "--node-name"},
+    "run": {"--url", "--cap-channel", "--gpu-uuids-file", "--max-num-seqs", "--decision-log"},
     "coordinate": set(),
     "serve": set(),
 }
