@@ -97,3 +97,35 @@ def test_pals_run_hindsight_writes_the_whole_table(pals_cache, tmp_path, capsys)
     best = max(float(r.split(",")[2]) for r in rows[1:])
     assert entry["meeting"] == 36 and summary["tokens_per_joule"] == best
     assert "hindsight optimum" in capsys.readouterr().out
+
+
+def test_a_bad_node_name_is_one_line_before_anything_runs(pals_cache, tmp_path, capsys):
+    for name in ("two words", "", "-lead", 'q"uote', "x" * 254):
+        out = tmp_path / "o"
+        rc = main(["run", "--model", "Mixtral-8x7B", "--policy", "baseline", "--saturate", "--duration-s", "5",
+                   f"--node-name={name}", "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and "--node-name" in err, (name, err)
+        assert not out.exists(), name
+    # pals serve refuses it before it looks for vLLM.
+    rc = main(["serve", "some/model", "--policy", "baseline", "--max-num-seqs", "8", "--node-name", "a b"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--node-name" in err, err
+
+
+def test_node_name_labels_every_series_and_defaults_to_the_host_name():
+    import socket
+
+    from pals.control.metrics import ControllerMetrics, check_node_name, resolve_node_name
+
+    assert resolve_node_name("vllm-0.pals-agent") == "vllm-0.pals-agent"
+    assert resolve_node_name(None) == check_node_name(socket.gethostname())
+    metrics = ControllerMetrics(policy="pals")
+    metrics.count("node_errors")
+    metrics.set_node("n1")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    labels = {(s.labels["node"], s.labels["policy"]) for f in text_string_to_metric_families(
+        metrics.exposition().decode()) for s in f.samples}
+    assert labels == {("n1", "pals")}
+    assert metrics.sample_value("pals_node_errors_total") == 1.0  # renaming kept the counter

@@ -97,7 +97,7 @@ def test_bad_samples_in_a_row_move_the_node_to_the_safe_configuration_and_back(k
     assert any(s["safe_mode"] and s["health"]["bad_samples_in_a_row"] >= 6 for s in statuses)
     assert safe[-1].t_s < FAULT_END_S + 0.5 * loop.telemetry.recover_good_samples + 1e-6
     assert not statuses[-1]["safe_mode"] and loop.health["safe_mode_entries"] == 1
-    assert b"pals_safe_mode 0.0" in loop.metrics.exposition()
+    assert loop.metrics.sample_value("pals_safe_mode") == 0.0
 
 
 class _Fixed:
@@ -149,7 +149,7 @@ def test_an_apply_failure_is_reported_and_retried():
     assert failed and not any(r.config_changed for r in failed)
     assert loop.health["node_errors"] == len(failed) == node.injected["apply_error"]
     assert records[-1].sample.power_cap_w < 400.0  # applied once the fault had passed
-    assert b"pals_node_errors_total 4.0" in loop.metrics.exposition()
+    assert loop.metrics.sample_value("pals_node_errors_total") == 4.0
 
 
 class _BrokenPolicy:

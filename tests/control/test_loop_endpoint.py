@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pals.control.budget import PowerBudget, ThroughputTarget
 from pals.control.decision_log import DecisionLog
@@ -93,12 +94,20 @@ def test_endpoint_status_decisions_metrics(served):
     status, _, body = call(endpoint, "GET", "/decisions?n=2")
     assert status == 200 and [r["interval"] for r in json.loads(body)] == [1, 2]
     status, ctype, body = call(endpoint, "GET", "/metrics")
-    text = body.decode()
     assert status == 200 and ctype.startswith("text/plain")
-    for name in ("pals_gpu_power_cap_watts 400.0", "pals_batch_cap 64.0", "pals_gpu_power_watts",
-                 "pals_node_power_watts", "pals_throughput_tokens_per_second", "pals_tokens_per_joule",
-                 "pals_qos_violations_total", "pals_power_budget_watts", "pals_throughput_target_tokens_per_second 200.0"):
-        assert name in text, name
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            assert (s.labels["node"], s.labels["policy"]) == (loop.metrics.node, "baseline"), s
+            samples[(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k not in ("node", "policy"))))] = s.value
+    gpus = loop.constraints.num_gpus
+    assert [samples[("pals_gpu_power_cap_watts", (("gpu", str(i)),))] for i in range(gpus)] == [400.0] * gpus
+    assert samples[("pals_batch_cap", ())] == 64.0
+    assert samples[("pals_throughput_target_tokens_per_second", ())] == 200.0
+    for name in ("pals_gpu_power_watts", "pals_node_power_watts", "pals_throughput_tokens_per_second",
+                 "pals_tokens_per_joule", "pals_qos_violations_total", "pals_requests_running"):
+        assert (name, ()) in samples, name
+    assert ("pals_power_budget_watts", (("kind", "node"),)) in samples
 
 
 def test_endpoint_changes_budget_and_target(served):

@@ -123,7 +123,7 @@ def test_a_full_disk_under_the_decision_log_does_not_stop_control(tmp_path):
     loop.close()
     lost = loop.log.lines_lost
     assert lost == 5 and loop.health["log_errors"] == 5
-    assert b"pals_log_errors_total 5.0" in loop.metrics.exposition()
+    assert loop.metrics.sample_value("pals_log_errors_total") == 5.0
     assert any("No space left on device" in w for r in loop.log.records() for w in r.warnings)
     # No half line was left in the file: every line parses, and the ones written are in order.
     lines = DecisionLog.read(path)
@@ -264,6 +264,6 @@ def test_metrics_take_missing_and_non_finite_values_without_raising():
         config_changed=False, governor_trim=False, at_max_config=False, decide_ms=nan,
     )
     metrics.update(record)
-    text = metrics.exposition().decode()
-    assert "pals_gpu_power_watts NaN" in text
-    assert "pals_gpu_energy_joules_total 0.0" in text and "pals_generated_tokens_total 0.0" in text
+    value = metrics.sample_value
+    assert math.isnan(value("pals_gpu_power_watts"))
+    assert value("pals_gpu_energy_joules_total") == 0.0 and value("pals_generated_tokens_total") == 0.0

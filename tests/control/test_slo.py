@@ -296,9 +296,10 @@ def test_put_slo_sets_shows_and_removes_it_and_rejects_bad_input(tmp_path):
         assert loop.slo == Slo(50.0, 2.0)  # nothing half-applied
         loop.clock.wait_until(loop.clock.now_s() + 0.5)
         loop.step()
-        text = loop.metrics.exposition().decode()
-        assert "pals_tpot_slo_seconds 0.05" in text and "pals_ttft_slo_seconds 2.0" in text
-        assert 'pals_tpot_seconds{quantile="0.99"}' in text and "pals_tpot_slo_violations_total" in text
+        value = loop.metrics.sample_value
+        assert value("pals_tpot_slo_seconds") == 0.05 and value("pals_ttft_slo_seconds") == 2.0
+        assert value("pals_tpot_seconds", quantile="0.99") is not None
+        assert value("pals_tpot_slo_violations_total") is not None
         assert call({"tpot_ms": None, "ttft_s": None}) == (200, {"slo": None}) and loop.slo is None
     finally:
         endpoint.stop()
@@ -313,6 +314,7 @@ def test_slo_counters_count_the_broken_objective():
     for i, (tpot, violation) in enumerate(((0.06, True), (0.04, False), (0.07, True)), start=1):
         line = _record(i, 1000.0, slo=slo, slo_violation=violation, tpot_p99=tpot)
         metrics.update(IntervalRecord.from_json(line))
-    text = metrics.exposition().decode()
-    assert "pals_tpot_slo_violations_total 2.0" in text and "pals_ttft_slo_violations_total 0.0" in text
-    assert 'pals_tpot_seconds{quantile="0.99"} 0.07' in text and 'pals_ttft_seconds{quantile="0.5"} NaN' in text
+    value = metrics.sample_value
+    assert value("pals_tpot_slo_violations_total") == 2.0 and value("pals_ttft_slo_violations_total") == 0.0
+    assert value("pals_tpot_seconds", quantile="0.99") == 0.07
+    assert math.isnan(value("pals_ttft_seconds", quantile="0.5"))

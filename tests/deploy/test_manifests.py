@@ -23,8 +23,7 @@ KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 PLANNED_FLAGS = {
     # The sidecar's attach mode (docs/production.md, "The sidecar's attach mode") and the endpoint
     # and metrics options other branches add.
-    "run": {"--url", "--cap-channel", "--gpu-uuids-file", "--max-num-seqs", "--decision-log",
-            "--node-name"},
+    "run": {"--url", "--cap-channel", "--gpu-uuids-file", "--max-num-seqs", "--decision-log"},
     "coordinate": set(),
     "serve": set(),
 }
@@ -281,3 +280,20 @@ def test_systemd_analyze_verifies_the_unit(tmp_path):
     result = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
     ours = [line for line in (result.stdout + result.stderr).splitlines() if UNIT.name in line]
     assert result.returncode == 0 and not ours, "\n".join(ours) or result.stderr
+
+
+def test_the_coordinator_names_each_node_as_its_agent_labels_its_metrics():
+    """The rules join the coordinator's `node` label with the agent's: the agent's --node-name (the
+    pod's name) must be the NAME of the coordinator's --node NAME=URL for every pod of the StatefulSet."""
+    from pals.control.metrics import check_node_name
+
+    (statefulset,) = _by_kind("StatefulSet")
+    pods = {f"{statefulset['metadata']['name']}-{i}" for i in range(statefulset["spec"]["replicas"])}
+    agent = _container("pals-agent")
+    assert "--node-name=$(POD_NAME)" in agent["args"]
+    field = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in agent["env"]}
+    assert field["POD_NAME"] == "metadata.name"
+    coordinator = _container("coordinator")
+    named = {arg.split("=", 2)[1] for arg in coordinator["args"] if arg.startswith("--node=")}
+    assert named == pods
+    assert all(check_node_name(name) == name for name in named)

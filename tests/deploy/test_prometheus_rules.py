@@ -82,6 +82,9 @@ def test_every_alert_has_a_unit_test():
          '(avg_over_time(pals_node_power_watts[5m]) and ignoring(kind) (pals_power_budget_watts{kind="gpu"}'),
         # "Left capped" without the controller-down condition: fires for a controlled node too.
         ('and on(job, instance) (up{job="pals-agent"} == 0)\n        for: 5m', "\n        for: 5m"),
+        # Tokens per joule "by policy" that averages the nodes' ratios instead of pooling their tokens and joules.
+        ("sum by (policy) (rate(pals_generated_tokens_total[5m])) / sum by (policy) (rate(pals_node_energy_joules_total[5m]))",
+         "avg by (policy) (rate(pals_generated_tokens_total[5m]) / rate(pals_node_energy_joules_total[5m]))"),
         # Stale telemetry that only looks at the engine's data age misses a loop that stopped.
         ("pals_telemetry_age_seconds > 5 or (time() - pals_last_sample_timestamp_seconds) > 30",
          "pals_telemetry_age_seconds > 5"),

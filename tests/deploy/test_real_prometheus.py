@@ -13,8 +13,12 @@ What is compared, and why it is exact or not:
 - summary.json's totals equal the whole decision log's, and what the last scrape had not seen
   (the run's tail after it) is at most what the node ran in two scrape intervals at the fastest
   rate Prometheus saw it run: Prometheus's final value is summary.json's minus that tail.
-- `pals_config_changes_total` counts the initial configuration the policy applied; summary.json's
-  `config_changes` counts the changes after it (one less).
+- `pals_config_changes_total` and summary.json's `config_changes` share one definition (the changes
+  after the initial configuration, governor trims apart), so the final counter is summary.json's
+  minus the unscraped tail's changes.
+- Every agent series carries `node` (the `--node-name` given, the coordinator's NAME for the node)
+  and `policy`; the per-GPU caps are one series per GPU, and the coordinator's view of the node
+  joins the node's own on `node`, as the rules' joins need.
 - The budget the agent exported is the one its log records; every budget the coordinator saw the
   node report is one the node logged; the coordinator shows the node up, its target and a budget
   within the cluster budget.
@@ -168,7 +172,10 @@ class LogPrefix:
                 tokens = sample["generated_tokens"] if sample.get("generated_tokens") is not None \
                     else sample["throughput_tps"] * dt
             self.tokens.append(self.tokens[-1] + tokens)
-            self.changes.append(self.changes[-1] + int(rec["config_changed"] and not rec["governor_trim"]))
+            # As the summary counts them: the first record applies the initial configuration.
+            first = len(self.changes) == 1
+            self.changes.append(self.changes[-1] + int(not first and rec["config_changed"]
+                                                       and not rec["governor_trim"]))
 
     def agrees(self, series: list[float], k: int, value: float) -> bool:
         """`value` equals the prefix sum after k records, or after k +/- 1 (a scrape between two updates)."""
@@ -193,7 +200,8 @@ def stack(tmp_path_factory):
         procs["pals run"] = _spawn([sys.executable, "-m", "pals", "run", "--node", "sim", "--model", MODEL,
                                     "--tp", str(TP), "--policy", "pals", "--saturate", "--target-tps", str(TARGET_TPS),
                                     "--budget-w", str(START_BUDGET_W), "--duration-s", str(RUN_DURATION_S),
-                                    "--endpoint-port", str(agent_port), "--out", str(out_dir), "--quiet"], env)
+                                    "--endpoint-port", str(agent_port), "--node-name", NODE, "--out", str(out_dir),
+                                    "--quiet"], env)
         prom = Prom(prom_port)
         watched = list(procs.items())
         _wait_for("Prometheus to be ready", prom.ready, 60, watched)
@@ -259,9 +267,8 @@ def test_promql_agrees_with_summary_json_up_to_the_unscraped_tail(scraped):
     assert summary["energy_j"] == pytest.approx(log.energy_j[n], rel=1e-6)
     assert summary["gpu_energy_j"] == pytest.approx(log.gpu_energy_j[n], rel=1e-6)
     assert summary["generated_tokens"] == pytest.approx(log.tokens[n], rel=1e-6)
-    # ... and counts the changes after the initial configuration, which the counter also counts.
-    initial = int(log.records[0]["config_changed"] and not log.records[0]["governor_trim"])
-    assert summary["config_changes"] == log.changes[n] - initial
+    # ... and counts the changes after the initial configuration, as the counter does.
+    assert summary["config_changes"] == log.changes[n]
     assert summary["config_changes"] > 0, "the coordinator's budget should have moved the policy"
     # What Prometheus never saw: the intervals after its last scrape. Bound: two scrape intervals at
     # the fastest rate the node ran between two scrapes (the agent died within one interval of it).
@@ -273,7 +280,8 @@ def test_promql_agrees_with_summary_json_up_to_the_unscraped_tail(scraped):
         unseen = total - last[name]
         per_interval = total / n
         assert -0.01 <= unseen <= (tail + 1) * per_interval * 1.5 + 0.01, (name, unseen, tail)
-    assert last["pals_config_changes_total"] - initial <= summary["config_changes"]
+    unseen_changes = summary["config_changes"] - last["pals_config_changes_total"]
+    assert 0 <= unseen_changes <= tail + 1, (unseen_changes, tail)
 
 
 def test_the_budget_exported_is_the_one_logged_and_the_coordinator_shows_it(scraped):
@@ -308,3 +316,31 @@ def test_the_coordinator_shows_the_node_its_target_and_the_cluster_budget(scrape
     # The agent's target as the node exports it is the coordinator's.
     node_target = prom.samples('pals_throughput_target_tokens_per_second{job="pals-agent"}')
     assert node_target and node_target[-1][1] == TARGET_TPS
+
+
+def test_agent_series_carry_node_and_policy_and_join_the_coordinators_view(scraped):
+    prom = scraped[0]
+    # The agent has ended: its series are stale now, so each query looks back over the run.
+    agent = prom.query('{job="pals-agent", __name__=~"pals_.*"}[10m]')["result"]
+    assert agent, "no agent series"
+    for series in agent:
+        labels = series["metric"]
+        assert (labels.get("node"), labels.get("policy")) == (NODE, "pals"), labels
+    caps = prom.query('last_over_time(pals_gpu_power_cap_watts{job="pals-agent"}[10m])')["result"]
+    maxima = prom.query('last_over_time(pals_gpu_power_cap_max_watts{job="pals-agent"}[10m])')["result"]
+    gpus = [str(i) for i in range(TP)]
+    assert sorted(s["metric"]["gpu"] for s in caps) == gpus and sorted(s["metric"]["gpu"] for s in maxima) == gpus
+    assert all(float(c["value"][1]) <= float(m["value"][1]) for c, m in zip(
+        sorted(caps, key=lambda s: s["metric"]["gpu"]), sorted(maxima, key=lambda s: s["metric"]["gpu"])))
+    # The coordinator's counted budget and the node's own exported budget meet on `node` (last 10 min).
+    joined = prom.query('last_over_time(pals_coordinator_node_budget_watts[10m]) '
+                        'and on(node) last_over_time(pals_power_budget_watts{kind="node"}[10m])')
+    assert [s["metric"].get("node") for s in joined["result"]] == [NODE]
+    for name in ("pals_batch_cap_max", "pals_requests_running", "pals_telemetry_age_seconds",
+                 "pals_last_sample_timestamp_seconds"):
+        assert prom.samples(f'{name}{{job="pals-agent"}}'), name
+    stamps = prom.samples('pals_last_sample_timestamp_seconds{job="pals-agent"}')
+    # Unix time of the agent's last sample (the wall clock, not the simulator's virtual one): close
+    # to Prometheus's own scrape times (NaN only if a scrape came before the first interval).
+    stamped = [(t, v) for t, v in stamps if not math.isnan(v)]
+    assert stamped and all(abs(v - t) <= 60.0 for t, v in stamped), stamped[-3:]

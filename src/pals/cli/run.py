@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pals.cli import _common as flags
 from pals.cli._common import add_command
+from pals.control.metrics import resolve_node_name
 from pals.control.policies import DEFAULT_OBJECTIVE, OBJECTIVES, ORACLE_MAX_QOS_VIOLATION_PCT, POLICY_NAMES
 from pals.core.paper import CONTROL_INTERVAL_S, PAPER_GPU, PAPER_NUM_GPUS
 from pals.errors import ConfigError
@@ -125,6 +126,9 @@ def add_parser(subparsers):
     out.add_argument("--out", required=True, metavar="DIR", help="directory for decisions.jsonl and summary.json")
     out.add_argument("--quiet", action="store_true", help="no progress output")
     flags.add_endpoint_flags(parser)
+    parser.add_argument("--node-name", default=None, metavar="NAME",
+                        help="the `node` label of the /metrics series (default: the host name; the same NAME as "
+                             "the coordinator's --node NAME=URL)")
     return parser
 
 
@@ -188,6 +192,7 @@ def run(args) -> int:
     if args.policy == "hindsight" and args.endpoint_port is not None:
         raise ConfigError("--endpoint-port is not for --policy hindsight (it runs every configuration offline)")
     endpoint = flags.endpoint_spec_from_args(args)
+    args.node_name = resolve_node_name(args.node_name)
     if args.predictor is None and args.profile is None:
         flags.check_cache_dir()  # profiles and ground truth built on the fly are cached there
     criteria = _criteria(args) if args.policy == "hindsight" else None
@@ -278,6 +283,7 @@ def _run_policy(args, *, endpoint, deployment, load, budget, schedule, predictor
     log(f"pals run: {args.policy} on {deployment.describe()}, {args.duration_s:g} s simulated")
 
     def started(controller) -> None:
+        controller.loop.metrics.set_node(args.node_name)
         if controller.endpoint is not None:
             log(f"endpoint on {controller.endpoint.url} (/status /budget /target /decisions /metrics)"
                 + ("; changes need the bearer token" if endpoint.token is not None else ""))

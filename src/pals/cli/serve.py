@@ -100,6 +100,9 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--host", default="127.0.0.1", help="vLLM's listen address (default: 127.0.0.1)")
     net.add_argument("--port", type=positive_int, default=8000, help="vLLM's port (default: 8000)")
     net.add_argument("--endpoint-port", type=int, default=9400, help="PALS control endpoint port (default: 9400; 0 = any free)")
+    net.add_argument("--node-name", default=None, metavar="NAME",
+                     help="the `node` label of the /metrics series (default: the host name; the same NAME as "
+                          "the coordinator's --node NAME=URL)")
     vllm = parser.add_argument_group("vLLM process")
     vllm.add_argument("--vllm-python", default=sys.executable, metavar="PYTHON",
                       help="interpreter of the environment vLLM is installed in (default: this one)")
@@ -283,6 +286,7 @@ def _say(line: str) -> None:
 
 def run(args) -> int:
     from pals.control.budget import PowerBudget
+    from pals.control.metrics import resolve_node_name
     from pals.integrations.cap_channel import ENV_VAR, CapWriter
     from pals.integrations.engine_state import state_path_for
     from pals.node.hwstate import PowerLimitGuard
@@ -291,6 +295,7 @@ def run(args) -> int:
     from pals.runtime.predictors import PredictorSource, load_predictor
 
     vllm_extra = _vllm_args(args)
+    node_name = resolve_node_name(args.node_name)
     if args.policy.lower() != "baseline" and not (args.profile or args.predictor):
         raise ConfigError(f"policy {args.policy!r} needs --profile or --predictor (or use --policy baseline)")
     # The served model is a Hugging Face id or a folder: no preset name to check the predictor against.
@@ -342,6 +347,7 @@ def run(args) -> int:
         )
         # Node power (budgets of kind "node") from the predictor's fitted line, as `pals run` does.
         controller = build_controller(node, settings, predictor=predictor)
+        controller.loop.metrics.set_node(node_name)
         c = node.constraints()
         _say(f"pals serve: controller on; endpoint {controller.endpoint.url}; GPUs: {c.num_gpus} x {c.gpu_name}")
         controller.run(duration_s=args.duration_s, stop=stop)

@@ -109,8 +109,8 @@ class ControlLoop:
         self.qos = QosWindow(qos_window_s, qos_tolerance)
         self.schedule = budget_schedule
         self.log = decision_log if isinstance(decision_log, DecisionLog) else DecisionLog(decision_log)
-        self.metrics = ControllerMetrics(registry)
         self.constraints = node.constraints()
+        self.metrics = ControllerMetrics(registry, policy=self.policy_name, constraints=self.constraints)
         self.telemetry = telemetry or TelemetryGuardConfig()
         self.guard = TelemetryGuard(self.constraints, self.telemetry, self.power_model)
         self.min_span_s = self.telemetry.min_span_frac * self.interval_s
@@ -244,7 +244,7 @@ class ControlLoop:
         self._remember_prediction(decision, changed_config)
         self.last_json = self.log.append(record)
         self._note_log_errors()
-        self.metrics.update(record)
+        self.metrics.update(record, sample)
         self._summary.add(record)
         self._remember(record)
         self.interval_index += 1

@@ -286,6 +286,16 @@ class _BudgetTally:
         }
 
 
+def counted_change(rec: IntervalRecord, first: bool) -> str | None:
+    """How the run's counts take `rec`'s configuration change (the one definition the summary's
+    `config_changes`/`governor_trims` and the Prometheus counters share): "change" (the policy chose
+    a configuration and it was applied), "trim" (a cap move that only followed the budget
+    governor's bound), or None. The run's `first` record applies the initial configuration: no change."""
+    if first or not rec.config_changed:
+        return None
+    return "trim" if rec.governor_trim else "change"
+
+
 class SummaryAccumulator:
     """The run summary, folded in one record at a time: nothing in it grows with the run.
 
@@ -319,11 +329,9 @@ class SummaryAccumulator:
         if first:
             self.policy = rec.policy
         self.decide_ms.add(float(rec.decide_ms))
-        if not first and rec.config_changed:
-            if rec.governor_trim:
-                self.trims += 1
-            else:
-                self.changes += 1
+        change = counted_change(rec, first)
+        self.changes += change == "change"
+        self.trims += change == "trim"
         budget = rec.budget
         # A budget set at this record's decision applies from the next interval on.
         sample = rec.sample
