@@ -25,14 +25,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from pals_vllm_envs import env_python, vllm_env_vars
-from test_serve_e2e import DEADLINE_S, OPENAI_LOAD, PROFILE, _free_port, _http, _tiny_model
+from test_serve_e2e import DEADLINE_S, OPENAI_LOAD, PROFILE, _free_port, _http, _tiny_model, wait_until
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -45,19 +44,12 @@ MAX_TOKENS = 64
 
 def _wait_for(pred, what: str, procs: dict[str, subprocess.Popen], timeout_s: float = DEADLINE_S):
     """`pred()`'s first true value; fails, naming `what`, when a process of `procs` exits or time runs out."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
+    def alive() -> None:
         for name, proc in procs.items():
             if proc.poll() is not None:
                 raise AssertionError(f"{name} exited ({proc.returncode}) before {what}")
-        try:
-            value = pred()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+    return wait_until(pred, what, alive, timeout_s)
 
 
 def _healthy(url: str) -> bool:
