@@ -21,13 +21,12 @@ KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 """The oldest Kubernetes the manifests target, and the newest kubernetes-validate knows."""
 
 PLANNED_FLAGS = {
-    # The sidecar's attach mode (docs/production.md, "The sidecar's attach mode") and the endpoint
-    # and metrics options other branches add.
-    "run": {"--url", "--cap-channel", "--gpu-uuids-file", "--max-num-seqs", "--decision-log"},
+    # Flags the manifests use before they land (none today: the attach mode and --node-name exist).
+    "run": set(),
     "coordinate": set(),
     "serve": set(),
 }
-PLANNED_FLAG_VALUES = {("run", "--node"): {"vllm"}}
+PLANNED_FLAG_VALUES: dict[tuple[str, str], set[str]] = {}
 EXTERNAL = {("ConfigMap", "pals-profile"), ("PersistentVolumeClaim", "models")}
 """Objects the manifests use that the operator creates (docs/production.md says how)."""
 

@@ -73,6 +73,22 @@ def _http(url: str, body: dict | None = None, method: str = "GET") -> bytes:
         return resp.read()
 
 
+def wait_until(pred, what: str, alive=lambda: None, timeout_s: float = DEADLINE_S, tail=lambda: ""):
+    """`pred()`'s first true value (an OSError counts as not yet), polled every 0.1 s; `alive()` raises
+    when waiting is pointless (a process died); after `timeout_s`, fails naming `what` (and `tail()`)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        alive()
+        try:
+            value = pred()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}{tail()}")
+
+
 @dataclass(frozen=True)
 class Row:
     """What the monitor saw at one poll (wall clock, as the channel and state records are stamped)."""
@@ -146,20 +162,13 @@ class Serve:
     monitor: Monitor | None = None
 
     def wait_for(self, pred, what: str, timeout_s: float = DEADLINE_S):
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout_s:
+        def alive() -> None:
             if self.monitor is not None and self.monitor.error is not None:
                 raise AssertionError(f"the monitor failed before {what}") from self.monitor.error
             if self.proc.poll() is not None:
                 raise AssertionError(f"pals serve exited ({self.proc.returncode}) before {what}:\n{self.text()[-4000:]}")
-            try:
-                value = pred()
-            except OSError:
-                value = None
-            if value:
-                return value
-            time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}:\n{self.text()[-3000:]}")
+
+        return wait_until(pred, what, alive, timeout_s, tail=lambda: ":\n" + self.text()[-3000:])
 
     def wait_up(self) -> None:
         self.wait_for(lambda: urllib.request.urlopen(self.ep + "/status", timeout=5).status == 200,

@@ -1,5 +1,6 @@
-"""`pals run`: one closed-loop scenario on the simulated node (any policy, trace or Poisson load), or the
-hindsight oracle (`--policy hindsight`: every fixed configuration of the grid on the same stream)."""
+"""`pals run`: one closed-loop scenario on the simulated node (any policy, trace or Poisson load), the
+hindsight oracle (`--policy hindsight`: every fixed configuration of the grid on the same stream), or
+(`--node vllm`, `pals.cli._attach`) the controller attached to a vLLM server PALS did not start."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 from pathlib import Path
 
 from pals.cli import _common as flags
+from pals.cli._attach import add_attach_flags, check_sim_flags, run_attached
 from pals.cli._common import add_command
 from pals.control.metrics import resolve_node_name
 from pals.control.policies import DEFAULT_OBJECTIVE, OBJECTIVES, ORACLE_MAX_QOS_VIOLATION_PCT, POLICY_NAMES
@@ -18,6 +20,8 @@ from pals.errors import ConfigError
 
 DEFAULT_MAX_BUDGET_OVERSHOOT_PCT = 1.0
 """The hindsight oracle's default limit on budget overshoot (share of budget intervals). Units: %."""
+DEFAULT_SIM_TP = 4
+"""The simulated node's tensor-parallel degree per replica when --tp is not given."""
 
 
 DESCRIPTION = """\
@@ -56,26 +60,45 @@ rotated to decisions.jsonl.1.gz, not lost.
 
 Every number is checked at the start against a plausible range (one line naming it): NaN, inf,
 zero or absurd values are refused before anything is profiled or written.
+
+--node vllm attaches the same controller to a vLLM server already running (the Kubernetes
+sidecar): one started with --scheduler-cls pals.integrations.vllm_scheduler.PalsScheduler and
+PALS_CAP_CHANNEL=PATH (give the same PATH as --cap-channel). --max-num-seqs, when given, must be
+what vLLM runs with (its scheduler reports it); --gpu-uuids-file limits control to the GPUs listed
+by UUID. The GPUs' original power limits are saved before the first write and restored, with the
+batch cap, when --duration-s passes (default: never) or on SIGTERM, SIGINT, SIGHUP and every other
+terminating signal (exit status 0); vLLM keeps running. --policy defaults to pals there;
+--model, --out, the load flags and --policy oracle/hindsight are for --node sim only.
+
+  pals run --node vllm --url http://127.0.0.1:8000 --cap-channel /var/run/pals/cap \\
+      --gpu-uuids-file /var/run/pals/gpus --max-num-seqs 256 --tp 4 --profile profile.csv \\
+      --target-tps 2000 --budget-w 3200 --decision-log /var/log/pals/decisions.jsonl --endpoint-port 9400
 """
 
 
 def add_parser(subparsers):
-    parser = add_command(subparsers, "run", "one closed-loop scenario on the simulated node", DESCRIPTION, run)
+    parser = add_command(subparsers, "run", "one closed-loop scenario on the simulated node, or attached to vLLM", DESCRIPTION, run)
     dep = parser.add_argument_group("deployment")
-    dep.add_argument("--node", choices=["sim"], default="sim", help="node kind (real GPUs: `pals serve`)")
-    dep.add_argument("--model", required=True, help="model preset (e.g. Mixtral-8x7B, Qwen1.5-MoE-A2.7B) or a HF config.json")
-    dep.add_argument("--gpu", default=PAPER_GPU, help=f"GPU preset (default {PAPER_GPU})")
-    dep.add_argument("--tp", type=flags.whole_flag(1, flags.MAX_GPUS), default=4,
-                     help="tensor-parallel degree per replica (default 4)")
-    dep.add_argument("--num-gpus", type=flags.whole_flag(1, flags.MAX_GPUS), default=PAPER_NUM_GPUS,
-                     help=f"GPUs in the node (default {PAPER_NUM_GPUS})")
-    dep.add_argument("--batch-cap-max", type=flags.whole_flag(1, flags.MAX_BATCH_CAP), default=None, metavar="N",
-                     help="the engine's max_num_seqs, the largest batch cap control may set (up to "
-                          f"{flags.MAX_BATCH_CAP}; default: the GPU preset's grid top, 64 on A100, 256 on H100/H200)")
+    dep.add_argument("--node", choices=["sim", "vllm"], default="sim",
+                     help="sim: the simulated node (default); vllm: attach to a running vLLM server (--url)")
+    dep.add_argument("--model", default=None,
+                     help="--node sim (required): model preset (e.g. Mixtral-8x7B, Qwen1.5-MoE-A2.7B) or a HF config.json")
+    dep.add_argument("--gpu", default=None, help=f"GPU preset (default {PAPER_GPU}); --node vllm: the simulated GPUs' "
+                                                 "with --gpu-backend simulated")
+    dep.add_argument("--tp", type=flags.whole_flag(1, flags.MAX_GPUS), default=None,
+                     help=f"tensor-parallel degree per replica (default {DEFAULT_SIM_TP} on --node sim, 1 on --node vllm)")
+    dep.add_argument("--num-gpus", type=flags.whole_flag(1, flags.MAX_GPUS), default=None,
+                     help=f"GPUs in the node (default {PAPER_NUM_GPUS}); --node vllm: how many simulated GPUs with "
+                          "--gpu-backend simulated")
+    dep.add_argument("--batch-cap-max", "--max-num-seqs", type=flags.whole_flag(1, flags.MAX_BATCH_CAP), default=None,
+                     metavar="N", help="the engine's max_num_seqs, the largest batch cap control may set (up to "
+                          f"{flags.MAX_BATCH_CAP}; default: the GPU preset's grid top, 64 on A100, 256 on H100/H200; "
+                          "--node vllm: what its scheduler reports, which a given N must equal)")
     dep.add_argument("--physics", default=None, metavar="FILE",
                      help="simulated GPU physics from `pals calibrate` (default: the GPU preset's)")
     ctl = parser.add_argument_group("control")
-    ctl.add_argument("--policy", required=True, choices=POLICY_NAMES + ("hindsight",))
+    ctl.add_argument("--policy", default=None, choices=POLICY_NAMES + ("hindsight",),
+                     help="required on --node sim; --node vllm: default pals")
     ctl.add_argument("--objective", choices=OBJECTIVES, default=DEFAULT_OBJECTIVE,
                      help="what tokens/J counts: node joules (default, the headline) or GPU joules")
     ctl.add_argument("--power-cap-w", type=flags.number_flag(1.0, flags.MAX_POWER_CAP_W, "W"), default=None,
@@ -102,8 +125,8 @@ def add_parser(subparsers):
     model = ctl.add_mutually_exclusive_group()
     model.add_argument("--predictor", default=None, metavar="MODEL", help="saved predictor (`pals fit`)")
     model.add_argument("--profile", default=None, metavar="PROFILE", help="profile to fit a predictor from")
-    load = parser.add_argument_group("load (exactly one)")
-    kinds = load.add_mutually_exclusive_group(required=True)
+    load = parser.add_argument_group("load (--node sim: exactly one)")
+    kinds = load.add_mutually_exclusive_group()
     kinds.add_argument("--trace", default=None, help="conv, code (Azure LLM 2023) or a CSV trace file")
     kinds.add_argument("--rate", type=flags.number_flag(flags.MIN_RATE_RPS, flags.MAX_RATE_RPS, "requests/s"),
                        default=None, help="Poisson arrivals, requests/s")
@@ -122,25 +145,31 @@ def add_parser(subparsers):
     meet.add_argument("--workers", type=flags.whole_flag(1, flags.MAX_WORKERS), default=1, metavar="N",
                       help="hindsight: run configurations in N processes (default 1; same results)")
     out = parser.add_argument_group("output")
-    out.add_argument("--duration-s", type=flags.DURATION_S, required=True, help="simulated run time in s")
-    out.add_argument("--out", required=True, metavar="DIR", help="directory for decisions.jsonl and summary.json")
+    out.add_argument("--duration-s", type=flags.DURATION_S, default=None,
+                     help="simulated run time in s (required on --node sim); --node vllm: stop after this long "
+                          "(default: run until a terminating signal)")
+    out.add_argument("--out", default=None, metavar="DIR",
+                     help="--node sim (required): directory for decisions.jsonl and summary.json")
     out.add_argument("--quiet", action="store_true", help="no progress output")
     flags.add_endpoint_flags(parser)
     parser.add_argument("--node-name", default=None, metavar="NAME",
                         help="the `node` label of the /metrics series (default: the host name; the same NAME as "
                              "the coordinator's --node NAME=URL)")
+    add_attach_flags(parser)
     return parser
 
 
 def _check_flags(args, deployment) -> None:
-    """One clear line for flags that do not go together, before anything runs or is written."""
+    """One clear line for flags that do not go together, before anything runs or is written (the static
+    configuration is checked against the deployment when there is one; the attach mode checks it on the node)."""
     from pals.control.policies import check_fixed_configuration
 
     fixed_given = args.power_cap_w is not None or args.batch_cap is not None
     if args.policy == "static":
         if args.power_cap_w is None or args.batch_cap is None:
             raise ConfigError("--policy static holds one configuration: give both --power-cap-w W and --batch-cap B")
-        check_fixed_configuration(args.power_cap_w, args.batch_cap, deployment.constraints())
+        if deployment is not None:
+            check_fixed_configuration(args.power_cap_w, args.batch_cap, deployment.constraints())
     elif fixed_given:
         raise ConfigError(f"--power-cap-w and --batch-cap are for --policy static only, not {args.policy}; "
                           "drop them or use --policy static")
@@ -184,15 +213,18 @@ def run(args) -> int:
     from pals.control.slo import Slo
     from pals.runtime.predictors import PredictorSource, latency_model_for, predictor_for
 
+    args.node_name = resolve_node_name(args.node_name)  # a bad name is one line before anything runs
+    if args.node == "vllm":
+        return run_attached(args, check_flags=_check_flags)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     # Everything that can be refused is refused here, before profiling or writing anything.
+    check_sim_flags(args)
     flags.check_output_dir(args.out)
     deployment = deployment_from_args(args)
     _check_flags(args, deployment)
     if args.policy == "hindsight" and args.endpoint_port is not None:
         raise ConfigError("--endpoint-port is not for --policy hindsight (it runs every configuration offline)")
     endpoint = flags.endpoint_spec_from_args(args)
-    args.node_name = resolve_node_name(args.node_name)
     if args.predictor is None and args.profile is None:
         flags.check_cache_dir()  # profiles and ground truth built on the fly are cached there
     criteria = _criteria(args) if args.policy == "hindsight" else None
@@ -235,15 +267,16 @@ def deployment_from_args(args):
     from pals.runtime.deployment import Deployment
     from pals.sim.hardware import get_gpu
 
-    gpu = get_gpu(args.gpu)  # one clear line on an unknown GPU
+    gpu_name = args.gpu or PAPER_GPU
+    gpu = get_gpu(gpu_name)  # one clear line on an unknown GPU
     batch_cap_max = args.batch_cap_max if args.batch_cap_max is not None else default_batch_cap_max(gpu)
     physics = None
     if args.physics is not None:
         from pals.sim.physics import load_physics
 
         physics = load_physics(args.physics, gpu)
-    deployment = Deployment(args.model, args.gpu, tp=args.tp, num_gpus=args.num_gpus, batch_cap_max=batch_cap_max,
-                            physics=physics)
+    deployment = Deployment(args.model, gpu_name, tp=args.tp or DEFAULT_SIM_TP, num_gpus=args.num_gpus or PAPER_NUM_GPUS,
+                            batch_cap_max=batch_cap_max, physics=physics)
     deployment.sim_spec()  # validate names and parallelism now: one clear line on a typo
     return deployment
 

@@ -35,8 +35,16 @@ from pals.core.paper import CONTROL_INTERVAL_S, PAPER_GPU
 
 from pals.cli._common import add_command, positive_float, positive_int
 from pals.errors import ConfigError, EngineUnreachable, PalsError
-
-SCHEDULER_CLS = "pals.integrations.vllm_scheduler.PalsScheduler"
+from pals.runtime.real_node import (  # noqa: F401 - STOP_SIGNALS and install_stop_handlers: serve's API too
+    SCHEDULER_CLS,
+    STOP_SIGNALS,
+    EngineLink,
+    RealControl,
+    check_batch_ceiling,
+    grid_batch_caps,
+    install_stop_handlers,
+    say as _say,
+)
 
 DESCRIPTION = """\
 Serve MODEL with vLLM while PALS tunes the GPU power cap and the engine's batch cap.
@@ -249,49 +257,13 @@ class VllmProcess:
         return self.proc.returncode
 
 
-STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
-    getattr(signal, name)
-    for name in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGXCPU")
-    if hasattr(signal, name)
-)
-"""Signals whose default action ends the process: each stops `pals serve` the same way (restore the
-GPU limits and the batch cap, then stop vLLM). SIGHUP is a closed terminal or a dropped ssh session."""
-
-
-def install_stop_handlers(stop: threading.Event, received: list[str]) -> dict:
-    """Make every signal of STOP_SIGNALS set `stop` (its name appended to `received`); return the
-    previous handlers. A signal ignored when this runs stays ignored: the parent chose that
-    (`nohup` ignores SIGHUP), and the process would not have stopped on it."""
-
-    def handler(signum, _frame) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {}
-    for sig in STOP_SIGNALS:
-        if signal.getsignal(sig) is signal.SIG_IGN:
-            continue
-        previous[sig] = signal.signal(sig, handler)
-    return previous
-
-
-def _say(line: str) -> None:
-    """One status line on stderr; never raises (after SIGHUP the terminal may be gone, and a failed
-    write must not cut the shutdown short)."""
-    try:
-        print(line, file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
-
-
 def run(args) -> int:
     from pals.control.budget import PowerBudget
     from pals.control.metrics import resolve_node_name
     from pals.integrations.cap_channel import ENV_VAR, CapWriter
     from pals.integrations.engine_state import state_path_for
-    from pals.node.hwstate import PowerLimitGuard
-    from pals.node.vllm_node import VllmNode, default_channel_path, open_gpu_backend
-    from pals.runtime.builder import ControlSettings, build_controller
+    from pals.node.vllm_node import default_channel_path, open_gpu_backend
+    from pals.runtime.builder import ControlSettings
     from pals.runtime.predictors import PredictorSource, load_predictor
 
     vllm_extra = _vllm_args(args)
@@ -300,12 +272,11 @@ def run(args) -> int:
         raise ConfigError(f"policy {args.policy!r} needs --profile or --predictor (or use --policy baseline)")
     # The served model is a Hugging Face id or a folder: no preset name to check the predictor against.
     predictor = load_predictor(PredictorSource(args.predictor, args.profile), expect_model=None)
-    batches = [int(b) for b in getattr(predictor, "batches_", [])] if predictor is not None else []
+    batches = grid_batch_caps(predictor)
     max_num_seqs = args.max_num_seqs or (max(batches) if batches else None)
     if max_num_seqs is None:
         raise ConfigError("--max-num-seqs is needed when no predictor gives a batch grid")
-    if batches and max(batches) > max_num_seqs:
-        raise ConfigError(f"--max-num-seqs {max_num_seqs} is below the grid's largest batch cap {max(batches)}")
+    check_batch_ceiling(predictor, max_num_seqs)
 
     version = preflight(args.vllm_python)
     gpus = open_gpu_backend(args.gpu_backend, args.sim_gpu, args.sim_gpus, args.sim_state,
@@ -325,52 +296,25 @@ def run(args) -> int:
            "--max-num-seqs", str(max_num_seqs), *vllm_extra]
     env = engine_env({ENV_VAR: channel})
 
-    stop = threading.Event()
-    received: list[str] = []
-    previous = install_stop_handlers(stop, received)
-    guard = PowerLimitGuard(gpus, handle_signals=False)
-    server = node = controller = None
+    session = RealControl(gpus, "pals serve")
+    server = None
     try:
         _say(f"pals serve: starting vLLM {version} (max-num-seqs {max_num_seqs}); log {log_path}")
         server = VllmProcess(cmd, env, log_path)
-        startup_s = server.wait_healthy(url, args.health_timeout_s, stop)
+        startup_s = server.wait_healthy(url, args.health_timeout_s, session.stop)
         _say(f"pals serve: vLLM healthy at {url} after {startup_s:.0f} s")
-        # The engine's counters and queues come from the scheduler's record; /metrics (latency
-        # histograms) is never waited for longer than half an interval.
-        node = VllmNode(url, gpus, channel, batch_cap_max=max_num_seqs, guard=guard, tp=args.tp,
-                        scrape_deadline_s=min(2.0, 0.5 * args.interval_s))
         settings = ControlSettings(
             args.policy, interval_s=args.interval_s,
             budget=PowerBudget(args.budget_w) if args.budget_w else None,
             target_tps=args.target_tps if args.target_tps else None,
             decision_log=args.decision_log, endpoint_port=args.endpoint_port, endpoint_host="127.0.0.1",
         )
-        # Node power (budgets of kind "node") from the predictor's fitted line, as `pals run` does.
-        controller = build_controller(node, settings, predictor=predictor)
-        controller.loop.metrics.set_node(node_name)
-        c = node.constraints()
-        _say(f"pals serve: controller on; endpoint {controller.endpoint.url}; GPUs: {c.num_gpus} x {c.gpu_name}")
-        controller.run(duration_s=args.duration_s, stop=stop)
+        session.start(EngineLink(url, channel, max_num_seqs, tp=args.tp), settings, predictor, node_name=node_name)
+        session.run(args.duration_s)
         return 0
     finally:
-        errors = []
-        for what, fn in (
-            ("endpoint", controller.endpoint.stop if controller else None),
-            ("decision log", controller.loop.close if controller else None),
-            ("batch cap and GPU limits", node.close if node else guard.close),
-            ("vLLM", server.stop if server else None),
-        ):
-            if fn is None:
-                continue
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 - every cleanup step runs
-                errors.append(f"{what}: {exc}")
-        for s, h in previous.items():
-            signal.signal(s, h)
+        errors = session.close(("vLLM", server.stop if server else None))
         clean = not errors and sys.exc_info()[0] is None
         if clean and not args.vllm_log:
             shutil.rmtree(work_dir, ignore_errors=True)  # keep vLLM's log only when something went wrong
-        why = f" on {received[0]}" if received else ""
-        _say(f"pals serve: stopped{why}; batch cap and GPU power limits restored, vLLM stopped" if not errors
-             else f"pals serve: stopped{why} with cleanup errors: {'; '.join(errors)}")
+        _say(session.farewell(errors, "batch cap and GPU power limits restored, vLLM stopped"))
