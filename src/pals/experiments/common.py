@@ -354,8 +354,20 @@ def plt():
     return pyplot
 
 
-def save_figure(fig, path: Path) -> None:
+def save_figure(fig, path: Path, strict: bool = False) -> None:
+    """Lay out, check against the plot rules (`pals.model.plot_rules`) and write `fig` as `path`.
+
+    A figure that breaks a rule is reported as a `PlotRuleWarning` naming the figure and the fix
+    (`strict=True`: refused with `PlotRuleError`, nothing written).
+    """
+    from pals.model.plot_rules import enforce
+
     fig.tight_layout()
+    try:
+        enforce(fig, str(path), strict=strict)
+    except BaseException:
+        plt().close(fig)
+        raise
     fig.savefig(path, dpi=110)
     plt().close(fig)
 

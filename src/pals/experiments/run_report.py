@@ -1,6 +1,7 @@
 """`pals report`'s figure: the Grafana dashboard's node views drawn from a run's decision log.
 
-One PNG, one titled panel per view, sharing the time axis: power vs budget, throughput vs target
+One PNG, one titled panel per view, sharing the time axis, every axis labelled with its unit (checked by
+`pals.model.plot_rules` before the file is written): power vs budget, throughput vs target
 (QoS-violation intervals shaded), power cap and batch cap, tokens per joule over time, and TTFT /
 TPOT when the log has them. The header quotes the run-wide figures. Long logs are drawn as
 per-bin means (about 2,000 bins), so a week of 500 ms intervals plots as fast as an hour.
@@ -19,6 +20,7 @@ import numpy as np
 from pals.core.io import atomic_write_bytes
 from pals.errors import ConfigError
 from pals.experiments.run_series import RunSeries
+from pals.model.plot_rules import enforce
 
 MAX_POINTS = 3000
 """Above this many intervals, series are drawn as bin means."""
@@ -135,7 +137,7 @@ def _tpj_panel(ax, d: _Drawer, run_tpj: float) -> None:
     if math.isfinite(run_tpj):
         ax.axhline(run_tpj, color="0.3", lw=1.0, ls="--", label=f"whole run: {run_tpj:.3f}")
     ax.set_title("Tokens per joule (node energy)")
-    ax.set_ylabel("tokens/J")
+    ax.set_ylabel("tokens per node joule (tokens/J)")
     ax.set_ylim(bottom=0)
 
 
@@ -194,6 +196,11 @@ def write_report(series: RunSeries, out_path: str | Path, title: str | None = No
     axes[-1].set_xlabel(f"time ({d.time_unit})")
     fig.suptitle(_header(series, totals, title or series.source.parent.name), fontsize=10, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.985))
+    try:
+        enforce(fig, str(out_path))  # titled, every axis labelled with its unit (a bug here otherwise)
+    except BaseException:
+        plt.close(fig)
+        raise
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)

@@ -70,7 +70,7 @@ def plot_profile(profile: Profile, out_prefix: str | os.PathLike, title: str | N
     batches = profile.column("batch_cap")
     t = profile.column("throughput_tps")
     e = profile.column("tokens_per_joule")
-    ylabel = "tokens/J (node)" if profile.has_node_power else "tokens/J (GPU)"
+    ylabel = "tokens per node joule (tokens/J)" if profile.has_node_power else "tokens per GPU joule (tokens/J)"
     name = title or f"{profile.model} on {profile.num_gpus}x {profile.gpu}, TP {profile.tp}"
     paths: list[Path] = []
 
@@ -122,10 +122,18 @@ def plot_profile(profile: Profile, out_prefix: str | os.PathLike, title: str | N
     return paths
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, strict: bool = True) -> Path:
+    """Lay out, check the plot rules (`pals.model.plot_rules`: raise, or with `strict=False` warn) and write."""
     import matplotlib.pyplot as plt
 
+    from pals.model.plot_rules import enforce
+
     fig.tight_layout()
+    try:
+        enforce(fig, str(path), strict=strict)
+    except BaseException:
+        plt.close(fig)
+        raise
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -170,7 +178,7 @@ def plot_relative_curves(
     out_path: str | os.PathLike,
     title: str,
     xlabel: str = "power cap per GPU (W)",
-    ylabel: str = "tokens/J relative to the line's best",
+    ylabel: str = "tokens/J relative to the line's best (x)",
     normalize: bool = True,
     vlines: dict[str, float] | None = None,
 ) -> Path:
@@ -210,9 +218,10 @@ def plot_relative_curves(
             ax.axvline(vlines[panel], color="black", linestyle="--", alpha=0.6, label="paper's best")
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel(xlabel)
+        if not normalize or ax is axes[0][0]:  # panels of their own scale each name it
+            ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=10)
     return _save(fig, Path(out_path))
 
@@ -228,6 +237,10 @@ def plot_grouped_bars(
     band_label: str = "paper",
 ) -> Path:
     """Grouped bars: one group per category, one bar per series (NaN: no bar), an optional shaded band.
+
+    Bars whose tops differ by less than `plot_rules.SMALL_DIFFERENCE_FRAC` of their height are drawn on
+    a zoomed axis (said in the title), so the differences show. The caller's title and label are
+    checked against the plot rules and reported (`PlotRuleWarning`), not refused.
 
     Returns:
         The path written.
@@ -254,10 +267,29 @@ def plot_grouped_bars(
         finite = [v for values in series.values() for v in values if np.isfinite(v) and v > 0]
         if finite:  # bars grow from 1x (or below the smallest), not from an arbitrary axis limit
             ax.set_ylim(bottom=min(1.0, 0.8 * min(finite)))
+    elif _zoom_small_differences(ax, series, band):
+        title += " (axis zoomed)"
     ax.set_xticks(x)
     ax.set_xticklabels(categories, rotation=20, ha="right", fontsize=7)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, Path(out_path))
+    return _save(fig, Path(out_path), strict=False)
+
+
+def _zoom_small_differences(ax, series: dict[str, list[float]], band: tuple[float, float] | None) -> bool:
+    """Zoom the value axis onto positive bars that differ by under the plot rules' threshold; True if zoomed."""
+    from pals.model.plot_rules import SMALL_DIFFERENCE_FRAC
+
+    finite = [v for values in series.values() for v in values if np.isfinite(v)]
+    if len(finite) < 2 or min(finite) <= 0:
+        return False
+    low, high = min(finite), max(finite)
+    if not 0 < high - low < SMALL_DIFFERENCE_FRAC * high:
+        return False
+    if band is not None:
+        low, high = min(low, band[0]), max(high, band[1])
+    pad = 0.5 * (high - low)
+    ax.set_ylim(low - pad, high + pad)
+    return True
