@@ -120,3 +120,62 @@ def test_sweep_report_flag_writes_the_characterization(tmp_path, capsys):
 def test_report_quick_without_report_is_one_clear_line(tmp_path, capsys):
     assert main(["sweep", "--model", "GPT-2", "--report-quick", "--out", str(tmp_path / "s.csv")]) == 2
     assert "--report" in capsys.readouterr().err.strip()
+
+
+# -- words from numbers ---------------------------------------------------------------------------------
+
+
+def test_frontier_words_follow_the_peaks():
+    from pals.experiments.characterization.compare import best_cap_margin, frontier_words
+
+    shared = _sweep({(200.0, 1): 0.5, (200.0, 64): 4.4, (400.0, 1): 0.45, (400.0, 64): 4.0})
+    assert "share batch 64" in frontier_words(shared, "saturation")
+    assert "9.1%" in frontier_words(shared, "saturation")  # 1 - 4.0 / 4.4
+    apart = _sweep({(200.0, 8): 5.0, (200.0, 64): 4.4, (400.0, 8): 3.0, (400.0, 64): 4.0})
+    words = frontier_words(apart, "saturation")
+    assert "joint peak is at batch 8" in words and "at batch 64" in words and "share" not in words
+    assert best_cap_margin(shared) == pytest.approx(4.4 / 4.0 - 1)
+
+
+def test_report_words_are_the_measured_numbers(quick):
+    from pals.experiments.characterization.compare import fixed_load_split
+
+    result, report = quick
+    text = report.read_text()
+    served, power = fixed_load_split(result.models["OLMoE-1B-7B"])
+    assert f"serves {served:.2f}x batch 1's tokens" in text and f"at {1 / power:.2f}x its node power" in text
+    assert "Ours cannot" not in text and "~1 %" not in text  # the old hand-written claims are gone
+    gauge = re.search(r"differs from the energy-counter figure by up to ([\d.]+)%, (as large as|smaller than)", text)
+    margin = re.search(r"runner-up \(([\d.]+)%\)", text)
+    assert gauge and margin
+    assert (gauge.group(2) == "as large as") == (float(gauge.group(1)) >= float(margin.group(1)))
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """The quick `characterize` experiment (5 seeds of the saturating grids, about a minute)."""
+    from pals.experiments import run_experiment
+
+    out = tmp_path_factory.mktemp("characterize")
+    return out, run_experiment("characterize", out, quick=True, seed=0)
+
+
+@pytest.mark.slow
+def test_experiment_verdicts_are_the_rules_on_the_reported_intervals(experiment):
+    from pals.experiments.characterization import PAPER_FRONTIER_RATIO, PAPER_TP_FRONTIER_GAIN
+    from pals.experiments.stats import Estimate
+    from pals.experiments.verdict import ratio_verdict
+
+    out, summary = experiment
+    assert summary["metrics"]["seeds"] == 5 and summary["all_checks_passed"]
+    verdicts = {c["quantity"]: c["verdict"] for c in summary["comparisons"]}
+    for model, fig3 in summary["metrics"]["fig3"].items():
+        joint = Estimate(**fig3["joint_over_batch_only"])
+        assert verdicts[f"{model}: joint / batch-only peak tokens/J"] == str(
+            ratio_verdict(joint, PAPER_FRONTIER_RATIO[model]))
+        gain = Estimate(**fig3["joint_tp_over_joint"])
+        assert verdicts[f"{model}: joint + TP / joint peak tokens/J"] == str(
+            ratio_verdict(gain, PAPER_TP_FRONTIER_GAIN.get(model)))
+        # the why paragraph quotes the same interval and the rule's label
+        why = (out / "report.md").read_text().split("**Why it differs.**")[1]
+        assert f"{model} {joint.describe('{:.3f}', 'x')} ({ratio_verdict(joint, PAPER_FRONTIER_RATIO[model]).label}" in why

@@ -20,7 +20,7 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     "characterize": ("pals.experiments.characterize", "tokens/J vs cap and batch, compute/comm split, frontiers (Figs 1-3)"),
     "single-node": ("pals.experiments.single_node", "Baseline/AdaptiveCap/AdaptiveBatch/PALS/Oracle over 8 models (Fig 7)"),
     "tp-headroom": ("pals.experiments.tp_headroom", "fixed TP vs best TP per power cap (Fig 8)"),
-    "multi-node": ("pals.experiments.multi_node", "3 nodes under a 4,800 W cluster budget with the coordinator (Fig 9)"),
+    "multi-node": ("pals.experiments.multi_node", "3 nodes under 4,800 W and a binding cluster budget, with the coordinator (Fig 9)"),
     "demand-response": ("pals.experiments.demand_response", "3 DeepSeek-MoE nodes follow a 1-hour power target (Fig 10)"),
     "target-tracking": ("pals.experiments.target_tracking", "a throughput target that changes over time (Fig 11)"),
     "cluster-scale": ("pals.experiments.cluster_scale", "the coordinator over 64 nodes on loopback HTTP: round time, conservation, QoS"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from pals.core.power import PAPER_BETA_W
 from pals.experiments.characterization.measure import length_distributions
 from pals.experiments.characterization.results import CharacterizationResult, ModelResult, Sweep
 from pals.experiments.characterization.settings import (
@@ -24,7 +25,8 @@ MECHANISM_NOTES = {
     "bandwidth_scales_with_clock": "effective HBM bandwidth falls with the SM clock (assumption)",
     "collective_spin_power": "NCCL busy-polls during collectives, drawing SM power (unmeasured)",
     "kernel_launch_floor": "a layer takes at least its kernels x 4 us (small batches)",
-    "cpu_overhead": "per-step CPU/scheduler time at always-on power (fitted, 0.86 ms)",
+    "cpu_overhead": "per-step CPU/scheduler time at always-on power (fitted: `PhysicsParams.step_overhead_s`)",
+    "busy_floor": "while steps run, the always-on power rises towards a busy floor (fitted, docs/calibration.md §14)",
 }
 """One line per `pals.sim.step.Mechanisms` switch (docs/simulator.md has the full table)."""
 
@@ -61,6 +63,40 @@ def range_w(values: list[float]) -> str:
     return f"{min(values):.0f}-{max(values):.0f} W" if len(values) > 1 else f"{values[0]:.0f} W"
 
 
+TIE_FRACTION = 0.02
+"""Two tokens/J (or throughput) figures "tie" when they differ by less than this fraction."""
+
+
+def span(values: list[float], fmt: str = "{:.2f}") -> str:
+    """"1.52-1.69" or one number when the values agree to the format."""
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+def fixed_load_split(mr: ModelResult) -> tuple[float, float]:
+    """At the fixed load and the largest cap: (tokens served by the largest batch over batch 1's, batch 1's node
+    power over the largest batch's). Their product is the batch ratio there."""
+    fix = mr.fixed
+    cap, top = fix.caps_w[-1], fix.batches[-1]
+    hi, lo = fix.get(cap, top), fix.get(cap, 1)
+    return hi.throughput_tps / lo.throughput_tps, lo.node_power_w / hi.node_power_w
+
+
+def peak_batches(sweep: Sweep, sw_cap_w: float | None = None) -> tuple[int, int]:
+    """(batch of the joint peak, batch of the software-only peak at `sw_cap_w`, default the largest cap)."""
+    sw_cap_w = sweep.caps_w[-1] if sw_cap_w is None else sw_cap_w
+    joint = max(sweep.points, key=lambda p: p.tokens_per_joule)
+    sw = max((p for p in sweep.points if p.power_cap_w == sw_cap_w), key=lambda p: p.tokens_per_joule)
+    return joint.batch_cap, sw.batch_cap
+
+
+def best_cap_margin(sweep: Sweep) -> float:
+    """How much the best cap's tokens/J beats the runner-up cap's, at the largest batch (a fraction)."""
+    _, tpj = sweep.curve(sweep.batches[-1])
+    ranked = sorted(tpj, reverse=True)
+    return ranked[0] / ranked[1] - 1 if len(ranked) > 1 else math.nan
+
+
 def paper_best_cap_w(model: str, max_cap_w: float) -> float:
     """The paper's best cap, scaled to the GPU's largest cap (the paper's A100 tops out at 400 W)."""
     return PAPER_BEST_CAP_W[model] / 400.0 * max_cap_w
@@ -80,7 +116,7 @@ def deciders(result: CharacterizationResult, model: str) -> list[str]:
             out.append(f"{SWITCH_NAMES.get(switch, switch)} (off: peak {b1:g} W, max cap {pct(-l1)})")
     gpu_best = base.best_cap_w(gpu_only=True)
     if gpu_best != b0:
-        out.append(f"the 345 W node baseline (GPU-only tokens/J peaks at {gpu_best:g} W)")
+        out.append(f"the {PAPER_BETA_W:g} W node baseline (GPU-only tokens/J peaks at {gpu_best:g} W)")
     return out
 
 
@@ -119,12 +155,14 @@ def _fig1a_row(result: CharacterizationResult, model: str, mean_out: float) -> l
     if sat.best_cap_w() < sat.caps_w[-1]:
         mech.append(f"saturation: GPUs draw {mr.natural_draw_w:.0f} W uncapped at batch {sat.batches[-1]}, so high caps change little")
     if want == sat.caps_w[-1] and sat.best_cap_w() < want:
-        mech.append(f"a curve still rising at {want:g} W needs GPUs that draw near {want:g} W; ours are calibrated "
-                    "to Zeus's compute-bound cap table, which keeps this draw low")
+        mech.append(f"a curve still rising at {want:g} W needs GPUs that draw near {want:g} W; ours draw "
+                    f"{mr.natural_draw_w:.0f} W ({mr.natural_draw_w / want:.0%} of it)")
     if found:
         mech.append("moves with " + "; ".join(found))
-    mech.append(f"fixed load: every cap serves the load (capacity {headroom(mr, mean_out):.1f}x it at "
-                f"{sat.caps_w[0]:g} W), so tokens/J follows power")
+    room = headroom(mr, mean_out)
+    mech.append(f"fixed load: every cap serves the load (capacity {room:.1f}x it at {sat.caps_w[0]:g} W), so tokens/J "
+                "follows power" if room >= 1 else
+                f"fixed load: the lowest cap cannot serve the load (capacity {room:.2f}x it at {sat.caps_w[0]:g} W)")
     return [
         paper,
         cap_shape(sat),
@@ -143,14 +181,22 @@ def _fig1b_row(result: CharacterizationResult) -> list[str]:
     lo, hi = PAPER_BATCH_RATIO
     return [
         f"Fig 1b: batch 64 / batch 1 tokens/J is {lo:g}-{hi:g}x for all models",
-        f"{min(sat_r):.1f}-{max(sat_r):.1f}x ({len(measured)} models, batch {top})",
-        f"{min(fix_r):.2f}-{max(fix_r):.2f}x",
+        f"{span(sat_r, '{:.1f}')}x ({len(measured)} model{'s' if len(measured) > 1 else ''}, batch {top})",
+        f"{span(fix_r)}x",
         f"sat: {'yes' if all(lo <= r <= hi for r in sat_r) else 'no'}; "
         f"fixed: {'yes' if all(lo <= r <= hi for r in fix_r) else 'no'} (by construction, see below)",
         "saturation: batch-1 decode is weight-bandwidth bound and batch 64 reads the same weights per step; "
-        "fixed load: batch 1 serves its capacity, every larger batch serves the load (2x that capacity), so the "
-        f"ratio is about LOAD_FACTOR ({LOAD_FACTOR:g}) x the power ratio: our choice of load decides it",
+        + fixed_load_words(measured),
     ]
+
+
+def fixed_load_words(models: list[ModelResult]) -> str:
+    """The fixed-load batch ratio as tokens served times power, from the numbers."""
+    split = [fixed_load_split(mr) for mr in models]
+    top = max(mr.fixed.batches[-1] for mr in models)
+    return (f"fixed load: batch {top} serves {span([s[0] for s in split])}x batch 1's tokens (the load offers "
+            f"{LOAD_FACTOR:g}x batch 1's capacity, so it cannot serve more) at {span([1 / s[1] for s in split])}x its "
+            "node power: the ratio is bounded by the load we chose, not set by the models")
 
 
 def _gain_32_64_row(result: CharacterizationResult) -> list[str]:
@@ -162,15 +208,17 @@ def _gain_32_64_row(result: CharacterizationResult) -> list[str]:
     gs = (mix.saturation.ratio(64, 32) - 1, qwen.saturation.ratio(64, 32) - 1)
     gf = (mix.fixed.ratio(64, 32) - 1, qwen.fixed.ratio(64, 32) - 1)
     size = all(abs(g - p) < 0.05 for g, p in zip(gs, PAPER_GAIN_32_64.values()))
+    ordered, tie = gs[0] < gs[1], max(abs(g) for g in gf) < TIE_FRACTION
     return [
         paper,
         f"Mixtral {pct(gs[0])}, Qwen-MoE {pct(gs[1])}",
         f"Mixtral {pct(gf[0])}, Qwen-MoE {pct(gf[1])}",
-        f"sat: ordering {'yes' if gs[0] < gs[1] else 'no'}, size {'yes' if size else 'no'}; fixed: "
-        f"{'tie' if max(abs(g) for g in gf) < 0.02 else 'no'}",
-        "saturation: per-step weight reads are still amortised from 32 to 64; Mixtral's 2048-token mixed steps "
-        "pass its expert ridge (compute-bound), so it gains less than the small-expert Qwen-MoE. Fixed load: "
-        "both batches carry the load, so they tie",
+        f"sat: ordering {'yes' if ordered else 'no'}, size {'yes' if size else 'no'}; fixed: {'tie' if tie else 'no'}",
+        f"saturation: going from 32 to 64 still amortises the per-step weight reads ({pct(min(gs))} to {pct(max(gs))}); "
+        + ("the larger-expert Mixtral gains less than the small-expert Qwen-MoE, as in the paper" if ordered else
+           "Mixtral gains at least as much as Qwen-MoE, the paper's ordering reversed")
+        + (f". Fixed load: both batches carry the load, so they tie (within {TIE_FRACTION:.0%})" if tie else
+           f". Fixed load: they differ by up to {pct(max(abs(g) for g in gf))}"),
     ]
 
 
@@ -187,10 +235,19 @@ def _fig3_row(result: CharacterizationResult, model: str) -> list[str]:
         f"{rs:.3f}x",
         f"{rf:.3f}x",
         f"sat: {'yes' if ok(rs) else 'no'}; fixed: {'yes' if ok(rf) else 'no'}",
-        "the joint and software-only peaks share their batch (the largest at saturation; at the fixed load the "
-        "batches that carry the load tie), so the ratio is what the cap alone buys, 1 / (1 - the Fig 1a loss at "
-        f"{mr.saturation.caps_w[-1]:g} W); caps above the GPUs' draw change nothing, which bounds it",
+        frontier_words(mr.saturation, "saturation") + "; " + frontier_words(mr.fixed, "fixed load"),
     ]
+
+
+def frontier_words(sweep: Sweep, load: str) -> str:
+    """Why the frontier ratio is what it is under one load: the batches of the two peaks, from the numbers."""
+    joint_b, sw_b = peak_batches(sweep)
+    cap = sweep.caps_w[-1]
+    if joint_b == sw_b:
+        return (f"{load}: the joint and software-only peaks share batch {joint_b}, so the ratio is what the cap alone "
+                f"buys, 1 / (1 - the Fig 1a loss at {cap:g} W, {sweep.loss_at_max_cap():.1%})")
+    return (f"{load}: the joint peak is at batch {joint_b}, the software-only one (at {cap:g} W) at batch {sw_b}, "
+            "so the ratio is more than the cap alone buys")
 
 
 def comparison_rows(result: CharacterizationResult) -> list[list[str]]:
@@ -222,17 +279,16 @@ def bottom_line(result: CharacterizationResult) -> list[str]:
             f"At the fixed load: {best('fixed')}."
         )
     models = list(result.models.values())
+    lo, hi = PAPER_BATCH_RATIO
     out.append(
-        "- **Batch 64 / batch 1 (Fig 1b, paper 1.7-2.1x).** Saturation: "
-        f"{min(m.saturation.ratio(m.saturation.batches[-1], 1) for m in models):.1f}-"
-        f"{max(m.saturation.ratio(m.saturation.batches[-1], 1) for m in models):.1f}x; fixed load "
-        f"({LOAD_FACTOR:g}x batch-1 capacity): {min(m.fixed.ratio(m.fixed.batches[-1], 1) for m in models):.2f}-"
-        f"{max(m.fixed.ratio(m.fixed.batches[-1], 1) for m in models):.2f}x, which is the load factor we chose, "
-        "not a property of the models."
+        f"- **Batch 64 / batch 1 (Fig 1b, paper {lo:g}-{hi:g}x).** Saturation: "
+        f"{span([m.saturation.ratio(m.saturation.batches[-1], 1) for m in models], '{:.1f}')}x; fixed load "
+        f"({LOAD_FACTOR:g}x batch-1 capacity): {span([m.fixed.ratio(m.fixed.batches[-1], 1) for m in models])}x; "
+        + fixed_load_words(models).removeprefix("fixed load: ") + "."
     )
     if cap_models:
         out.append(
-            "- **Frontier gain (Fig 3, paper 1.13-1.18x).** Joint over software-only peak tokens/J: "
+            f"- **Frontier gain (Fig 3, paper {span(list(PAPER_FRONTIER_RATIO.values()))}x).** Joint over software-only peak tokens/J: "
             + ", ".join(f"{m} {result.models[m].saturation.frontier_ratio():.3f}x" for m in cap_models)
             + " at saturation; "
             + ", ".join(f"{result.models[m].fixed.frontier_ratio():.3f}x" for m in cap_models)

@@ -14,23 +14,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pals.core.io import atomic_write_text
+from pals.core.power import PAPER_ALPHA, PAPER_BETA_W
 from pals.experiments.characterization.compare import (
     MECHANISM_NOTES,
+    TIE_FRACTION,
+    best_cap_margin,
     bottom_line,
     cap_shape,
     comparison_rows,
     deciders,
+    fixed_load_words,
+    frontier_words,
     headroom,
     mean_output_of,
     paper_best_cap_w,
     pct,
     range_pct,
     range_w,
+    span,
 )
 from pals.experiments.characterization.figures import LOADS, draw_figures
 from pals.experiments.characterization.results import CharacterizationResult
-from pals.experiments.characterization.settings import LOAD_FACTOR, PAPER_FRONTIER_RATIO, SW_ONLY_BUDGET_CAP_W
+from pals.experiments.characterization.settings import (
+    LOAD_FACTOR,
+    PAPER_BATCH_RATIO,
+    PAPER_FRONTIER_RATIO,
+    PAPER_GAIN_32_64,
+    PAPER_TP_FRONTIER_GAIN,
+    SW_ONLY_BUDGET_CAP_W,
+)
 from pals.experiments.markdown import markdown_table_lines
+from pals.model.profile import read_profile
+from pals.sim.hardware import get_gpu
 
 REPORT_TIME_MARK = "{REPORT_S}"
 """Stands for the report's own wall time in the setup list until the report is complete."""
@@ -111,8 +126,9 @@ def _setup_lines(page: _Page) -> list[str]:
         "the TP of the feasibility study, docs/calibration.md §7 (replicas = 4 / TP).",
         f"- Step physics: {result.physics}.",
         f"- Workload: log-normal prompts {result.workload['prompt_tokens']:g} / outputs "
-        f"{result.workload['output_tokens']:g} tokens (cv {result.workload['length_cv']:g}), chunked prefill 2048 "
-        f"tokens, seed {result.seed} shared by every point of a model and load.",
+        f"{result.workload['output_tokens']:g} tokens (cv {result.workload['length_cv']:g}), chunked prefill "
+        f"{get_gpu(result.gpu).vllm_max_num_batched_tokens} tokens, seed {result.seed} shared by every point of a "
+        "model and load.",
         f"- Grid: caps {', '.join(f'{c:g}' for c in grid_caps)} W x "
         f"batches {', '.join(map(str, s.batch_caps))} for the Fig 1a models; caps {page.max_cap_w:g} W x batches "
         f"{', '.join(map(str, s.ratio_batches))} for the others.",
@@ -123,15 +139,35 @@ def _setup_lines(page: _Page) -> list[str]:
         f"telemetry; saturation warm-up {s.saturation_warmup_s:g} s + window {s.saturation_window_s:g} s; fixed load "
         f"warm-up {s.fixed_warmup_s:g} s + window of {s.fixed_requests} mean inter-arrival times, clipped to "
         f"{s.fixed_window_min_s:g}-{s.fixed_window_max_s:g} s (simulated).",
-        "- tokens/J = generated tokens / node joules, node power = 1.05 x GPU power (energy counters) + 345 W "
-        "(PALS section 3.1). The profiles' `node_power_w` column is a 4 Hz gauge that aliases the step-level "
-        "power mix by ~1 %, as large as the margins here, so it is not used.",
+        f"- tokens/J = generated tokens / node joules, node power = {PAPER_ALPHA:g} x GPU power (energy counters) + "
+        f"{PAPER_BETA_W:g} W (PALS section 3.1). " + _gauge_words(page),
         f"- Profiles: `{page.rel(result.profiles_dir)}/`. Wall time: measuring {result.measure_wall_s:.0f} s, "
         f"report {REPORT_TIME_MARK} s.",
         "",
         "Mechanism switches in force (`pals.sim.step.Mechanisms`):",
         "",
     ]
+
+
+def _gauge_words(page: _Page) -> str:
+    """How far the profiles' sampled `node_power_w` gauge lies from the energy-counter figure, against the best
+    cap's margin over the runner-up: why the gauge is not used (or could be)."""
+    errors = []
+    for mr in page.result.models.values():
+        for sweep in (mr.saturation, mr.fixed):
+            if sweep.profile_path is None or not Path(sweep.profile_path).is_file():
+                continue
+            gauge = {(r["power_cap_w"], r["batch_cap"]): r["node_power_w"] for r in read_profile(sweep.profile_path).rows}
+            errors += [abs(gauge[k] / p.node_power_w - 1) for p in sweep.points
+                       if (k := (p.power_cap_w, p.batch_cap)) in gauge and p.node_power_w > 0]
+    margins = [best_cap_margin(page.result.models[m].saturation) for m in page.cap_models]
+    margins = [m for m in margins if math.isfinite(m)]
+    if not errors or not margins:
+        return "The profiles' `node_power_w` column (a sampled gauge) is not used."
+    big = max(errors) >= min(margins)
+    return (f"The profiles' `node_power_w` column is a sampled gauge that differs from the energy-counter figure by up "
+            f"to {max(errors):.1%}, {'as large as' if big else 'smaller than'} the best cap's smallest margin over the "
+            f"runner-up ({min(margins):.1%}), so it is not used.")
 
 
 def _comparison_lines(page: _Page) -> list[str]:
@@ -194,20 +230,26 @@ def _fig1a_paragraph(page: _Page, model: str) -> str:
     if want == sat.caps_w[-1] and sat.best_cap_w() < want:
         text += (
             f"A curve that still rises at {want:g} W needs GPUs that draw close to {want:g} W at batch "
-            f"{sat.batches[-1]}; the step model's compute and memory times are calibrated to Zeus's compute-bound "
-            "cap table (docs/simulator.md), which puts this draw far lower, so the difference is decided by "
-            "that calibration, not by a switch. "
+            f"{sat.batches[-1]}; ours draw {mr.natural_draw_w:.0f} W ({mr.natural_draw_w / want:.0%} of it), as the "
+            "step model's calibration (docs/simulator.md) puts it. "
         )
     if found:
         text += "Turning mechanisms off one at a time shows what the shape rests on: " + "; ".join(found) + ". "
     else:
         text += "No single switch moves the peak (ablations " + ("not run" if not result.ablations else "leave it") + "). "
+    room = headroom(mr, page.mean_output_tokens)
+    top = fix.batches[-1]
+    served = [fix.get(c, top).throughput_tps for c in fix.caps_w]
+    powers = [fix.get(c, top).node_power_w for c in fix.caps_w]
+    spread = max(served) / min(served) - 1
     text += (
-        f"At the fixed load ({mr.fixed_rate_rps:.2f} requests/s) ours {cap_shape(fix)}: batch {fix.batches[-1]} "
-        f"serves the load at every cap (its saturating capacity at {sat.caps_w[0]:g} W is "
-        f"{headroom(mr, page.mean_output_tokens):.1f}x the load), so the tokens are the same at every cap; a higher clock "
-        "does the same work at a higher voltage (step power grows faster than the clock), and the time it "
-        "saves goes into smaller batches or idling, not into more tokens."
+        f"At the fixed load ({mr.fixed_rate_rps:.2f} requests/s) ours {cap_shape(fix)}: batch {top} "
+        + (f"serves the load at every cap (its saturating capacity at {sat.caps_w[0]:g} W is {room:.1f}x the load)"
+           if room >= 1 else f"cannot serve the load at {sat.caps_w[0]:g} W (capacity {room:.2f}x it)")
+        + (f", its tokens tie across caps (within {TIE_FRACTION:.0%})" if spread < TIE_FRACTION else
+           f", its tokens vary by {spread:.1%} across caps")
+        + f", and its node power runs {powers[0]:,.0f}-{powers[-1]:,.0f} W from the lowest cap to the largest"
+        + (", so tokens/J follows the node's power." if spread < TIE_FRACTION else ".")
     )
     return text
 
@@ -246,19 +288,36 @@ def _fig1b_lines(page: _Page) -> list[str]:
          "b64/b1 saturation", "b64/b1 fixed load", "32->64 saturation", "32->64 fixed load"],
         brows,
     )
-    return lines + [
-        "",
-        "At saturation the ratio is what the physics gives: batch-1 decode is bound by reading the weights, and "
-        "batch 64 reads the same weights once per step for 64 sequences, so tokens/J rises many-fold; the "
-        "feasibility study (docs/calibration.md §7) found that bringing it to 2x would take 2-16 ms of CPU time per sequence per step. At "
-        "the fixed load batch 1 is overloaded and serves its capacity, while every larger batch serves the whole "
-        f"offered load, {LOAD_FACTOR:g}x that capacity, at a similar node power; so the ratio is about "
-        f"{LOAD_FACTOR:g}x by construction. It lands in the paper's band because of the load we chose, not "
-        "because of the model. For the same reason batches 32 and 64 tie at the fixed load, while at saturation "
-        "the paper's ordering (Mixtral gains less than Qwen-MoE from 32 to 64) holds but the gains are many "
-        "times larger.",
-        "",
-    ]
+    return lines + ["", _fig1b_paragraph(page), ""]
+
+
+def _fig1b_paragraph(page: _Page) -> str:
+    """The batch ratio at both loads in words, chosen from the numbers."""
+    models = list(page.result.models.values())
+    sat = [mr.saturation.ratio(mr.saturation.batches[-1], 1) for mr in models]
+    lo, hi = PAPER_BATCH_RATIO
+    fixed = [mr.fixed.ratio(mr.fixed.batches[-1], 1) for mr in models]
+    text = (f"At saturation the ratio is what the physics gives, {span(sat, '{:.1f}')}x: batch-1 decode is bound by "
+            "reading the weights, and the largest batch reads the same weights once per step for all its sequences; "
+            "the feasibility study (docs/calibration.md §7) found that bringing it to 2x would take 2-16 ms of CPU "
+            f"time per sequence per step. At the {fixed_load_words(models).replace('fixed load: ', 'fixed load, ', 1)}; it is {span(fixed)}x, "
+            + ("inside" if all(lo <= r <= hi for r in fixed) else "not inside")
+            + f" the paper's {lo:g}-{hi:g}x. ")
+    pairs = [(mr.model, mr.saturation.ratio(64, 32) - 1, mr.fixed.ratio(64, 32) - 1) for mr in models
+             if 32 in mr.saturation.batches and 64 in mr.saturation.batches]
+    if pairs:
+        ties = max(abs(g) for _, _, g in pairs) < TIE_FRACTION
+        text += (f"From 32 to 64 the fixed load gains {span([g for _, _, g in pairs], '{:+.1%}')} "
+                 + (f"(a tie within {TIE_FRACTION:.0%})" if ties else "") + " and saturation "
+                 + span([g for _, g, _ in pairs], "{:+.1%}"))
+        gains = {m: g for m, g, _ in pairs}
+        mix, qwen = gains.get("Mixtral-8x7B"), gains.get("Qwen1.5-MoE-A2.7B")
+        if mix is not None and qwen is not None:
+            text += ("; the paper's ordering (Mixtral gains less than Qwen-MoE) " + ("holds" if mix < qwen else "does not hold")
+                     + f", with gains {min(mix / PAPER_GAIN_32_64['Mixtral-8x7B'], qwen / PAPER_GAIN_32_64['Qwen1.5-MoE-A2.7B']):.1f}-"
+                     f"{max(mix / PAPER_GAIN_32_64['Mixtral-8x7B'], qwen / PAPER_GAIN_32_64['Qwen1.5-MoE-A2.7B']):.1f}x the paper's")
+        text += "."
+    return text.rstrip()
 
 
 def _fig3_lines(page: _Page) -> list[str]:
@@ -280,25 +339,40 @@ def _fig3_lines(page: _Page) -> list[str]:
          f"ours sat (SW-only at {SW_ONLY_BUDGET_CAP_W:g} W)", f"ours fixed (SW-only at {SW_ONLY_BUDGET_CAP_W:g} W)"],
         frows,
     )
-    lines += [
-        "",
-        "The paper describes the software-only sweep both as \"without applying power caps\" (our "
-        f"{max_cap:g} W column) and as \"capped by the fixed 300 W budget\" (our 300 W column). Either way the "
-        "joint frontier's most efficient point and the software-only one share their batch (the largest at "
-        "saturation; at the fixed load every batch that carries the load ties), so the gain is what the cap "
-        "alone buys, the Fig 1a loss at the software-only cap: "
-        f"{range_pct([result.models[m].saturation.loss_at_max_cap() for m in cap_models])} at saturation and "
-        f"{range_pct([result.models[m].fixed.loss_at_max_cap() for m in cap_models])} at the fixed load. The "
-        "paper's 13-18 % would need batch 64 at the software-only cap to spend 13-18 % more node energy per "
-        "token than at the best cap. Ours cannot: at saturation the GPUs draw "
-        f"{range_w([result.models[m].natural_draw_w for m in cap_models])} uncapped, so caps above that change "
-        "little, and the 345 W node baseline makes the throughput lost at low caps expensive. Frontiers per model:",
-        "",
-    ]
+    lines += ["", _fig3_paragraph(page), ""]
     for m in cap_models:
         lines += [f"![{m} saturation]({page.rel(page.images[f'{m}/saturation/pareto'])}) "
                   f"![{m} fixed]({page.rel(page.images[f'{m}/fixed/pareto'])})", ""]
     return lines
+
+
+def _fig3_paragraph(page: _Page) -> str:
+    """The frontier gain in words: the batches of the two peaks, the cap loss, against the paper's, from the numbers."""
+    result, cap_models, max_cap = page.result, page.cap_models, page.max_cap_w
+    sat_loss = [result.models[m].saturation.loss_at_max_cap() for m in cap_models]
+    paper_extra = [r - 1 for r in (PAPER_FRONTIER_RATIO[m] for m in cap_models if m in PAPER_FRONTIER_RATIO)]
+    # A ratio r over the software-only peak is the software-only point spending r - 1 more energy per token.
+    ours_extra = [1 / (1 - loss) - 1 for loss in sat_loss]
+    text = ("The paper describes the software-only sweep both as \"without applying power caps\" (our "
+            f"{max_cap:g} W column) and as \"capped by the fixed {SW_ONLY_BUDGET_CAP_W:g} W budget\" (our "
+            f"{SW_ONLY_BUDGET_CAP_W:g} W column). Per model, at the largest cap: "
+            + "; ".join(f"{m}: {frontier_words(result.models[m].saturation, 'saturation')}, "
+                        f"{frontier_words(result.models[m].fixed, 'fixed load')}" for m in cap_models) + ". ")
+    if paper_extra:
+        lo, hi = min(paper_extra), max(paper_extra)
+        where = ("within" if lo <= min(ours_extra) and max(ours_extra) <= hi else
+                 "below" if max(ours_extra) < lo else "above" if min(ours_extra) > hi else "across")
+        text += (f"The paper's {span(paper_extra, '{:.0%}')} means the software-only point spends that much more node energy per "
+                 f"token than the joint peak; ours spends {range_pct(ours_extra)} more at saturation, {where} the "
+                 f"paper's range. At saturation the GPUs draw {range_w([result.models[m].natural_draw_w for m in cap_models])} "
+                 f"uncapped (the largest cap is {max_cap:g} W).")
+    return text.rstrip()
+
+
+def _margins(page: _Page) -> str:
+    margins = [best_cap_margin(page.result.models[m].saturation) for m in page.cap_models]
+    margins = [m for m in margins if math.isfinite(m)]
+    return range_pct(margins) if margins else "an unmeasured margin (one cap)"
 
 
 def _not_covered_lines(page: _Page) -> list[str]:
@@ -306,11 +380,11 @@ def _not_covered_lines(page: _Page) -> list[str]:
     return [
         "## Not covered here",
         "",
-        "- TP as the third knob (the paper's +15 % for Mixtral at the frontier tip) and multi-node EP: "
-        "`pals experiment` covers those.",
+        f"- TP as the third knob (the paper's {PAPER_TP_FRONTIER_GAIN['Mixtral-8x7B'] - 1:+.0%} for Mixtral at the "
+        "frontier tip) and multi-node EP: `pals experiment` covers those.",
         "- The paper's own data points: we compare against its statements only.",
         *([f"- Left out (do not fit 4x {result.gpu} at any TP): {', '.join(result.skipped)}."] if result.skipped else []),
-        "- One seed and one workload; the saturating margins around the best cap are ~1 % and rest on the "
-        "assumptions marked in docs/simulator.md (the ablation table shows which).",
+        f"- One seed and one workload; the best cap beats the runner-up by {_margins(page)} at saturation, and the "
+        "shapes rest on the assumptions marked in docs/simulator.md (the ablation table shows which).",
         "",
     ]

@@ -2,9 +2,9 @@
 
 Tokens/J is per node joule: generated tokens / node energy, with the node energy taken from the
 GPUs' energy counters through the simulator's wall-power model (P_node = 1.05 x sum P_GPU + 345 W,
-PALS section 3.1). The profile rows' `node_power_w` is the mean of a 4 Hz gauge; it aliases the
-step-level power mix (prefill-carrying steps draw ~80 W more than decode-only ones) by about 1 %,
-the same size as the margins at stake (the 200 W peak holds by ~1 %), so it is not used here.
+PALS section 3.1). The profile rows' `node_power_w` is the mean of a sampled gauge; it aliases the
+step-level power mix (prefill-carrying steps draw more than decode-only ones), so it is not used here
+(the report states how far it lies from the energy counters, against the best cap's margin).
 """
 
 from __future__ import annotations

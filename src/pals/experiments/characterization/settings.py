@@ -33,6 +33,10 @@ PAPER_GAIN_32_64 = {"Mixtral-8x7B": 0.02, "Qwen1.5-MoE-A2.7B": 0.07}
 """Going from batch 32 to 64 adds 2 % (Mixtral) and 7 % (Qwen-MoE)."""
 PAPER_FRONTIER_RATIO = {"Mixtral-8x7B": 1.18, "Qwen1.5-MoE-A2.7B": 1.13, "OLMoE-1B-7B": 1.14}
 """Fig 3: peak tokens/J of the joint frontier over the software-only frontier."""
+PAPER_TP_FRONTIER_GAIN = {"Mixtral-8x7B": 1.15}
+"""Fig 3: re-choosing TP adds this to the joint frontier's peak (Mixtral; Qwen-MoE "gains little beyond TP 2")."""
+PAPER_FIG2_BOUND = {"Mixtral-8x7B": "compute", "Qwen1.5-MoE-A2.7B": "communication", "OLMoE-1B-7B": "communication"}
+"""Fig 2: the largest share of a decode step's time at high TP and batch, per model."""
 
 LOAD_FACTOR = 2.0
 """Fixed offered load = LOAD_FACTOR x the model's batch-1 capacity (requests/s)."""
