@@ -241,7 +241,8 @@ def _fig2_section(report: Report, models: tuple[str, ...], params=None) -> list[
         ax.bar(range(len(fitted)), values, bottom=bottoms, label=part)
         bottoms = values if bottoms is None else [a + b for a, b in zip(bottoms, values)]
     ax.set_xticks(range(len(fitted)), [f"{r[0].split('-')[0]}\nTP{r[1]}" for r in fitted], fontsize=7)
-    ax.set_ylabel("share of step time")
+    ax.set_ylabel("share of step time (fraction)")
+    ax.set_title("Fig 2: time split of a batch-64 decode step (context 1,100) at 400 W")
     ax.legend(fontsize=7)
     save_figure(fig, report.figure_path("fig2_breakdown"))
     report.image(sec2, "fig2_breakdown", "Fig 2: time split of a batch-64 decode step (context 1,100) at 400 W")

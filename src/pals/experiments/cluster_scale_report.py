@@ -210,7 +210,7 @@ def _round_section(report: Report, run: "ClusterScaleRun", round_time: dict, tar
     for r in run.rounds:
         if r.nodes_down:
             ax.axvspan(r.round_index - 0.5, r.round_index + 0.5, color="0.85", lw=0)
-    ax.set_xlabel("round")
+    ax.set_xlabel("round (index)")
     ax.set_ylabel("round time (ms)")
     ax.set_ylim(0, max(1100 * target_s, 1100 * round_time["max_s"]))
     ax.set_title(f"Coordinator round time over {len(run.plans)} nodes (ms; grey: nodes down)", fontsize=9)
@@ -314,7 +314,7 @@ def _qos_section(report: Report, run: "ClusterScaleRun", qos: list[NodeQos], spa
     fig, ax = plt().subplots(figsize=(8, 3.2))
     for p_index, p in enumerate(spans):
         ax.plot(range(len(qos)), [q.by_phase_pct[p_index] for q in qos], "o", ms=3, label=p.label)
-    ax.set_xlabel("node")
+    ax.set_xlabel("node (index)")
     ax.set_ylabel("strict QoS violations (% of intervals)")
     ax.set_title("Strict QoS violations per node and budget phase (% of intervals)", fontsize=9)
     ax.legend(fontsize=7)

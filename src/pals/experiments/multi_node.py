@@ -295,7 +295,7 @@ def _fig9(report: Report, sec: Section, runs: Runs, budgets: dict[str, float], m
         bars(axes[1], list(range(len(VARIANTS))),
              [mean_ci([f.tokens_per_joule for f in runs[key][v]]) for v in VARIANTS], 0.6)
         axes[1].set_xticks(range(len(VARIANTS)), VARIANTS, fontsize=7, rotation=15)
-        axes[1].set_ylabel("aggregate tokens/J")
+        axes[1].set_ylabel("aggregate tokens/J (tokens/J)")
         fig.suptitle(f"budget: {budget_label(key, budget_w)}, mean over seeds with 95 % interval", fontsize=9)
         save_figure(fig, report.figure_path(f"fig9_{key}"))
         report.image(sec, f"fig9_{key}", f"Fig 9 ({budget_label(key, budget_w)}): QoS violations per model and "
@@ -313,8 +313,9 @@ def _coordinator_figure(report: Report, sec: Section, models: list[str], budget_
     ax.plot(trace.times_s - trace.times_s[0], trace.cluster_power_w, color="k", lw=0.6, label="cluster power (measured)")
     ax.axhline(budget_w, color="r", ls="--", lw=0.8, label="cluster budget")
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("W")
+    ax.set_ylabel("power (W)")
     ax.set_ylim(0, 1.1 * budget_w)
+    ax.set_title("Coordinator: per-node budgets and measured cluster power (binding budget, first seed)", fontsize=9)
     ax.legend(fontsize=6)
     save_figure(fig, report.figure_path("coordinator_budgets"))
     report.image(sec, "coordinator_budgets", "Coordinator: per-node budgets and measured cluster power (binding "

@@ -92,7 +92,7 @@ def _fig3(result: CharacterizationResult, cap_models: list[str], fig_dir: Path) 
         },
         fig_dir / "fig3_frontier_ratio.png",
         "Fig 3: peak tokens/J, joint over software-only frontier",
-        "peak tokens/J ratio",
+        "peak tokens/J ratio (x)",
     )
 
 
