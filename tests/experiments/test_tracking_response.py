@@ -74,10 +74,8 @@ def test_tracking_ratios_recomputed_from_the_seeds(tracking):
 def test_tracking_verdicts_are_the_rules(tracking):
     _, _, _, summary = tracking
     ratios, verdicts = summary["metrics"]["ratios"], _verdicts(summary)
-    for quantity, key, upper in (("tokens/J (node), PALS vs Baseline over the run", "pals/baseline", False),
-                                 ("tokens/J (GPU), PALS vs Baseline over the run", "pals/baseline gpu", False),
-                                 ("PALS as share of the hindsight optimum (node, fixed targets)", "pals/hindsight", True),
-                                 ("PALS as share of the hindsight optimum (GPU, fixed targets)", "pals/hindsight gpu", True)):
+    assert {q for q, _, _ in tt.COMPARED} < set(verdicts)
+    for quantity, key, upper in tt.COMPARED:
         assert verdicts[quantity] == str(ratio_verdict(_est(ratios[key]), None, upper_bound=upper)), quantity
     viol = {k: _est(v) for k, v in summary["metrics"]["qos_violation_pct"].items()}
     assert verdicts["PALS tracks a changing throughput target"].startswith("matches") == tt.tracks(viol)
@@ -135,6 +133,12 @@ def test_tracking_report_on_constructed_numbers(tmp_path):
     good_md, bad_md = (tmp_path / "near" / "report.md").read_text(), (tmp_path / "far" / "report.md").read_text()
     assert "the batch cap does not bind" in good_md and "at or above the 0.97x bar" in good_md
     assert "not shown at or above the 0.97x bar" in bad_md
+    assert "on every seed PALS ends at the hindsight configuration" in good_md
+    elsewhere = [_seed(1.2 + d, 1.2 / 0.90 + d, 1.0) for d in (0.0, 0.001, -0.001, 0.002, -0.002)]
+    for seed in elsewhere:
+        seed.segments = {lv: replace(g, hindsight_config="300 W / 64") for lv, g in seed.segments.items()}
+    tt.build_report(elsewhere, tmp_path / "elsewhere", True, {}).write()
+    assert "the gap is the configuration it chose" in (tmp_path / "elsewhere" / "report.md").read_text()
 
 
 # -- demand response --------------------------------------------------------------------------------------

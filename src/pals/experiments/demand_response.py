@@ -337,7 +337,7 @@ def build_report(measured: list[ResponseSeed], floors: Floors, out_dir: Path, qu
     """The report of `measured` (one `ResponseSeed` per seed): tables, verdicts and checks (figure: `run`)."""
     report = Report("demand-response", "Demand response: three DeepSeek-MoE nodes follow a power target (paper Fig 10)",
                     out_dir, quick)
-    report.intro.append(__doc__.split("\n\n", 1)[1].split("\n\n", 1)[0])
+    report.intro.append(__doc__.split("\n\n", 1)[1])
     report.setup = dict(setup)
     est, power = estimates(measured), power_figures(measured)
     _tables(report, measured, est, power)
@@ -439,7 +439,7 @@ def _compare(report: Report, est: dict[str, Estimate | None], power: dict[str, d
     both = all(stays_within(power, label) for label in POLICIES)
     report.compare("both track the power target", "yes (qualitative)",
                    "; ".join(f"{label}: mean overshoot {power[label]['mean overshoot %'].describe('{:.2f}', ' %')}, "
-                             f"|error| {power[label]['tracking error %'].describe('{:.2f}', ' %')}" for label in POLICIES),
+                             f"abs. error {power[label]['tracking error %'].describe('{:.2f}', ' %')}" for label in POLICIES),
                    "matches (the intervals support it)" if both else "differs (an interval does not support it)")
     row("PALS aggregate throughput over cap-only over the run", "throughput", "not given", None)
     for frac in BELOW_FLOOR_FRACTIONS:
@@ -454,7 +454,7 @@ def _check(report: Report, est: dict[str, Estimate | None], power: dict[str, dic
         e = power[label]["mean overshoot %"]
         report.check(f"{label} stays within the power target (mean overshoot <= {OVERSHOOT_MAX_PCT:g} %)",
                      stays_within(power, label), f"mean overshoot {e.describe('{:.2f}', ' %')}, "
-                     f"|error| {power[label]['tracking error %'].describe('{:.2f}', ' %')}")
+                     f"abs. error {power[label]['tracking error %'].describe('{:.2f}', ' %')}")
     per_level = {k: v for k, v in est.items() if k.startswith("throughput at level ")}
     failing = [k for k, v in per_level.items() if v is None or not not_below(v, 1.0 - LEVEL_TOLERANCE)]
     worst = min((k for k in per_level if per_level[k] is not None), key=lambda k: per_level[k].mean, default=None)
@@ -480,17 +480,20 @@ def _batch_lever_words(floors: Floors, measured: list[ResponseSeed], est: dict[s
     """Below the floor: whether a smaller batch lowers the node's power at the lowest cap (the lever binds)."""
     small, large = floors.at_lowest_cap_w[1], floors.at_lowest_cap_w[max(PAPER_BATCHES)]
     fracs = [f for f in BELOW_FLOOR_FRACTIONS if f"throughput below the floor at {f:.0%}" in est]
-    over = "; ".join(f"at {f:.0%} of the floor PALS {power['pals'][f'power over the budget below the floor at {f:.0%} %'].describe('{:+.1f}', ' %')}"
-                     f" and cap-only {power['cap-only'][f'power over the budget below the floor at {f:.0%} %'].describe('{:+.1f}', ' %')} over the budget, "
-                     f"PALS / cap-only throughput {_text(est[f'throughput below the floor at {f:.0%}'])}" for f in fracs)
+    def over(f: float, label: str) -> str:
+        return power[label][f"power over the budget below the floor at {f:.0%} %"].describe("{:+.1f}", " %")
+
+    over_words = "; ".join(f"at {f:.0%} of the floor PALS {over(f, 'pals')} and cap-only {over(f, 'cap-only')} over "
+                           f"the budget, PALS / cap-only throughput {_text(est[f'throughput below the floor at {f:.0%}'])}"
+                           for f in fracs)
     if abs(large - small) <= 0.01 * large:
         return (f"Below the cap floor the batch cap does not bind either: with every GPU at the lowest cap "
                 f"({floors.lowest_cap_w:g} W) a node draws {small:,.0f} W at batch 1 and {large:,.0f} W at batch "
                 f"{max(PAPER_BATCHES)} (the cap pins the GPUs' power whatever the batch), so no configuration meets "
-                f"those budgets and both policies overshoot: {over}.")
+                f"those budgets and both policies overshoot: {over_words}.")
     return (f"Below the cap floor a smaller batch lowers the node's power at the lowest cap ({floors.lowest_cap_w:g} W) "
             f"from {large:,.0f} W (batch {max(PAPER_BATCHES)}) to {small:,.0f} W (batch 1), so the batch cap is the "
-            f"lever left: {over}.")
+            f"lever left: {over_words}.")
 
 
 def _why_section(report: Report, measured: list[ResponseSeed], floors: Floors, est: dict[str, Estimate | None],
