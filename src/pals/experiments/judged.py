@@ -1,7 +1,7 @@
 """Runs judged on their settled part, per-seed figures and their tables (experiments `slo`, `kv-pressure`).
 
 A closed-loop run starts from the node's initial configuration; the node's latency figures cover a
-trailing window (the simulated node's 30 s), so for that long after the start a policy's TPOT still
+trailing window (`SimNode.latency_window_s`), so for that long after the start a policy's TPOT still
 shows the configuration it left. `judged_run` summarises only the records after `settle_s` of
 control (`pals.control.summary.summarize` over them), and `judged_hindsight` judges every fixed
 configuration of the grid on the same part of the same stream, so the policy and its yardstick are

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pals.core.node import Actuation
-from pals.experiments.common import Lab, plt, save_figure
+from pals.experiments.common import WARMUP_S, Lab, plt, save_figure
 from pals.experiments.judged import (
     HINDSIGHT_COLUMNS, LABELS, Measured, estimate, hindsight_rows, judged_hindsight, judged_run, paired_ratio,
     seed_tables, text, tpj_figure,
@@ -40,7 +40,8 @@ from pals.sim.node import NoiseConfig, SimNode
 MODEL = "Llama-2-7B"
 TP = 1
 KV_LENGTHS = UniformLengths(prompt_tokens=(2000, 2800), output_tokens=(800, 1200))
-"""Long requests: a Llama-2-7B replica's KV cache on one A100 holds about 35 of them (means 2,400 / 1,000 tokens)."""
+"""Long requests: a Llama-2-7B replica's KV cache on one A100 holds fewer of them than batch 64 (the report
+states how many: `kv_capacity_seqs`)."""
 SWEEP_CAP_W = 400.0
 """The power cap of the mechanism sweep (the Baseline's). Units: W."""
 SWEEP_BATCHES = (8, 16, 24, 32, 40, 48, 56, 64)
@@ -89,7 +90,7 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         "load": f"saturating, uniform prompts {KV_LENGTHS.prompt_tokens[0]}-{KV_LENGTHS.prompt_tokens[1]} and outputs "
                 f"{KV_LENGTHS.output_tokens[0]}-{KV_LENGTHS.output_tokens[1]} tokens",
         "KV capacity": f"{capacity:.1f} whole requests per replica (KV tokens / mean prompt + output)",
-        "duration per run": f"{duration_s:.0f} s simulated after a 30 s warm-up",
+        "duration per run": f"{duration_s:.0f} s simulated after a {WARMUP_S:.0f} s warm-up",
         "sweep": f"batch caps {', '.join(map(str, SWEEP_BATCHES))} at {SWEEP_CAP_W:g} W, {SWEEP_WARMUP_S:.0f} s warm-up, "
                  f"{duration_s:.0f} s measured, noise-free",
         "seeds": f"{len(seeds)} ({seeds[0]}-{seeds[-1]}): profile, request stream and telemetry noise",
