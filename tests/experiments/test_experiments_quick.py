@@ -97,4 +97,4 @@ def test_unknown_experiment_names_the_choices(tmp_path):
     with pytest.raises(ConfigError, match="single-node"):
         run_experiment("nope", tmp_path)
     assert set(EXPERIMENTS) == {"characterize", "single-node", "tp-headroom", "multi-node", "demand-response",
-                                "target-tracking", "fidelity", "cluster-scale"}
+                                "target-tracking", "fidelity", "cluster-scale", "slo", "kv-pressure"}

@@ -25,6 +25,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     "target-tracking": ("pals.experiments.target_tracking", "a throughput target that changes over time (Fig 11)"),
     "cluster-scale": ("pals.experiments.cluster_scale", "the coordinator over 64 nodes on loopback HTTP: round time, conservation, QoS"),
     "fidelity": ("pals.experiments.fidelity", "every calibration point beside the simulator (throughput, power, TPOT)"),
+    "slo": ("pals.experiments.slo", "a TPOT p99 SLO the Baseline breaks: PALS vs the best static configuration meeting it"),
+    "kv-pressure": ("pals.experiments.kv_pressure", "a KV cache too small for batch 64: preemption, batch sweep, PALS"),
 }
 
 

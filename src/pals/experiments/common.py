@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from pals.control.budget import PowerBudget
 from pals.control.policies import PolicyOptions
+from pals.control.slo import Slo
 from pals.control.types import Configuration
 from pals.core.node import Actuation
 from pals.core.paper import CONTROL_INTERVAL_S, PAPER_BATCH_CAPS, PAPER_GPU, PAPER_POWER_CAPS_W
@@ -76,6 +77,8 @@ class RunResult:
     records: list[dict[str, Any]] = field(repr=False)
     truth_tokens_per_joule: float
     truth_mean_node_power_w: float
+    preemptions: int = 0
+    """Requests the simulated engines preempted (KV cache full) during the run, after the warm-up."""
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(t_s, value) of a measured sample field over the run (skipping the first record)."""
@@ -98,12 +101,14 @@ class Lab:
         work_dir: where profiles are written (a temporary folder when None).
         physics: the simulated GPU's physics (`pals.sim.physics.load_physics` of a `pals calibrate` file,
             for the paper's GPU); every node, profile, truth and run of this lab uses it. None: the preset's.
+        lengths: the request lengths of every load, profile and run of this lab.
     """
 
     seed: int = 0
     quick: bool = False
     work_dir: Path | None = None
     physics: PhysicsParams | None = None
+    lengths: UniformLengths = EXPERIMENT_LENGTHS
     _profiles: dict = field(default_factory=dict, repr=False)
     _predictors: dict = field(default_factory=dict, repr=False)
     _tmp: Any = field(default=None, repr=False)
@@ -137,8 +142,8 @@ class Lab:
     def load(self, load_tps: float | None, seed: int) -> LoadSpec:
         """Saturating when `load_tps` is None, else Poisson at that offered output rate (tokens/s)."""
         if load_tps is None:
-            return LoadSpec(saturate=True, lengths=EXPERIMENT_LENGTHS, seed=seed)
-        return LoadSpec.poisson_for_tps(load_tps, EXPERIMENT_LENGTHS, seed=seed)
+            return LoadSpec(saturate=True, lengths=self.lengths, seed=seed)
+        return LoadSpec.poisson_for_tps(load_tps, self.lengths, seed=seed)
 
     def workload(self, load_tps: float | None, seed: int):
         """The workload of `load(load_tps, seed)`."""
@@ -166,9 +171,11 @@ class Lab:
         """
         key = (model, tp, load_tps, tuple(caps), tuple(batches))
         if key not in self._profiles:
-            prompt, output = EXPERIMENT_LENGTHS.distributions()
+            prompt, output = self.lengths.distributions()
             features = WorkloadDescriptor(prompt.mean, output.mean, self.load(load_tps, self.seed).rate_rps)
             tag = "sat" if load_tps is None else f"{load_tps:.0f}tps"
+            if self.lengths != EXPERIMENT_LENGTHS:
+                tag += f"_{self.lengths.key()}"
             out = self.work_dir / f"profile_{model}_tp{tp}_{tag}_{len(caps)}x{len(batches)}.csv"
             warmup_s = 5.0 if self.quick else 10.0
             window_s = 10.0 if self.quick else 30.0
@@ -248,13 +255,15 @@ class Lab:
     def run(self, model: str, tp: int, policy_name: str, load_tps: float | None, duration_s: float,
             target_tps: float | None = None, budget_w: float | None = None, schedule=None,
             seed_offset: int = 0, workload=None, options: PolicyOptions = PolicyOptions(),
-            truth: DeliveredTruth | None = None, policy_warmup: bool = False) -> RunResult:
+            truth: DeliveredTruth | None = None, slo: Slo | None = None, latency_model=None,
+            policy_warmup: bool = False) -> RunResult:
         """One closed-loop run of `policy_name` on a fresh node; summary from H4's `summarize`.
 
         `load_tps` picks the workload (None: saturating); the policy's model describes capacity
         (`models_for`); `workload` overrides the live workload only (e.g. a time-varying load; not
         with the Oracle, whose truth replays `live_load`). The Oracle's truth is built for this
-        run's stream unless given (`delivered_truth`).
+        run's stream unless given (`delivered_truth`). `slo` is judged in every run (`slo_violation_pct`);
+        `latency_model` (`pals.model.latency.LatencyPredictor`) lets a model-guided policy keep to it.
 
         The node warms up for `WARMUP_S` before scoring starts. With `policy_warmup` the policy
         already controls it then (it learns the load, as it would have in the first seconds of an
@@ -271,9 +280,9 @@ class Lab:
             truth = self.delivered_truth(model, tp, load_tps, duration_s, seed_offset)
         node = self.node(model, tp, live, noise=True, seed_offset=seed_offset)
         # The paper's node-power line, as in `loop`.
-        controller = build_controller(node, self.settings(policy_name, budget_w, target_tps, schedule, options),
-                                      power_model=NodePowerModel(), truth=truth,
-                                      **self.models_for(policy_name, model, tp))
+        settings = replace(self.settings(policy_name, budget_w, target_tps, schedule, options), slo=slo)
+        controller = build_controller(node, settings, power_model=NodePowerModel(), truth=truth,
+                                      latency_model=latency_model, **self.models_for(policy_name, model, tp))
         loop = controller.loop
         # Start from a warm node (queues and batches at steady state), as a 60-minute run would be
         # for almost all of its length; the policy's first observations are then representative.
@@ -283,15 +292,15 @@ class Lab:
             def start_scoring(_line) -> None:
                 if not scored_from and node.clock.now_s() >= WARMUP_S - 1e-9:
                     loop.restart_summary()
-                    scored_from.append((node.node_energy_j_total(), node.generated_tokens_total()))
+                    scored_from.append((node.node_energy_j_total(), node.generated_tokens_total(), _preemptions(node)))
 
             loop.run(duration_s=WARMUP_S + duration_s, on_step=start_scoring)
-            energy0, tokens0 = scored_from[0]
+            energy0, tokens0, preempted0 = scored_from[0]
             # The loop started with the node's clock: a record's t_s is node time.
             records = [r for r in loop.log.recent() if r["t_s"] > WARMUP_S + 1e-9]
         else:
             node.clock.wait_until(WARMUP_S)
-            energy0, tokens0 = node.node_energy_j_total(), node.generated_tokens_total()
+            energy0, tokens0, preempted0 = node.node_energy_j_total(), node.generated_tokens_total(), _preemptions(node)
             loop.run(duration_s=duration_s)
             records = loop.log.recent()
         energy = node.node_energy_j_total() - energy0
@@ -305,6 +314,7 @@ class Lab:
             records=records,
             truth_tokens_per_joule=tokens / energy if energy > 0 else 0.0,
             truth_mean_node_power_w=energy / max(node.clock.now_s() - WARMUP_S, 1e-9),
+            preemptions=_preemptions(node) - preempted0,
         )
 
     # -- the yardsticks: the Oracle's truth and the hindsight optimum ----------------------------------
@@ -338,6 +348,11 @@ class Lab:
 
         return hindsight_over(grid_configurations(PAPER_CAPS_W, PAPER_BATCHES), run_static, criteria, objective,
                               progress=progress, label=f"hindsight {model}")
+
+
+def _preemptions(node: SimNode) -> int:
+    """Requests preempted so far on every engine of `node`."""
+    return sum(engine.preemptions_total for engine in node.engines)
 
 
 def _node_budget(budget_w: float | None) -> PowerBudget | None:

@@ -1,0 +1,173 @@
+"""The `slo` and `kv-pressure` experiments: quick runs (once per module) and their computed checks."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from pals.experiments import run_experiment
+from pals.experiments.judged import PolicyFigures
+from pals.experiments.stats import Estimate
+
+pytestmark = pytest.mark.slow
+
+
+def _outputs(out: Path, name: str) -> dict:
+    """The written summary, after checking the report links existing figures and tables."""
+    summary = json.loads((out / "summary.json").read_text())
+    report = (out / "report.md").read_text()
+    assert summary["experiment"] == name and summary["quick"] is True
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert len(linked) >= 2
+    for image in linked:
+        assert (out / image).is_file() and (out / image).stat().st_size > 1000
+    for table in summary["tables"]:
+        assert (out / table).is_file()
+    assert "Why it differs" in report and "Checks" in report
+    return summary
+
+
+def _check(summary: dict, words: str) -> dict:
+    (found,) = [c for c in summary["checks"] if words in c["claim"]]
+    return found
+
+
+@pytest.fixture(scope="module")
+def slo_quick(tmp_path_factory):
+    """The quick slo experiment (5 seeds of Mixtral-8x7B), run once for the tests below."""
+    out = tmp_path_factory.mktemp("slo")
+    return out, run_experiment("slo", out, quick=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def kv_quick(tmp_path_factory):
+    """The quick kv-pressure experiment (sweep and 5 seeds), run once for the tests below."""
+    out = tmp_path_factory.mktemp("kv")
+    return out, run_experiment("kv-pressure", out, quick=True, seed=0)
+
+
+# -- slo -------------------------------------------------------------------------------------------
+
+
+def test_slo_pals_meets_the_slo_the_baseline_breaks(slo_quick, checks_hold):
+    from pals.experiments.slo import SLO_MET_MAX_VIOLATION_PCT, SLO_TPOT_MS
+
+    out, summary = slo_quick
+    _outputs(out, "slo")
+    slo_ms = SLO_TPOT_MS["Mixtral-8x7B"]
+    m = summary["metrics"]["Mixtral-8x7B"]
+    assert m["slo_state"] == {"baseline": "breaks", "pals": "meets"}
+    # The states rest on the reported intervals.
+    assert m["baseline"]["tpot_p99_ms"]["low"] > slo_ms and m["baseline"]["slo_violation_pct"]["mean"] > 50.0
+    assert m["pals"]["tpot_p99_ms"]["high"] <= slo_ms
+    assert m["pals"]["slo_violation_pct"]["high"] <= SLO_MET_MAX_VIOLATION_PCT
+    checks_hold(summary, "PALS meets the SLO")
+    # Meeting the SLO costs throughput against full batches.
+    assert m["pals"]["throughput_tps"]["mean"] < m["baseline"]["throughput_tps"]["mean"]
+
+
+def test_slo_static_comparison_is_computed_from_the_ratio(slo_quick):
+    _, summary = slo_quick
+    m = summary["metrics"]["Mixtral-8x7B"]
+    share = m["ratios"]["pals/hindsight"]
+    assert m["hindsight_seeds"] == summary["metrics"]["seeds"] == 5
+    # The hindsight optimum meets the SLO as well as PALS does, so it is below the Baseline's full batches.
+    assert m["ratios"]["hindsight/baseline"]["high"] < 1.0
+    check = _check(summary, "above the best static configuration")
+    assert check["passed"] == (share["low"] > 1.0)
+    assert f"{share['mean']:.3f}x" in check["evidence"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12 open: PALS keeps its predicted p99 a margin under the SLO and ends "
+                                       "below the best static configuration meeting it (the check is computed, and fails)")
+def test_slo_pals_beats_the_best_static_meeting_the_slo(slo_quick, checks_hold):
+    _, summary = slo_quick
+    checks_hold(summary, "above the best static configuration")
+
+
+# -- kv-pressure -----------------------------------------------------------------------------------
+
+
+def test_kv_sweep_shows_preemption_above_the_capacity(kv_quick, checks_hold):
+    out, summary = kv_quick
+    _outputs(out, "kv-pressure")
+    m = summary["metrics"]
+    capacity = m["kv_capacity_seqs"]
+    sweep = {int(b): e for b, e in m["sweep"].items()}
+    below = [b for b in sweep if b <= capacity]
+    above = [b for b in sweep if b > capacity]
+    assert below and above
+    assert all(sweep[b]["preemptions_per_min"]["mean"] == 0.0 for b in below)
+    assert all(sweep[b]["preemptions_per_min"]["mean"] > 0.0 for b in above)
+    assert sweep[max(above)]["preemptions_per_min"]["mean"] >= sweep[min(above)]["preemptions_per_min"]["mean"]
+    held = m["held_batch"]
+    assert held == max(below)
+    assert sweep[held]["tokens_per_joule"]["mean"] > sweep[max(sweep)]["tokens_per_joule"]["mean"]
+    assert m["held_over_largest"]["low"] > 1.0
+    checks_hold(summary, "preemptions rise", "saves energy over batch", "PALS above the Baseline")
+
+
+def test_kv_pals_checks_are_computed_from_its_runs(kv_quick):
+    _, summary = kv_quick
+    m = summary["metrics"]
+    batches = m["pals_final_batches"]
+    assert len(batches) == 5
+    assert _check(summary, "PALS finds a batch cap")["passed"] == all(b < 64 for b in batches)
+    share = m["ratios"]["pals/hindsight"]
+    assert _check(summary, "hindsight optimum")["passed"] == (share["low"] >= 0.97)
+    # The Baseline preempts (batch 64 above the capacity) in every seed.
+    assert m["baseline"]["preemptions_per_min"]["low"] > 0.0
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12 open: PALS's profile-fitted predictor does not see the recompute "
+                                       "and keeps batch 64 (the check is computed, and fails)")
+def test_kv_pals_finds_the_smaller_batch(kv_quick, checks_hold):
+    _, summary = kv_quick
+    checks_hold(summary, "PALS finds a batch cap", "hindsight optimum")
+
+
+# -- the checks are computed: constructed numbers that must fail them (no runs) ----------------------
+
+
+def _fig(tpj: float, tpot_ms: float, viol_pct: float, config: str, preempt: float = 0.0) -> PolicyFigures:
+    return PolicyFigures(tpj, 1000.0 * tpj, tpot_ms, viol_pct, 0.0, preempt, config)
+
+
+def test_slo_checks_fail_on_numbers_that_break_them(tmp_path, checks_hold):
+    from pals.experiments.slo import build_report
+
+    # The Baseline meets the SLO here, and PALS is below the static optimum: both checks must fail.
+    runs = [{"baseline": _fig(1.00 + 0.01 * k, 20.0, 0.0, "400 W / 64"),
+             "pals": _fig(0.80 + 0.01 * k, 25.0, 0.0, "350 W / 32"),
+             "hindsight": _fig(0.90 + 0.01 * k, 26.0, 0.0, "300 W / 32")} for k in range(3)]
+    summary = build_report({"Mixtral-8x7B": runs}, [0, 1, 2], tmp_path, True, {}).write()
+    assert summary["metrics"]["Mixtral-8x7B"]["slo_state"]["baseline"] == "meets"
+    assert not any(c["passed"] for c in summary["checks"])
+    with pytest.raises(AssertionError, match="checks do not hold"):
+        checks_hold(summary, "PALS meets the SLO")
+    # PALS above the optimum by more than the noise: the second check holds.
+    better = [dict(r, pals=_fig(r["hindsight"].tokens_per_joule * 1.05, 25.0, 0.0, "300 W / 32")) for r in runs]
+    summary = build_report({"Mixtral-8x7B": better}, [0, 1, 2], tmp_path, True, {}).write()
+    checks_hold(summary, "above the best static configuration")
+
+
+def test_kv_checks_fail_when_preemption_does_not_rise(tmp_path, checks_hold):
+    from pals.experiments.kv_pressure import MODEL, SweepPoint, build_report, mechanism
+
+    # Preemptions everywhere and batch 64 the most efficient: the mechanism checks must fail.
+    sweep = [SweepPoint(b, s, 1.0 + b / 1000 + s / 1e4, 1000.0, 5.0) for b in (16, 32, 64) for s in range(3)]
+    assert not mechanism(sweep, 40.0)["preemptions_rise"]
+    runs = [{"baseline": _fig(1.0, math.nan, math.nan, "400 W / 64", 5.0),
+             "pals": _fig(1.1 + 0.01 * k, math.nan, math.nan, "250 W / 64", 5.0),
+             "hindsight": _fig(1.2, math.nan, math.nan, "250 W / 32")} for k in range(3)]
+    summary = build_report({MODEL: runs}, [0, 1, 2], sweep, 40.0, tmp_path, True, {}).write()
+    for words in ("preemptions rise", "saves energy over batch", "PALS finds a batch cap", "hindsight optimum"):
+        with pytest.raises(AssertionError, match="checks do not hold"):
+            checks_hold(summary, words)
+    checks_hold(summary, "PALS above the Baseline")
+    est = Estimate(**summary["metrics"]["held_over_largest"])
+    assert est.high < 1.0
