@@ -408,6 +408,7 @@ def _figure(report: Report, results: dict[str, Any], schedule: BudgetSchedule) -
     axes[1].set_ylabel("throughput (tok/s)")
     axes[1].set_xlabel("time (s)")
     axes[1].legend(fontsize=7)
+    fig.suptitle("Fig 10: three nodes following a cluster power target (first seed)", fontsize=9)
     save_figure(fig, report.figure_path("fig10_demand_response"))
     report.image(sec, "fig10_demand_response", "Fig 10: cluster power against the target, and throughput")
 

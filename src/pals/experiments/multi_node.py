@@ -292,10 +292,15 @@ def _fig9(report: Report, sec: Section, runs: Runs, budgets: dict[str, float], m
         axes[0].set_xticks(range(len(VARIANTS)), VARIANTS, fontsize=7, rotation=15)
         axes[0].set_ylabel("strict QoS violations (% of intervals)")
         axes[0].legend(fontsize=7)
-        bars(axes[1], list(range(len(VARIANTS))),
-             [mean_ci([f.tokens_per_joule for f in runs[key][v]]) for v in VARIANTS], 0.6)
+        tpj = [mean_ci([f.tokens_per_joule for f in runs[key][v]]) for v in VARIANTS]
+        bars(axes[1], list(range(len(VARIANTS))), tpj, 0.6)
         axes[1].set_xticks(range(len(VARIANTS)), VARIANTS, fontsize=7, rotation=15)
-        axes[1].set_ylabel("aggregate tokens/J (tokens/J)")
+        # The variants differ by a few percent: zoom the axis onto them (bars from zero would hide it).
+        ends = [x for e in tpj for x in (e.low, e.high, e.mean) if math.isfinite(x)]
+        if ends:
+            span = max(ends) - min(ends)
+            axes[1].set_ylim(min(ends) - max(span, 0.01 * max(ends)), max(ends) + 0.25 * max(span, 0.01 * max(ends)))
+        axes[1].set_ylabel("aggregate tokens/J (tokens/J; axis zoomed)")
         fig.suptitle(f"budget: {budget_label(key, budget_w)}, mean over seeds with 95 % interval", fontsize=9)
         save_figure(fig, report.figure_path(f"fig9_{key}"))
         report.image(sec, f"fig9_{key}", f"Fig 9 ({budget_label(key, budget_w)}): QoS violations per model and "

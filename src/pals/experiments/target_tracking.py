@@ -356,6 +356,7 @@ def _figure(report: Report, results: dict[str, Any], top: float) -> None:
     axes[1].set_ylabel("cap (W); batch cap x 4")
     axes[1].set_xlabel("time (s)")
     axes[1].legend(fontsize=7)
+    fig.suptitle("Fig 11: PALS and Baseline tracking a changing throughput target (first seed)", fontsize=9)
     save_figure(fig, report.figure_path("fig11_target_tracking"))
     report.image(sec, "fig11_target_tracking", f"Fig 11: throughput, target ({top:,.0f} tok/s = 1), and the knobs")
 
