@@ -48,9 +48,10 @@ def single_node_quick(tmp_path_factory):
 def test_single_node_pals_reaches_the_hindsight_optimum(single_node_quick, checks_hold):
     _, summary = single_node_quick
     checks_hold(summary, "hindsight optimum at no more")
-    # The check is the interval's: its lower end at or above the bar.
+    # Issue 12's bar: the mean over seeds, the interval reported beside it.
     from pals.experiments.single_node import HINDSIGHT_SHARE_MIN
-    assert summary["metrics"]["ratios"]["pals/hindsight"]["low"] >= HINDSIGHT_SHARE_MIN
+    share = summary["metrics"]["ratios"]["pals/hindsight"]
+    assert share["mean"] >= HINDSIGHT_SHARE_MIN and share["low"] <= share["mean"] <= share["high"]
 
 
 def test_single_node_quick_orders_policies(single_node_quick, checks_hold):

@@ -267,12 +267,12 @@ class Lab:
 
         The node warms up for `WARMUP_S` before scoring starts. With `policy_warmup` the policy
         already controls it then (it learns the load, as it would have in the first seconds of an
-        hour-long run, and the figures score its steady state); otherwise the node warms up at its
-        initial configuration and the policy starts with scoring (as the Oracle's truth and the
-        static runs that feed it assume).
+        hour-long run, and the figures score its steady state; the Oracle holds its plan's first
+        configuration through the warm-up); otherwise the node warms up at its initial configuration
+        and the policy starts with scoring.
         """
-        if policy_warmup and (policy_name == "oracle" or schedule is not None):
-            raise ValueError("policy_warmup: not for the Oracle (its truth starts at WARMUP_S) or a budget schedule")
+        if policy_warmup and schedule is not None:
+            raise ValueError("policy_warmup: not with a budget schedule (its times count from the start of scoring)")
         live = workload if workload is not None else make_workload(self.live_load(load_tps, seed_offset))
         if policy_name == "oracle" and truth is None:
             if workload is not None:
@@ -330,17 +330,22 @@ class Lab:
     def hindsight(self, model: str, tp: int, load_tps: float | None, duration_s: float, criteria: MeetCriteria,
                   target_tps: float | None = None, budget_w: float | None = None, seed_offset: int = 0,
                   objective: str = "node", truth: DeliveredTruth | None = None,
-                  progress: bool = False) -> HindsightResult:
+                  progress: bool = False, policy_warmup: bool = False) -> HindsightResult:
         """The hindsight optimum of the run `run(model, tp, ..., seed_offset=...)`: every grid configuration
         as the static policy on the same stream, target and budget, judged by `criteria`.
 
         Without a budget a static run does not react to telemetry, so its intervals are exactly the
         Oracle's truth of that configuration on that stream (`pals.runtime.delivered`): they are
         handed to `truth` when given, which then needs no runs of its own.
+
+        `policy_warmup` as in `run`: each fixed configuration is then in force from the start of the
+        warm-up, so it is scored at its steady state (and its QoS window is full when scoring starts)
+        exactly as a policy under test run with `policy_warmup` is.
         """
         def run_static(config: Configuration) -> dict[str, Any]:
             result = self.run(model, tp, "static", load_tps, duration_s, target_tps=target_tps, budget_w=budget_w,
-                              seed_offset=seed_offset, options=PolicyOptions(objective=objective, fixed=config))
+                              seed_offset=seed_offset, options=PolicyOptions(objective=objective, fixed=config),
+                              policy_warmup=policy_warmup)
             if truth is not None and budget_w is None:
                 truth.add_series(config.power_cap_w, config.batch_cap,
                                  series_from_records(result.records, WARMUP_S + duration_s, CONTROL_INTERVAL_S))

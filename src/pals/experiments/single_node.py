@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pals.control.policies import PolicyOptions
-from pals.experiments.common import ALL_MODELS, MOE_MODELS, Lab, geomean, plt, save_figure
+from pals.experiments.common import ALL_MODELS, MOE_MODELS, WARMUP_S, Lab, geomean, plt, save_figure
 from pals.experiments.report import Report, Table
 from pals.experiments.stats import Estimate, at_least, mean_ci, not_below, ratio_ci
 from pals.experiments.verdict import ratio_verdict
@@ -84,7 +84,9 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         "node": "4x A100-SXM4-80GB (simulated)",
         "load": f"Poisson at {LOAD_FRACTION:.0%} of each model's Baseline capacity",
         "target": f"{TARGET_FRACTION:.0%} of the offered load",
-        "duration per run": f"{duration_s:.0f} s simulated after a 30 s warm-up",
+        "duration per run": (f"{duration_s:.0f} s simulated after a {WARMUP_S:.0f} s warm-up during which every "
+                             "policy and fixed configuration is already in force (the Oracle holds its plan's first "
+                             "configuration)"),
         "control interval": "0.5 s",
         "seeds": f"{len(seeds)} ({seeds[0]}-{seeds[-1]}): profile, request stream and telemetry noise",
         "objective": "tokens per node joule",
@@ -95,16 +97,18 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
 def _one_seed(lab: Lab, model: str, tp: int, load_tps: float, duration_s: float) -> tuple[SeedRun, list[list[Any]]]:
     """Every policy, the hindsight optimum and the Oracle on one seed's stream."""
     target_tps = TARGET_FRACTION * load_tps
-    # The learning policies observe the warm-up (steady state is scored); the Oracle's truth starts with scoring.
+    # Policies and fixed configurations are in force from the warm-up on (steady states are scored); the Oracle
+    # holds its plan's first configuration through the warm-up (its truth: the fixed configurations' scored intervals).
     results = {p: lab.run(model, tp, p, load_tps, duration_s, target_tps=target_tps, policy_warmup=True)
                for p in POLICIES if p != "oracle"}
     pals = results["pals"].summary
     criteria = MeetCriteria.no_worse_than(pals)
     truth = lab.delivered_truth(model, tp, load_tps, duration_s)
-    hindsight = lab.hindsight(model, tp, load_tps, duration_s, criteria, target_tps=target_tps, truth=truth)
+    hindsight = lab.hindsight(model, tp, load_tps, duration_s, criteria, target_tps=target_tps, truth=truth,
+                              policy_warmup=True)
     allowance = PolicyOptions(oracle_max_qos_violation_pct=pals["qos_violation_pct"])
     results["oracle"] = lab.run(model, tp, "oracle", load_tps, duration_s, target_tps=target_tps, options=allowance,
-                                truth=truth)
+                                truth=truth, policy_warmup=True)
     best = hindsight.best
     seed_run = SeedRun(
         tokens_per_joule={p: r.summary["tokens_per_joule"] for p, r in results.items()},
@@ -277,7 +281,13 @@ def _check(report: Report, measured: dict[str, list[SeedRun]], est: dict[str, Es
     report.check("PALS does not exceed its upper bound, the Oracle, beyond noise",
                  bound is not None and not bound.low > 1.0, f"PALS / Oracle {_text(bound)}")
     share = est["pals/hindsight"]
-    report.check(f"PALS reaches at least {HINDSIGHT_SHARE_MIN:.2f}x the hindsight optimum at no more violations",
+    # Issue 12's bar is the mean over seeds (with the interval reported); whether the seeds' interval
+    # itself supports it is the stricter, separate check (the hindsight optimum moves with PALS's own
+    # violations on each seed, so its interval is wide).
+    report.check(f"PALS reaches at least {HINDSIGHT_SHARE_MIN:.2f}x the hindsight optimum at no more violations "
+                 "(mean over seeds)", share is not None and share.mean >= HINDSIGHT_SHARE_MIN,
+                 f"PALS / hindsight {_text(share)}")
+    report.check(f"the seeds' interval of PALS / hindsight lies at or above {HINDSIGHT_SHARE_MIN:.2f}x",
                  share is not None and at_least(share, HINDSIGHT_SHARE_MIN), f"PALS / hindsight {_text(share)}")
     for other in ("baseline", "adaptive-batch", "adaptive-cap"):
         ratio, gap = est[f"pals/{other}"], violation_gap(measured, "pals", other)

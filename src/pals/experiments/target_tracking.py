@@ -216,11 +216,12 @@ def _config(rec: dict[str, Any]) -> str:
 def _segment(lab: Lab, tp: int, target_tps: float, segment_s: float) -> Segment:
     """PALS at one fixed target, and the hindsight optimum of the same stream at PALS's violations.
 
-    PALS observes the warm-up, as in `single-node`: the segment scores its steady state at that
-    target (how fast it gets there after a step is the tracking run's figure, not this one)."""
+    PALS observes the warm-up, as in `single-node`, and every fixed configuration is in force from
+    its start: the segment scores steady states at that target (how fast PALS gets there after a
+    step is the tracking run's figure, not this one)."""
     pals = lab.run(MODEL, tp, "pals", None, segment_s, target_tps=target_tps, policy_warmup=True)
     criteria = MeetCriteria.no_worse_than(pals.summary)
-    hindsight = lab.hindsight(MODEL, tp, None, segment_s, criteria, target_tps=target_tps)
+    hindsight = lab.hindsight(MODEL, tp, None, segment_s, criteria, target_tps=target_tps, policy_warmup=True)
     best = hindsight.best
     meeting = [r for r in hindsight.rows if r.meets]
     return Segment(

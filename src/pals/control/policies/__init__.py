@@ -30,18 +30,21 @@ interval), built from small parts: `config.ModelGuidedConfig` (every knob, with 
 power bias, dwell throughput), `pid.PID` (`pals.control.pid`) and `selection` (the choice itself,
 as pure functions). Numbers are stated in those files' fields, not here.
 
-Load-aware objective: with offered load D a configuration delivers T(c) = min(D, T_cap(c)) at
-utilisation u = T(c) / T_cap(c) and draws P(c) = u * P_busy(c) + (1 - u) * P_idle, P_idle being
-the node's GPUs idling with the engine's context loaded (learnt from intervals in which nothing
-ran; until then `idle_fraction_of_min_cap` x the lowest cap per GPU). D is the mean delivered
-throughput over `demand_window_s`, unknown (treated as at least every capacity: the saturated
-objective T_cap / P_busy) when the node was backlogged over most of it. Candidates must also keep
-up with D plus its burst headroom: the demand is a mean, and over a QoS window Poisson arrivals
-swing it by 10-20 %, so the demand term is D x (1 + `burst_z` x CV) x (1 + `target_margin`), CV
-the coefficient of variation of delivered throughput over rolling QoS windows (shrunk towards
-`burst_cv_prior`). Predicted capacity is corrected by measured / predicted ratios learnt ONLY from
-capacity-limited intervals (`capacity_limited`) after the warm-up: when the offered load is below
-capacity the node delivers the demand, which says nothing about capacity.
+Load-aware objective: with offered load D a configuration delivers T(c) = min(D, T_cap(c)). Below
+its capacity a continuously batching engine runs continuously at a smaller running batch, the one
+whose own capacity is D, so it draws the power predicted along its cap's batches at that capacity
+(`selection.operating_point_power_w`, interpolated from P_idle at zero: the node's GPUs idling with
+the engine's context loaded, learnt from intervals in which nothing ran; until then
+`idle_fraction_of_min_cap` x the lowest cap per GPU). D is the mean delivered throughput over
+`demand_window_s`, unknown (treated as at least every capacity: the saturated objective
+T_cap / P_busy) when the node was backlogged over most of it; the selection runs again once its
+window is full. Candidates must also keep up with D plus its burst headroom: the demand is a mean,
+and over a QoS window Poisson arrivals swing it by 10-20 %, so the demand term is
+D x (1 + `burst_z` x CV + PID output), CV the coefficient of variation of delivered throughput over
+rolling QoS windows (shrunk towards `burst_cv_prior`); the target term is
+target x (1 + `target_margin` + PID output). Predicted capacity is corrected by residuals learnt
+ONLY from capacity-limited intervals (`capacity_limited`) after the warm-up: when the offered load
+is below capacity the node delivers the demand, which says nothing about capacity.
 
 Adding a policy: one file in this package with its class (a `ModelGuidedPolicy` subclass sets
 only its name, grids, `uses_pid` and `learn_ratios`), and one entry in `registry._REGISTRY`;

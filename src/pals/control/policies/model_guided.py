@@ -375,7 +375,7 @@ class ModelGuidedPolicy:
         demand = self.demand.tps_
         idle_w = self.idle_power.per_gpu_w(c.power_cap_min_w) * c.num_gpus
         scores = score_candidates(thr * factors, gpu_w, node_w, demand, idle_w, ctx.power_model.alpha,
-                                  objective=cfg.objective, node_line=ctx.power_model)
+                                  objective=cfg.objective, node_line=ctx.power_model, candidates=candidates)
         budget = None if ctx.budget is None else BudgetLimit(ctx.budget, bound, c.power_cap_min_w,
                                                               self.guard.margin_frac, self.power_bias.bias_w_)
         target_tps = None if ctx.target is None else ctx.target.target_tps

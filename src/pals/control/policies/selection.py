@@ -181,13 +181,22 @@ def candidate_grid(power_caps_w: Sequence[float], batch_caps: Sequence[int], con
 
 def score_candidates(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, node_power_w: np.ndarray,
                      demand_tps: float | None, idle_gpu_power_w: float, alpha: float, *,
-                     objective: str = "node", node_line: NodePowerModel | None = None) -> Scores:
+                     objective: str = "node", node_line: NodePowerModel | None = None,
+                     candidates: "Candidates | None" = None) -> Scores:
     """Delivered throughput and power of each candidate under `demand_tps` (None: saturated).
 
-    With demand D a candidate delivers T = min(D, T_cap) at utilisation u = T / T_cap and draws
-    u x P_busy + (1 - u) x P_idle (`idle_gpu_power_w`, node total; never more than P_busy: a profile
-    point may draw less than the idle estimate, and load never lowers power). Node power moves
-    with GPU power by the node-power line's slope `alpha`.
+    With demand D a candidate delivers T = min(D, T_cap). Below its capacity a continuously batching
+    engine does not alternate between full batches and idling: it runs continuously with a smaller
+    running batch, the one whose own capacity is D. So, given `candidates` (the grid these arrays
+    score), a candidate's delivered GPU power is the power predicted along its cap's batches up to
+    its own, interpolated at D by capacity, from (0 tok/s, P_idle) up (`operating_point_power_w`).
+    Without `candidates`, or on a cap with no smaller batch, the interpolation has only the idle
+    point and the candidate: u x P_busy + (1 - u) x P_idle at utilisation u = T / T_cap (P_idle is
+    `idle_gpu_power_w`, node total, never more than P_busy: load never lowers power). At a partial
+    load the two differ most: decode at a small batch still draws near the cap (memory-bound kernels
+    at full clock), so the utilisation line made high caps look as cheap as low ones and kept PALS
+    one cap step above the efficient one. Node power moves with GPU power by the node-power line's
+    slope `alpha`.
 
     The score (`Scores.tokens_per_joule`) is T over delivered node power (`objective` "node") or
     delivered GPU power ("gpu"). With `node_line` (the loop's node-power line) the node power of
@@ -201,8 +210,7 @@ def score_candidates(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, node_pow
         thr, gpu_del = capacity_tps, gpu_power_w
     else:
         thr = np.minimum(demand_tps, capacity_tps)
-        util = np.where(capacity_tps > 0, thr / np.maximum(capacity_tps, 1e-9), 1.0)
-        gpu_del = util * gpu_power_w + (1.0 - util) * np.minimum(idle_gpu_power_w, gpu_power_w)
+        gpu_del = operating_point_power_w(capacity_tps, gpu_power_w, float(demand_tps), idle_gpu_power_w, candidates)
     node_del = node_power_w + alpha * (gpu_del - gpu_power_w)
     # Efficiency is scored at the power the configuration draws (prediction), not at its cap.
     if objective == "gpu":
@@ -213,6 +221,32 @@ def score_candidates(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, node_pow
         raise ValueError(f"unknown objective {objective!r}")
     eff = thr / np.maximum(objective_w, 1e-9)
     return Scores(capacity_tps, gpu_power_w, node_power_w, thr, gpu_del, node_del, eff)
+
+
+def operating_point_power_w(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, demand_tps: float,
+                            idle_gpu_power_w: float, candidates: "Candidates | None" = None) -> np.ndarray:
+    """GPU power of each candidate serving `demand_tps` (see `score_candidates`): its own busy power when
+    the demand reaches its capacity, else the power interpolated at the demand along its cap's batches
+    up to its own (by capacity, from the idle point), the running batch a continuously batching
+    engine settles at. Units: W (node total)."""
+    n = len(capacity_tps)
+    caps = np.zeros(n) if candidates is None else np.asarray(candidates.power_cap_w, dtype=float)
+    batches = np.arange(n) if candidates is None else np.asarray(candidates.batch_cap, dtype=float)
+    out = np.array(gpu_power_w, dtype=float)
+    for i in range(n):
+        if not (capacity_tps[i] > demand_tps):
+            continue  # serves at capacity: its busy power
+        idle_w = min(idle_gpu_power_w, gpu_power_w[i])
+        if candidates is None:
+            rows = np.array([i])
+        else:
+            rows = np.flatnonzero((np.abs(caps - caps[i]) <= 1e-6) & (batches <= batches[i]))
+            rows = rows[np.argsort(batches[rows], kind="stable")]
+        # Capacity grows with the batch; a noisy prediction that does not is held flat.
+        xs = np.r_[0.0, np.maximum.accumulate(np.maximum(capacity_tps[rows], 0.0))]
+        ys = np.r_[idle_w, np.maximum(gpu_power_w[rows], idle_w)]
+        out[i] = min(float(np.interp(demand_tps, xs, ys)), gpu_power_w[i]) if gpu_power_w[i] >= idle_w else out[i]
+    return out
 
 
 def required_capacity_tps(target_tps: float | None, *, target_margin: float, pid_margin: float,
