@@ -42,6 +42,7 @@ from pals.control.policies.estimators import (
     Backlog, BurstEstimate, DemandEstimate, DwellThroughput, IdlePower, PowerBias, WarmUp,
 )
 from pals.control.policies.interface import PerfModel
+from pals.control.policies.latency_residual import LatencyResidual
 from pals.control.policies.residuals import PredictionError, ResidualConfig, ResidualCorrection
 from pals.control.policies.selection import (
     CAP_MATCH_W, BudgetLimit, Candidates, Choice, LatencyModel, Scores, candidate_grid, required_capacity_tps,
@@ -128,6 +129,10 @@ class ModelGuidedPolicy:
         self.residuals_ = ResidualCorrection(self.residual_config)
         """Throughput and power residuals learnt online (replaces the old measured/predicted ratios)."""
         self.prediction_error = PredictionError(self.residual_config.error_window_s)
+        self.latency_residual_ = LatencyResidual()
+        """measured / predicted latency at the SLO's quantile, learnt online (`latency_residual.py`)."""
+        self.latency_at_select_: tuple[bool, float] = (False, 1.0)
+        """(latency residual trusted, its TPOT factor at the chosen configuration) when the selection last ran."""
         self.raw_: dict[Configuration, RawPrediction] = {}
         """Per candidate of the last selection: the model's own predictions and relative spreads."""
         self.limited_run_ = 0
@@ -224,8 +229,12 @@ class ModelGuidedPolicy:
         obs = ctx.observation
         if obs is None:
             return
-        if self.residuals_.note_workload(obs) and self.pid is not None:
-            self.pid.reset()
+        if self.residuals_.note_workload(obs):
+            self.latency_residual_.forget()
+            if self.pid is not None:
+                self.pid.reset()
+        if self.warmup.warm(obs):
+            self.latency_residual_.observe(ctx.current, obs, ctx.slo, self.latency_model, self.is_capacity_limited(ctx))
         self.limited_run_ = self.limited_run_ + 1 if self.is_capacity_limited(ctx) else 0
         stable = self.since_change_ >= 1 and ctx.current == self.last_choice_
         raw = self.raw_.get(ctx.current)
@@ -285,6 +294,17 @@ class ModelGuidedPolicy:
             return None
         return f"prediction corrected: capacity x{then:.2f} -> x{now:.2f} of the model at the configuration in force"
 
+    def _latency_moved(self, ctx: DecisionContext) -> str | None:
+        """The latency residual became trusted, or its factor at the configuration in force moved, since the selection."""
+        learnt = self.latency_residual_
+        if ctx.slo is None or self.latency_model is None or not self.learn_ratios or not learnt.trusted:
+            return None
+        trusted_then, then = self.latency_at_select_
+        now = float(learnt.tpot_factors([ctx.current])[0])
+        if trusted_then and abs(now / then - 1.0) <= self.residual_config.reselect_shift:
+            return None
+        return f"latency prediction corrected: TPOT x{now:.2f} of the model at the configuration in force"
+
     # -- deciding ----------------------------------------------------------------------------------
 
     def decide(self, ctx: DecisionContext) -> Decision:
@@ -329,7 +349,7 @@ class ModelGuidedPolicy:
         if self.demand.tps_ is not None and self.bursts.moved():
             return (f"load burstiness changed: headroom {self.bursts.at_select_ * 100:.0f}% -> "
                     f"{self.bursts.margin() * 100:.0f}%")
-        return self._residual_moved(ctx)
+        return self._residual_moved(ctx) or self._latency_moved(ctx)
 
     def _follow_bound(self, ctx: DecisionContext, bound: float, margin: float) -> Decision | None:
         """The configuration in force sits at the budget's cap bound, which the governor moved: follow
@@ -384,13 +404,14 @@ class ModelGuidedPolicy:
             demand_seen=self.demand.seen_, burst_margin=self.bursts.margin(),
             demand_target_multiple=cfg.demand_target_multiple,
         )
-        slo = slo_limit(self.latency_model, candidates, ctx.slo, cfg.slo_margin)
+        slo = self._slo_limit(ctx, candidates)
         choice = select(candidates, scores, budget=budget, target_tps=target_tps, required_tps=required,
                         current=ctx.current, tie_tolerance=cfg.tie_tolerance, error_threshold=cfg.error_threshold,
                         slo=slo)
         self._remember(ctx, candidates, thr, scores, choice)
         chosen = candidates.configs[choice.index]
         self.factor_at_select_ = self._throughput_factor(chosen)
+        self.latency_at_select_ = (self.latency_residual_.trusted, float(self.latency_residual_.tpot_factors([chosen])[0]))
         # At the budget's cap bound: from now on the cap follows the governor as it moves the bound.
         self.chose_bound_ = bool(bound is not None and abs(chosen.power_cap_w - clamp_cap(c.power_cap_max_w, bound, c))
                                  <= CAP_MATCH_W)
@@ -410,8 +431,18 @@ class ModelGuidedPolicy:
             extra={"pid_margin": round(margin, 4), "power_bias_w": round(self.power_bias.bias_w_, 2),
                    "budget_cap_bound_w": None if bound is None else round(bound, 2),
                    "predicted_capacity_tps": round(float(scores.capacity_tps[i]), 3),
-                   "demand_tps": None if demand is None else round(demand, 3), **self.prediction_error_()},
+                   "demand_tps": None if demand is None else round(demand, 3), **self.prediction_error_(),
+                   **({} if slo is None else self.latency_residual_.logged(chosen))},
         )
+
+    def _slo_limit(self, ctx: DecisionContext, candidates: Candidates):
+        """Predicted latency against the SLO: corrected, with the narrower margin, once the latency residual is trusted."""
+        learnt = self.latency_residual_
+        if not (self.learn_ratios and learnt.trusted):
+            return slo_limit(self.latency_model, candidates, ctx.slo, self.config.slo_margin)
+        configs = list(candidates.configs)
+        return slo_limit(self.latency_model, candidates, ctx.slo, self.config.slo_margin_corrected,
+                         learnt.tpot_factors(configs), learnt.ttft_factors(configs))
 
     def _corrected(self, ctx: DecisionContext, candidates: Candidates,
                    pred: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -15,7 +15,9 @@ Nothing here keeps state; the policy (`model_guided.py`) feeds it what it has le
    whatever its predicted draw: the cap itself holds power there. Without settable caps, only the
    batch can hold power: the batches that fit, else the smallest (`feasible_mask`).
    With a latency SLO and a latency model, a candidate is also infeasible when its predicted
-   TPOT or TTFT at the SLO's quantile exceeds the objective x (1 - `slo_margin`) (`slo_mask`).
+   TPOT or TTFT at the SLO's quantile exceeds the objective x (1 - `slo_margin`) (`slo_mask`); once
+   the latency residual learnt online is trusted, the predictions are corrected by it and the margin
+   is `slo_margin_corrected`.
    When the budget leaves candidates but none meets the SLO, the one with the lowest predicted
    latency (relative to the objective) among those under the budget is chosen, warned.
 4. Among feasible candidates whose capacity reaches the required throughput
@@ -122,14 +124,21 @@ class SloLimit:
         return np.max(np.vstack(ratios), axis=0)
 
 
-def slo_limit(model: LatencyModel | None, candidates: Candidates, slo: Slo | None, margin_frac: float) -> SloLimit | None:
-    """The candidates' predicted latency against `slo` (None without an SLO or a latency model)."""
+def slo_limit(model: LatencyModel | None, candidates: Candidates, slo: Slo | None, margin_frac: float,
+              tpot_factors: np.ndarray | None = None, ttft_factors: np.ndarray | None = None) -> SloLimit | None:
+    """The candidates' predicted latency against `slo` (None without an SLO or a latency model), each
+    prediction times its learnt factor when given (`latency_residual.LatencyResidual`)."""
     if slo is None or model is None:
         return None
     pred = model.predict(candidates.power_cap_w, candidates.batch_cap, slo.quantile)
     n = len(candidates.configs)
-    return SloLimit(slo, np.broadcast_to(np.asarray(pred.tpot_s, dtype=float), (n,)),
-                    np.broadcast_to(np.asarray(pred.ttft_s, dtype=float), (n,)), margin_frac)
+    tpot = np.broadcast_to(np.asarray(pred.tpot_s, dtype=float), (n,))
+    ttft = np.broadcast_to(np.asarray(pred.ttft_s, dtype=float), (n,))
+    if tpot_factors is not None:
+        tpot = tpot * np.asarray(tpot_factors, dtype=float)
+    if ttft_factors is not None:
+        ttft = ttft * np.asarray(ttft_factors, dtype=float)
+    return SloLimit(slo, tpot, ttft, margin_frac)
 
 
 def slo_mask(candidates: Candidates, slo: SloLimit | None) -> np.ndarray:
