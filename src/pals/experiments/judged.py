@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pals.control.policies import PolicyOptions
 from pals.control.slo import Slo
@@ -77,21 +77,30 @@ def figures(summary: dict[str, Any], config: str) -> PolicyFigures:
                          float(summary.get("qos_violation_pct") or 0.0), float(summary["preemptions_per_min"]), config)
 
 
+Runner = Callable[..., RunResult]
+"""Runs one policy: `runner(policy, duration_s, slo=, latency_model=, options=)` -> RunResult (default:
+`Lab.run` under a saturating load)."""
+
+
 def judged_run(lab: Lab, model: str, tp: int, policy: str, duration_s: float, settle_s: float, *,
                slo: Slo | None = None, latency_model=None,
-               options: PolicyOptions = PolicyOptions()) -> tuple[dict[str, Any], PolicyFigures]:
-    """One saturating closed-loop run of `policy`, judged after `settle_s`: (summary, figures)."""
-    result = lab.run(model, tp, policy, None, duration_s, slo=slo, latency_model=latency_model, options=options)
+               options: PolicyOptions = PolicyOptions(), runner: Runner | None = None
+               ) -> tuple[dict[str, Any], PolicyFigures]:
+    """One closed-loop run of `policy` (saturating, or by `runner`), judged after `settle_s`: (summary, figures)."""
+    if runner is None:
+        result = lab.run(model, tp, policy, None, duration_s, slo=slo, latency_model=latency_model, options=options)
+    else:
+        result = runner(policy, duration_s, slo=slo, latency_model=latency_model, options=options)
     summary = judged_summary(result, settle_s)
     return summary, figures(summary, config_text(result.records[-1]["decision"]["config"]))
 
 
 def judged_hindsight(lab: Lab, model: str, tp: int, duration_s: float, settle_s: float, criteria: MeetCriteria,
-                     slo: Slo | None = None) -> tuple[HindsightResult, PolicyFigures | None]:
+                     slo: Slo | None = None, runner: Runner | None = None) -> tuple[HindsightResult, PolicyFigures | None]:
     """Every grid configuration as the static policy on the same stream and part; the best that meets `criteria`."""
     def run_static(config: Configuration) -> dict[str, Any]:
         return judged_run(lab, model, tp, "static", duration_s, settle_s, slo=slo,
-                          options=PolicyOptions(fixed=config))[0]
+                          options=PolicyOptions(fixed=config), runner=runner)[0]
 
     result = hindsight_over(grid_configurations(PAPER_CAPS_W, PAPER_BATCHES), run_static, criteria, "node",
                             label=f"hindsight {model}")

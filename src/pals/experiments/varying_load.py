@@ -5,17 +5,24 @@ rate for its duration, and the phases repeat. Within a phase the gaps are expone
 crosses a phase boundary is redrawn from the boundary at the next phase's rate (exact for a Poisson
 process: its gaps are memoryless). Request lengths are drawn as `PoissonWorkload` draws them, all
 from one `np.random.default_rng(seed)` created in `requests()`, so two iterators give the same stream.
+`run_following` runs a policy on it with a throughput target that follows the phases.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from pals.control.budget import ThroughputTarget
+from pals.control.policies import PolicyOptions
+from pals.control.slo import Slo
+from pals.core.power import NodePowerModel
 from pals.core.workload import WorkloadDescriptor
+from pals.experiments.common import WARMUP_S, RunResult
+from pals.runtime.builder import build_controller
 from pals.errors import ConfigError
 from pals.sim.workload import LengthDistribution, Request, Workload
 
@@ -86,3 +93,40 @@ class StepPoissonWorkload(Workload):
                 continue
             t_s += gap
             yield Request(t_s, int(self.prompt_tokens.sample(rng, 1)[0]), int(self.output_tokens.sample(rng, 1)[0]))
+
+
+TARGET_SHARE = 0.9
+"""The throughput target follows the offered load at this share of its phase's mean (Poisson
+arrivals swing around the mean: a target at the mean itself is missed half the time by any node)."""
+
+
+def run_following(lab: Any, model: str, tp: int, policy: str, workload: StepPoissonWorkload, duration_s: float, *,
+                  slo: Slo | None = None, latency_model: Any = None,
+                  options: PolicyOptions = PolicyOptions()) -> RunResult:
+    """`Lab.run` on `workload` with a throughput target that follows its phases (`TARGET_SHARE` of each
+    phase's offered rate, set at every interval the phase changes): the node warms up for `WARMUP_S`
+    at its initial configuration, then `policy` controls it for `duration_s`."""
+    node = lab.node(model, tp, workload, noise=True)
+
+    def wanted(t_s: float) -> ThroughputTarget:
+        return ThroughputTarget(TARGET_SHARE * workload.offered_tps_at(t_s))
+
+    settings = replace(lab.settings(policy, None, wanted(WARMUP_S).target_tps, None, options), slo=slo)
+    controller = build_controller(node, settings, power_model=NodePowerModel(), latency_model=latency_model,
+                                  **lab.models_for(policy, model, tp))
+    loop = controller.loop
+
+    def retarget(_line: Any) -> None:
+        target = wanted(node.clock.now_s())
+        if loop.target is None or abs(loop.target.target_tps - target.target_tps) > 1e-6:
+            loop.set_target(target)
+
+    node.clock.wait_until(WARMUP_S)
+    energy0, tokens0 = node.node_energy_j_total(), node.generated_tokens_total()
+    loop.run(duration_s=duration_s, on_step=retarget)
+    energy, tokens = node.node_energy_j_total() - energy0, node.generated_tokens_total() - tokens0
+    summary = loop.summary()
+    controller.close()
+    return RunResult(model=model, policy=policy, summary=summary, records=loop.log.recent(),
+                     truth_tokens_per_joule=tokens / energy if energy > 0 else 0.0,
+                     truth_mean_node_power_w=energy / max(node.clock.now_s() - WARMUP_S, 1e-9))

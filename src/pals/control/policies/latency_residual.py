@@ -46,8 +46,10 @@ class LatencyResidualConfig:
 
     level_std: float = 0.05
     """Prior std of the pooled residual: the model is taken as right to about this before data say otherwise."""
-    shape_std: float = 0.03
-    """Prior std of a configuration's own residual (the profile's point-to-point noise)."""
+    shape_std: float = 0.1
+    """Prior std of a configuration's own residual: a profile's latency is off by up to ~15 % from one
+    point to the next (one 30 s window's p99), so what one configuration measured mostly stays its own
+    and an unvisited configuration's bound is about this much tighter than its prediction."""
     noise_prior: float = 0.05
     """Observation noise (std of one interval's log ratio) assumed before it is measured: a window's
     p99 moves by a few percent from one interval to the next."""
