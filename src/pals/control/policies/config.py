@@ -60,6 +60,13 @@ class ModelGuidedConfig:
     measured / predicted p99 at the configurations run, pooled): the profile's noise is then corrected
     and only the interval-to-interval swing of a window's p99 is left. `slo_margin` keeps its meaning
     for the model as fitted (before the residual has data, and after every workload shift). Units: fraction."""
+    partial_batch: float = 0.0
+    """Weight of the partial-batch model (`selection.filled_batch`, `selection.partial_batch_power_w`):
+    below capacity a continuously batching engine keeps stepping with the batch the estimated demand
+    fills, at that batch's busy power and per-token time. The load-aware score's delivered power is
+    this weight x that batch's power + the rest x the linear mix of busy and idle power, and the
+    latency SLO is tested at the geometric mix of that batch and the batch cap. 0: the linear mix
+    and the batch cap alone (the paper's load-aware objective); 1: the partial-batch model alone. Units: fraction."""
     demand_target_multiple: float = 2.0
     """The demand term of the capacity requirement counts the demand up to this multiple of the
     target (a load far above the target need not all be served)."""
@@ -169,7 +176,8 @@ class ModelGuidedConfig:
                 raise ConfigError(f"ModelGuidedConfig.{name} must be > 0, got {getattr(self, name)!r}")
         _at_least(self, "burst_history_s", self.burst_min_windows * self.burst_window_s,
                   "burst_min_windows x burst_window_s")
-        for name in ("error_threshold", "tie_tolerance", "slo_margin", "slo_margin_corrected", "limited_share_min", "full_batch_fraction",
+        for name in ("error_threshold", "tie_tolerance", "slo_margin", "slo_margin_corrected", "partial_batch",
+                     "limited_share_min", "full_batch_fraction",
                      "demand_min_fill", "demand_backlogged_max", "power_bias_smoothing", "idle_power_smoothing"):
             if getattr(self, name) > 1:
                 raise ConfigError(f"ModelGuidedConfig.{name} is a fraction; got {getattr(self, name)!r}, use a value in [0, 1]")

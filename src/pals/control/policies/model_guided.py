@@ -46,7 +46,7 @@ from pals.control.policies.latency_residual import LatencyResidual
 from pals.control.policies.residuals import PredictionError, ResidualConfig, ResidualCorrection
 from pals.control.policies.selection import (
     CAP_MATCH_W, BudgetLimit, Candidates, Choice, LatencyModel, Scores, candidate_grid, required_capacity_tps,
-    score_candidates, select, slo_limit,
+    filled_batch, partial_batch_power_w, score_candidates, select, slo_limit,
 )
 from pals.control.types import Configuration, Decision, DecisionContext, Observation
 from pals.core.workload import WorkloadDescriptor
@@ -399,8 +399,11 @@ class ModelGuidedPolicy:
         thr, gpu_w, node_w, factors = self._corrected(ctx, candidates, pred)
         demand = self.demand.tps_
         idle_w = self.idle_power.per_gpu_w(c.power_cap_min_w) * c.num_gpus
+        partial = None if demand is None or cfg.partial_batch <= 0 else \
+            partial_batch_power_w(candidates, thr * factors, gpu_w, demand, idle_w)
         scores = score_candidates(thr * factors, gpu_w, node_w, demand, idle_w, ctx.power_model.alpha,
-                                  objective=cfg.objective, node_line=ctx.power_model)
+                                  objective=cfg.objective, node_line=ctx.power_model, partial_gpu_power_w=partial,
+                                  partial_weight=cfg.partial_batch)
         budget = None if ctx.budget is None else BudgetLimit(ctx.budget, bound, c.power_cap_min_w,
                                                               self.guard.margin_frac, self.power_bias.bias_w_)
         target_tps = None if ctx.target is None else ctx.target.target_tps
@@ -409,7 +412,9 @@ class ModelGuidedPolicy:
             demand_seen=self.demand.seen_, burst_margin=self.bursts.margin(),
             demand_target_multiple=cfg.demand_target_multiple,
         )
-        slo = self._slo_limit(ctx, candidates)
+        # The latency a candidate must keep is that of a burst: the demand with its burst headroom.
+        slo = self._slo_limit(ctx, candidates, thr * factors,
+                              None if demand is None else demand * (1.0 + self.bursts.margin()))
         choice = select(candidates, scores, budget=budget, target_tps=target_tps, required_tps=required,
                         current=ctx.current, tie_tolerance=cfg.tie_tolerance, error_threshold=cfg.error_threshold,
                         slo=slo)
@@ -440,14 +445,19 @@ class ModelGuidedPolicy:
                    **({} if slo is None else self.latency_residual_.logged(chosen))},
         )
 
-    def _slo_limit(self, ctx: DecisionContext, candidates: Candidates):
-        """Predicted latency against the SLO: corrected, with the narrower margin, once the latency residual is trusted."""
-        learnt = self.latency_residual_
+    def _slo_limit(self, ctx: DecisionContext, candidates: Candidates, capacity_tps: np.ndarray, demand: float | None):
+        """Predicted latency against the SLO: at the batch the demand fills (`ModelGuidedConfig.partial_batch`),
+        corrected, with the narrower margin, once the latency residual is trusted."""
+        learnt, w = self.latency_residual_, self.config.partial_batch
+        batch = None
+        if demand is not None and w > 0 and ctx.slo is not None:
+            full = candidates.batch_cap.astype(float)
+            batch = np.exp(w * np.log(filled_batch(candidates, capacity_tps, demand)) + (1.0 - w) * np.log(full))
         if not (self.learn_latency and learnt.trusted):
-            return slo_limit(self.latency_model, candidates, ctx.slo, self.config.slo_margin)
+            return slo_limit(self.latency_model, candidates, ctx.slo, self.config.slo_margin, running_batch=batch)
         configs = list(candidates.configs)
         return slo_limit(self.latency_model, candidates, ctx.slo, self.config.slo_margin_corrected,
-                         learnt.tpot_factors(configs), learnt.ttft_factors(configs))
+                         learnt.tpot_factors(configs), learnt.ttft_factors(configs), running_batch=batch)
 
     def _corrected(self, ctx: DecisionContext, candidates: Candidates,
                    pred: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ Nothing here keeps state; the policy (`model_guided.py`) feeds it what it has le
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
@@ -125,12 +126,15 @@ class SloLimit:
 
 
 def slo_limit(model: LatencyModel | None, candidates: Candidates, slo: Slo | None, margin_frac: float,
-              tpot_factors: np.ndarray | None = None, ttft_factors: np.ndarray | None = None) -> SloLimit | None:
+              tpot_factors: np.ndarray | None = None, ttft_factors: np.ndarray | None = None,
+              running_batch: np.ndarray | None = None) -> SloLimit | None:
     """The candidates' predicted latency against `slo` (None without an SLO or a latency model), each
-    prediction times its learnt factor when given (`latency_residual.LatencyResidual`)."""
+    prediction times its learnt factor when given (`latency_residual.LatencyResidual`), at the batch
+    each would run (`running_batch`; None: its batch cap, a full batch)."""
     if slo is None or model is None:
         return None
-    pred = model.predict(candidates.power_cap_w, candidates.batch_cap, slo.quantile)
+    batch = candidates.batch_cap if running_batch is None else running_batch
+    pred = model.predict(candidates.power_cap_w, batch, slo.quantile)
     n = len(candidates.configs)
     tpot = np.broadcast_to(np.asarray(pred.tpot_s, dtype=float), (n,))
     ttft = np.broadcast_to(np.asarray(pred.ttft_s, dtype=float), (n,))
@@ -188,15 +192,68 @@ def candidate_grid(power_caps_w: Sequence[float], batch_caps: Sequence[int], con
     return Candidates(configs, cap_arr, batch_arr, in_grid)
 
 
+def filled_batch(candidates: Candidates, capacity_tps: np.ndarray, demand_tps: float) -> np.ndarray:
+    """Per candidate, the batch `demand_tps` fills at its cap: log-interpolated in capacity between the
+    same cap's candidates, at most its own batch cap (a demand at or above its capacity fills it) and at least 1."""
+    capacity_tps = np.asarray(capacity_tps, dtype=float)
+    out = candidates.batch_cap.astype(float).copy()
+    for cap in np.unique(candidates.power_cap_w):
+        same = np.flatnonzero(candidates.power_cap_w == cap)
+        same = same[np.argsort(candidates.batch_cap[same], kind="stable")]
+        xs = np.log(np.maximum(np.maximum.accumulate(capacity_tps[same]), 1e-9))
+        log_b = np.log(candidates.batch_cap[same].astype(float))
+        for k, j in enumerate(same):
+            if demand_tps >= capacity_tps[j]:
+                continue
+            if k == 0 or demand_tps <= capacity_tps[same[0]]:
+                # Below the smallest batch's capacity: the batch scales with the demand.
+                out[j] = max(1.0, candidates.batch_cap[same[0]] * demand_tps / max(capacity_tps[same[0]], 1e-9))
+                continue
+            out[j] = float(np.exp(np.interp(math.log(demand_tps), xs[:k + 1], log_b[:k + 1])))
+    return np.minimum(out, candidates.batch_cap)
+
+
+def partial_batch_power_w(candidates: Candidates, capacity_tps: np.ndarray, gpu_power_w: np.ndarray,
+                          demand_tps: float, idle_gpu_power_w: float) -> np.ndarray:
+    """Per candidate, the GPU power (node total) a continuously batching engine draws serving `demand_tps`.
+
+    Below its capacity the engine does not idle between full batches: it keeps stepping with the
+    batch the demand fills. So the power is the busy power of that batch at the candidate's cap,
+    interpolated in capacity between the same cap's candidates with a batch cap up to the candidate's
+    (never above the candidate's own busy power); only a demand below the smallest batch's capacity
+    mixes in idle time, as the linear model does.
+    """
+    capacity_tps = np.asarray(capacity_tps, dtype=float)
+    gpu_power_w = np.asarray(gpu_power_w, dtype=float)
+    out = gpu_power_w.copy()
+    for cap in np.unique(candidates.power_cap_w):
+        same = np.flatnonzero(candidates.power_cap_w == cap)
+        same = same[np.argsort(candidates.batch_cap[same], kind="stable")]
+        xs = np.maximum.accumulate(capacity_tps[same])
+        for k, j in enumerate(same):
+            demand = min(demand_tps, capacity_tps[j])
+            if demand <= xs[0]:
+                u = demand / max(xs[0], 1e-9)
+                power = u * gpu_power_w[same[0]] + (1.0 - u) * min(idle_gpu_power_w, gpu_power_w[same[0]])
+            else:
+                power = float(np.interp(demand, xs[:k + 1], gpu_power_w[same[:k + 1]]))
+            out[j] = min(power, gpu_power_w[j])
+    return out
+
+
 def score_candidates(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, node_power_w: np.ndarray,
                      demand_tps: float | None, idle_gpu_power_w: float, alpha: float, *,
-                     objective: str = "node", node_line: NodePowerModel | None = None) -> Scores:
+                     objective: str = "node", node_line: NodePowerModel | None = None,
+                     partial_gpu_power_w: np.ndarray | None = None, partial_weight: float = 0.0) -> Scores:
     """Delivered throughput and power of each candidate under `demand_tps` (None: saturated).
 
     With demand D a candidate delivers T = min(D, T_cap) at utilisation u = T / T_cap and draws
     u x P_busy + (1 - u) x P_idle (`idle_gpu_power_w`, node total; never more than P_busy: a profile
     point may draw less than the idle estimate, and load never lowers power). Node power moves
     with GPU power by the node-power line's slope `alpha`.
+
+    With `partial_gpu_power_w` (`partial_batch_power_w`) and `partial_weight` w > 0 the delivered
+    GPU power is w x that + (1 - w) x the linear mix above (`ModelGuidedConfig.partial_batch`).
 
     The score (`Scores.tokens_per_joule`) is T over delivered node power (`objective` "node") or
     delivered GPU power ("gpu"). With `node_line` (the loop's node-power line) the node power of
@@ -212,6 +269,8 @@ def score_candidates(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, node_pow
         thr = np.minimum(demand_tps, capacity_tps)
         util = np.where(capacity_tps > 0, thr / np.maximum(capacity_tps, 1e-9), 1.0)
         gpu_del = util * gpu_power_w + (1.0 - util) * np.minimum(idle_gpu_power_w, gpu_power_w)
+        if partial_gpu_power_w is not None and partial_weight > 0:
+            gpu_del = partial_weight * np.asarray(partial_gpu_power_w, dtype=float) + (1.0 - partial_weight) * gpu_del
     node_del = node_power_w + alpha * (gpu_del - gpu_power_w)
     # Efficiency is scored at the power the configuration draws (prediction), not at its cap.
     if objective == "gpu":
