@@ -152,14 +152,15 @@ def text(est: Estimate | None, fmt: str = "{:.3f}", suffix: str = "") -> str:
 
 COLUMNS = ("tokens_per_joule", "tpot_p99_ms", "slo_violation_pct", "throughput_tps", "preemptions_per_min")
 HEADERS = {"tokens_per_joule": "tokens/J node", "tpot_p99_ms": "TPOT p99 ms", "slo_violation_pct": "SLO violations %",
+           "qos_violation_pct": "QoS violations %",
            "throughput_tps": "throughput tok/s", "preemptions_per_min": "preemptions /min"}
-FORMATS = {"tokens_per_joule": "{:.4f}", "tpot_p99_ms": "{:.1f}", "slo_violation_pct": "{:.1f}",
+FORMATS = {"tokens_per_joule": "{:.4f}", "tpot_p99_ms": "{:.1f}", "slo_violation_pct": "{:.1f}", "qos_violation_pct": "{:.1f}",
            "throughput_tps": "{:.0f}", "preemptions_per_min": "{:.1f}"}
 
 
 def seed_tables(report: Report, sec: Section, measured: Measured, seeds: Sequence[int],
-                columns: Sequence[str] = COLUMNS) -> None:
-    """Per seed and per policy, then the mean over seeds with its 95 % interval."""
+                columns: Sequence[str] = COLUMNS, prefix: str = "") -> None:
+    """Per seed and per policy, then the mean over seeds with its 95 % interval (tables named `prefix` + per_seed, means)."""
     head = [HEADERS[c] for c in columns]
     rows = []
     for model, runs in measured.items():
@@ -168,14 +169,14 @@ def seed_tables(report: Report, sec: Section, measured: Measured, seeds: Sequenc
                 fig = run.get(label)
                 rows.append([model, seed, label, "none meets" if fig is None else fig.config,
                              *(float("nan") if fig is None else getattr(fig, c) for c in columns)])
-    report.table(sec, "per_seed", ["model", "seed", "policy", "configuration", *head], rows,
+    report.table(sec, prefix + "per_seed", ["model", "seed", "policy", "configuration", *head], rows,
                  "Each seed's runs (judged part); 'hindsight' is the best fixed configuration meeting PALS's violations")
     means = []
     for model, runs in measured.items():
         for label in LABELS:
             configs = ", ".join(sorted({r[label].config for r in runs if label in r})) or "none meets"
             means.append([model, label, configs, *(text(estimate(runs, label, c), FORMATS[c]) for c in columns)])
-    report.table(sec, "means", ["model", "policy", "configuration(s)", *head], means,
+    report.table(sec, prefix + "means", ["model", "policy", "configuration(s)", *head], means,
                  "Mean over seeds [95 % interval]")
 
 

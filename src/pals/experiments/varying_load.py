@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -101,11 +101,12 @@ arrivals swing around the mean: a target at the mean itself is missed half the t
 
 
 def run_following(lab: Any, model: str, tp: int, policy: str, workload: StepPoissonWorkload, duration_s: float, *,
-                  slo: Slo | None = None, latency_model: Any = None,
-                  options: PolicyOptions = PolicyOptions()) -> RunResult:
+                  slo: Slo | None = None, latency_model: Any = None, options: PolicyOptions = PolicyOptions(),
+                  tune: Callable[[Any], None] | None = None) -> RunResult:
     """`Lab.run` on `workload` with a throughput target that follows its phases (`TARGET_SHARE` of each
     phase's offered rate, set at every interval the phase changes): the node warms up for `WARMUP_S`
-    at its initial configuration, then `policy` controls it for `duration_s`."""
+    at its initial configuration, then `policy` controls it for `duration_s`. `tune` gets the built
+    policy before the run (to set knobs `PolicyOptions` does not carry)."""
     node = lab.node(model, tp, workload, noise=True)
 
     def wanted(t_s: float) -> ThroughputTarget:
@@ -115,6 +116,8 @@ def run_following(lab: Any, model: str, tp: int, policy: str, workload: StepPois
     controller = build_controller(node, settings, power_model=NodePowerModel(), latency_model=latency_model,
                                   **lab.models_for(policy, model, tp))
     loop = controller.loop
+    if tune is not None:
+        tune(loop.policy)
 
     def retarget(_line: Any) -> None:
         target = wanted(node.clock.now_s())
