@@ -8,7 +8,9 @@ One interval, in order:
    warm-up, the prediction error of the interval is recorded (`prediction_error_()`, logged in
    every decision's `extra`), then the online residuals learn (`residuals.py`: throughput from
    sustained capacity-limited runs, GPU power from every interval, both forgetting fast on a
-   workload shift), and the power bias from capacity-limited intervals.
+   workload shift), and the power bias from capacity-limited intervals. The latency residual
+   (measured / predicted TPOT and TTFT at the SLO's quantile) learns from settled, capacity-limited
+   intervals and forgets on the same workload shifts.
 3. The throughput error e = (target - measured) / target over the dwell window. When nothing was
    waiting, or the node was capacity-limited in under `limited_share_min` of the window's
    intervals, it served the load it was offered, so a shortfall is not an error (e = 0). The PID
@@ -19,6 +21,8 @@ One interval, in order:
    or moving by more than `demand_shift`; the burst headroom moving by more than `burst_shift`;
    the throughput correction at the configuration in force moving, confidently, by more than
    `ResidualConfig.reselect_shift` since it was chosen.
+   With a latency SLO and `learn_latency`: the latency residual at the configuration in force becoming
+   trusted or moving (`latency_residual.py`).
 5. Without a trigger: hold, or, if the last choice sat at the budget's cap bound, follow the bound
    as the governor moves it (cap only, once it moved `follow_step_w`). With one: the selection
    (`selection.py`) on the model's predictions.
