@@ -335,14 +335,17 @@ def step_section(report: Report, step: Measured, seeds: list[int], hindsight_tab
     lull_tps, peak_tps = min(r for _, r in STEP_PHASES), max(r for _, r in STEP_PHASES)
     lull_mean = sum(lull_w) / len(lull_w) if lull_w else math.nan
     peak_mean = sum(peak_w) / len(peak_w) if peak_w else math.nan
-    lower = "lower than" if lull_mean < peak_mean else "not below"
+    opt_caps = sorted({r["hindsight"].config.split(" W")[0] for r in runs if "hindsight" in r})
     report.why(report.section(f"What decides it: {STEP_LABEL}"), (
         f"A fixed configuration holds one cap and batch through peaks of {peak_tps:.0f} tok/s and lulls of "
         f"{lull_tps:.0f} tok/s; the best one with no more SLO violations than PALS and QoS violations within "
         f"max(PALS's, {STEP_QOS_ALLOWANCE_PCT:g} %) is {best}. PALS's cap averaged {lull_mean:.0f} W in the lulls and "
-        f"{peak_mean:.0f} W in the peaks (judged part, mean over seeds): {lower} in the peaks. It {states['pals']} the "
-        f"SLO (the Baseline {states['baseline']} it: its batches never fill under this load) and its tokens/J are "
-        f"{text(share, suffix='x')} the optimum's, {ratio_word(share)} it."))
+        f"{peak_mean:.0f} W in the peaks (judged part, mean over seeds; the optimum's: {', '.join(opt_caps) or 'none'} W), "
+        f"{'lower' if lull_mean < peak_mean else 'not lower'} in the lulls, "
+        f"{'higher' if opt_caps and peak_mean > max(float(c) for c in opt_caps) else 'not higher'} than the optimum's "
+        f"in the peaks. It {states['pals']} the SLO (the Baseline, TPOT p99 "
+        f"{text(estimate(runs, 'baseline', 'tpot_p99_ms'), '{:.1f}', ' ms')}, {states['baseline']} it) and its "
+        f"tokens/J are {text(share, suffix='x')} the optimum's, {ratio_word(share)} it."))
     report.metrics[STEP_LABEL] = {
         "slo_state": states, "pals/hindsight": None if share is None else share._asdict(),
         "hindsight_seeds": sum("hindsight" in r for r in runs), "pals_cap_lull_w": lull_w, "pals_cap_peak_w": peak_w,
