@@ -65,7 +65,7 @@ def test_slo_pals_meets_the_slo_the_baseline_breaks(slo_quick, checks_hold):
     assert m["baseline"]["tpot_p99_ms"]["low"] > slo_ms and m["baseline"]["slo_violation_pct"]["mean"] > 50.0
     assert m["pals"]["tpot_p99_ms"]["high"] <= slo_ms
     assert m["pals"]["slo_violation_pct"]["high"] <= SLO_MET_MAX_VIOLATION_PCT
-    checks_hold(summary, "PALS meets the SLO")
+    checks_hold(summary, "stationary saturating load: PALS meets the SLO")
     # Meeting the SLO costs throughput against full batches.
     assert m["pals"]["throughput_tps"]["mean"] < m["baseline"]["throughput_tps"]["mean"]
 
@@ -77,16 +77,43 @@ def test_slo_static_comparison_is_computed_from_the_ratio(slo_quick):
     assert m["hindsight_seeds"] == summary["metrics"]["seeds"] == 5
     # The hindsight optimum meets the SLO as well as PALS does, so it is below the Baseline's full batches.
     assert m["ratios"]["hindsight/baseline"]["high"] < 1.0
-    check = _check(summary, "above the best static configuration")
+    check = _check(summary, "stationary saturating load: PALS's tokens/J above")
     assert check["passed"] == (share["low"] > 1.0)
     assert f"{share['mean']:.3f}x" in check["evidence"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 open: PALS keeps its predicted p99 a margin under the SLO and ends "
-                                       "below the best static configuration meeting it (the check is computed, and fails)")
-def test_slo_pals_beats_the_best_static_meeting_the_slo(slo_quick, checks_hold):
+def test_slo_step_load_is_judged_from_its_own_runs(slo_quick, checks_hold):
+    from pals.experiments.slo import STEP_LABEL, STEP_PHASES, STEP_QOS_ALLOWANCE_PCT
+
+    out, summary = slo_quick
+    assert (out / "tables" / "hindsight_step.csv").is_file() and (out / "tables" / "step_means.csv").is_file()
+    m = summary["metrics"][STEP_LABEL]
+    assert m["hindsight_seeds"] == summary["metrics"]["seeds"] == 5
+    # PALS follows the load: a lower cap in the lulls than in the peaks, on every seed.
+    assert all(lull < peak for lull, peak in zip(m["pals_cap_lull_w"], m["pals_cap_peak_w"]))
+    assert len(STEP_PHASES) >= 2 and STEP_QOS_ALLOWANCE_PCT > 0
+    checks_hold(summary, "step load: PALS meets the SLO")
+    share = m["pals/hindsight"]
+    check = _check(summary, "step load: PALS's tokens/J above")
+    assert check["passed"] == (share["low"] > 1.0)
+    assert f"{share['mean']:.3f}x" in check["evidence"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12: on a stationary saturating load the best fixed configuration is the "
+                                       "best point, and PALS keeps its predicted p99 a margin under the SLO: measured "
+                                       "0.958x [0.946, 0.970] of it (the check is computed, and fails)")
+def test_slo_pals_beats_the_best_static_on_the_stationary_load(slo_quick, checks_hold):
     _, summary = slo_quick
-    checks_hold(summary, "above the best static configuration")
+    checks_hold(summary, "stationary saturating load: PALS's tokens/J above")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12 open: on the step load PALS lowers its cap in the lulls but runs the "
+                                       "peaks at 350-400 W (its burst headroom, measured over the steps, asks more "
+                                       "capacity than any configuration meeting the SLO has): measured 1.005x "
+                                       "[0.999, 1.011] of the best fixed configuration (the check is computed, and fails)")
+def test_slo_pals_beats_the_best_static_on_the_step_load(slo_quick, checks_hold):
+    _, summary = slo_quick
+    checks_hold(summary, "step load: PALS's tokens/J above")
 
 
 # -- kv-pressure -----------------------------------------------------------------------------------
@@ -148,11 +175,27 @@ def test_slo_checks_fail_on_numbers_that_break_them(tmp_path, checks_hold):
     assert summary["metrics"]["Mixtral-8x7B"]["slo_state"]["baseline"] == "meets"
     assert not any(c["passed"] for c in summary["checks"])
     with pytest.raises(AssertionError, match="checks do not hold"):
-        checks_hold(summary, "PALS meets the SLO")
+        checks_hold(summary, "stationary saturating load: PALS meets the SLO")
     # PALS above the optimum by more than the noise: the second check holds.
     better = [dict(r, pals=_fig(r["hindsight"].tokens_per_joule * 1.05, 25.0, 0.0, "300 W / 32")) for r in runs]
     summary = build_report({"Mixtral-8x7B": better}, [0, 1, 2], tmp_path, True, {}).write()
     checks_hold(summary, "above the best static configuration")
+
+
+def test_slo_step_checks_are_computed_from_the_numbers(tmp_path, checks_hold):
+    from pals.experiments.slo import STEP_LABEL, build_report, step_section
+
+    # PALS breaks the SLO and is below the optimum: both step checks must fail; then above it by more than noise.
+    below = [{"baseline": _fig(0.40, 24.0, 0.0, "400 W / 64"), "pals": _fig(0.40 + 0.01 * k, 29.0, 40.0, "350 W / 32"),
+              "hindsight": _fig(0.45 + 0.01 * k, 25.0, 0.0, "300 W / 32")} for k in range(3)]
+    for runs, passed in ((below, False), ([dict(r, pals=_fig(r["hindsight"].tokens_per_joule * 1.05, 25.0, 0.0,
+                                                              "300 W / 32")) for r in below], True)):
+        report = build_report({"Mixtral-8x7B": runs}, [0, 1, 2], tmp_path, True, {})
+        step_section(report, {STEP_LABEL: runs}, [0, 1, 2], None, [(250.0, 350.0)] * 3)
+        summary = report.write()
+        step = [c for c in summary["checks"] if "step load" in c["claim"]]
+        assert len(step) == 2 and all(c["passed"] == passed for c in step)
+        assert summary["metrics"][STEP_LABEL]["slo_state"]["pals"] == ("meets" if passed else "breaks")
 
 
 def test_kv_checks_fail_when_preemption_does_not_rise(tmp_path, checks_hold):

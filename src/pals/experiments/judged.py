@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pals.control.policies import PolicyOptions
 from pals.control.slo import Slo
@@ -77,21 +77,30 @@ def figures(summary: dict[str, Any], config: str) -> PolicyFigures:
                          float(summary.get("qos_violation_pct") or 0.0), float(summary["preemptions_per_min"]), config)
 
 
+Runner = Callable[..., RunResult]
+"""Runs one policy: `runner(policy, duration_s, slo=, latency_model=, options=)` -> RunResult (default:
+`Lab.run` under a saturating load)."""
+
+
 def judged_run(lab: Lab, model: str, tp: int, policy: str, duration_s: float, settle_s: float, *,
                slo: Slo | None = None, latency_model=None,
-               options: PolicyOptions = PolicyOptions()) -> tuple[dict[str, Any], PolicyFigures]:
-    """One saturating closed-loop run of `policy`, judged after `settle_s`: (summary, figures)."""
-    result = lab.run(model, tp, policy, None, duration_s, slo=slo, latency_model=latency_model, options=options)
+               options: PolicyOptions = PolicyOptions(), runner: Runner | None = None
+               ) -> tuple[dict[str, Any], PolicyFigures]:
+    """One closed-loop run of `policy` (saturating, or by `runner`), judged after `settle_s`: (summary, figures)."""
+    if runner is None:
+        result = lab.run(model, tp, policy, None, duration_s, slo=slo, latency_model=latency_model, options=options)
+    else:
+        result = runner(policy, duration_s, slo=slo, latency_model=latency_model, options=options)
     summary = judged_summary(result, settle_s)
     return summary, figures(summary, config_text(result.records[-1]["decision"]["config"]))
 
 
 def judged_hindsight(lab: Lab, model: str, tp: int, duration_s: float, settle_s: float, criteria: MeetCriteria,
-                     slo: Slo | None = None) -> tuple[HindsightResult, PolicyFigures | None]:
+                     slo: Slo | None = None, runner: Runner | None = None) -> tuple[HindsightResult, PolicyFigures | None]:
     """Every grid configuration as the static policy on the same stream and part; the best that meets `criteria`."""
     def run_static(config: Configuration) -> dict[str, Any]:
         return judged_run(lab, model, tp, "static", duration_s, settle_s, slo=slo,
-                          options=PolicyOptions(fixed=config))[0]
+                          options=PolicyOptions(fixed=config), runner=runner)[0]
 
     result = hindsight_over(grid_configurations(PAPER_CAPS_W, PAPER_BATCHES), run_static, criteria, "node",
                             label=f"hindsight {model}")
@@ -143,14 +152,15 @@ def text(est: Estimate | None, fmt: str = "{:.3f}", suffix: str = "") -> str:
 
 COLUMNS = ("tokens_per_joule", "tpot_p99_ms", "slo_violation_pct", "throughput_tps", "preemptions_per_min")
 HEADERS = {"tokens_per_joule": "tokens/J node", "tpot_p99_ms": "TPOT p99 ms", "slo_violation_pct": "SLO violations %",
+           "qos_violation_pct": "QoS violations %",
            "throughput_tps": "throughput tok/s", "preemptions_per_min": "preemptions /min"}
-FORMATS = {"tokens_per_joule": "{:.4f}", "tpot_p99_ms": "{:.1f}", "slo_violation_pct": "{:.1f}",
+FORMATS = {"tokens_per_joule": "{:.4f}", "tpot_p99_ms": "{:.1f}", "slo_violation_pct": "{:.1f}", "qos_violation_pct": "{:.1f}",
            "throughput_tps": "{:.0f}", "preemptions_per_min": "{:.1f}"}
 
 
 def seed_tables(report: Report, sec: Section, measured: Measured, seeds: Sequence[int],
-                columns: Sequence[str] = COLUMNS) -> None:
-    """Per seed and per policy, then the mean over seeds with its 95 % interval."""
+                columns: Sequence[str] = COLUMNS, prefix: str = "") -> None:
+    """Per seed and per policy, then the mean over seeds with its 95 % interval (tables named `prefix` + per_seed, means)."""
     head = [HEADERS[c] for c in columns]
     rows = []
     for model, runs in measured.items():
@@ -159,14 +169,14 @@ def seed_tables(report: Report, sec: Section, measured: Measured, seeds: Sequenc
                 fig = run.get(label)
                 rows.append([model, seed, label, "none meets" if fig is None else fig.config,
                              *(float("nan") if fig is None else getattr(fig, c) for c in columns)])
-    report.table(sec, "per_seed", ["model", "seed", "policy", "configuration", *head], rows,
+    report.table(sec, prefix + "per_seed", ["model", "seed", "policy", "configuration", *head], rows,
                  "Each seed's runs (judged part); 'hindsight' is the best fixed configuration meeting PALS's violations")
     means = []
     for model, runs in measured.items():
         for label in LABELS:
             configs = ", ".join(sorted({r[label].config for r in runs if label in r})) or "none meets"
             means.append([model, label, configs, *(text(estimate(runs, label, c), FORMATS[c]) for c in columns)])
-    report.table(sec, "means", ["model", "policy", "configuration(s)", *head], means,
+    report.table(sec, prefix + "means", ["model", "policy", "configuration(s)", *head], means,
                  "Mean over seeds [95 % interval]")
 
 

@@ -33,7 +33,7 @@ as pure functions). Numbers are stated in those files' fields, not here.
 Load-aware objective: with offered load D a configuration delivers T(c) = min(D, T_cap(c)). Below
 its capacity a continuously batching engine runs continuously at a smaller running batch, the one
 whose own capacity is D, so it draws the power predicted along its cap's batches at that capacity
-(`selection.operating_point_power_w`, interpolated from P_idle at zero: the node's GPUs idling with
+(`selection.partial_batch_power_w`, interpolated from P_idle at zero: the node's GPUs idling with
 the engine's context loaded, learnt from intervals in which nothing ran; until then
 `idle_fraction_of_min_cap` x the lowest cap per GPU). D is the mean delivered throughput over
 `demand_window_s`, unknown (treated as at least every capacity: the saturated objective

@@ -55,6 +55,17 @@ class ModelGuidedConfig:
     """A candidate meets the latency SLO when its predicted latency is at most the objective x
     (1 - this): predictions come from a profile's noisy 30 s windows, and a p99 over a few hundred
     requests moves by several percent from one window to the next. Units: fraction."""
+    slo_margin_corrected: float = 0.03
+    """The margin once the latency residual learnt online is trusted (`latency_residual.LatencyResidual`:
+    measured / predicted p99 at the configurations run, pooled): the profile's noise is then corrected
+    and only the interval-to-interval swing of a window's p99 is left. `slo_margin` keeps its meaning
+    for the model as fitted (before the residual has data, and after every workload shift). Units: fraction."""
+    partial_batch: float = 0.0
+    """Weight of the batch the estimated demand fills (`selection.filled_batch`) in the latency SLO
+    test: the SLO is tested at the geometric mix of that batch (this weight) and the batch cap (the
+    rest). 0: at the batch cap, a full batch (safe under bursts); 1: at the filled batch alone. The
+    delivered power of the load-aware score always uses the filled batch
+    (`selection.partial_batch_power_w`). Units: fraction."""
     demand_target_multiple: float = 2.0
     """The demand term of the capacity requirement counts the demand up to this multiple of the
     target (a load far above the target need not all be served)."""
@@ -164,7 +175,8 @@ class ModelGuidedConfig:
                 raise ConfigError(f"ModelGuidedConfig.{name} must be > 0, got {getattr(self, name)!r}")
         _at_least(self, "burst_history_s", self.burst_min_windows * self.burst_window_s,
                   "burst_min_windows x burst_window_s")
-        for name in ("error_threshold", "tie_tolerance", "slo_margin", "limited_share_min", "full_batch_fraction",
+        for name in ("error_threshold", "tie_tolerance", "slo_margin", "slo_margin_corrected", "partial_batch",
+                     "limited_share_min", "full_batch_fraction",
                      "demand_min_fill", "demand_backlogged_max", "power_bias_smoothing", "idle_power_smoothing"):
             if getattr(self, name) > 1:
                 raise ConfigError(f"ModelGuidedConfig.{name} is a fraction; got {getattr(self, name)!r}, use a value in [0, 1]")

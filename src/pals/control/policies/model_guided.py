@@ -8,7 +8,9 @@ One interval, in order:
    warm-up, the prediction error of the interval is recorded (`prediction_error_()`, logged in
    every decision's `extra`), then the online residuals learn (`residuals.py`: throughput from
    sustained capacity-limited runs, GPU power from every interval, both forgetting fast on a
-   workload shift), and the power bias from capacity-limited intervals.
+   workload shift), and the power bias from capacity-limited intervals. The latency residual
+   (measured / predicted TPOT and TTFT at the SLO's quantile) learns from settled, capacity-limited
+   intervals and forgets on the same workload shifts.
 3. The throughput error e = (target - measured) / target over the dwell window. When nothing was
    waiting, or the node was capacity-limited in under `limited_share_min` of the window's
    intervals, it served the load it was offered, so a shortfall is not an error (e = 0). The PID
@@ -19,6 +21,8 @@ One interval, in order:
    or moving by more than `demand_shift`; the burst headroom moving by more than `burst_shift`;
    the throughput correction at the configuration in force moving, confidently, by more than
    `ResidualConfig.reselect_shift` since it was chosen.
+   With a latency SLO and `learn_latency`: the latency residual at the configuration in force becoming
+   trusted or moving (`latency_residual.py`).
 5. Without a trigger: hold, or, if the last choice sat at the budget's cap bound, follow the bound
    as the governor moves it (cap only, once it moved `follow_step_w`). With one: the selection
    (`selection.py`) on the model's predictions.
@@ -42,10 +46,11 @@ from pals.control.policies.estimators import (
     Backlog, BurstEstimate, DemandEstimate, DwellThroughput, IdlePower, PowerBias, WarmUp,
 )
 from pals.control.policies.interface import PerfModel
+from pals.control.policies.latency_residual import LatencyResidual
 from pals.control.policies.residuals import PredictionError, ResidualConfig, ResidualCorrection
 from pals.control.policies.selection import (
     CAP_MATCH_W, BudgetLimit, Candidates, Choice, LatencyModel, Scores, candidate_grid, required_capacity_tps,
-    score_candidates, select, slo_limit,
+    filled_batch, partial_batch_power_w, score_candidates, select, slo_limit,
 )
 from pals.control.types import Configuration, Decision, DecisionContext, Observation
 from pals.core.workload import WorkloadDescriptor
@@ -96,6 +101,11 @@ class ModelGuidedPolicy:
     """Correct the target by a PID on the throughput error."""
     learn_ratios = True
     """Correct predicted capacity and power by residuals learnt online (`residuals.py`)."""
+    learn_latency = False
+    """Apply the latency residual learnt online (`latency_residual.py`) to the SLO mask, with the narrower
+    `slo_margin_corrected` once it is trusted. Off by default: on the shipped scenarios a residual learnt at
+    one configuration and carried to the others made PALS wander (tests/control/test_slo.py's open-loop
+    Mixtral run ended at batch 1); it is learnt and logged either way."""
     latency_model: LatencyModel | None = None
     """Predicts TPOT/TTFT per candidate (`pals.model.latency.LatencyPredictor`); with a latency SLO in
     force, candidates predicted to break it are infeasible. None: the SLO is not predicted."""
@@ -128,6 +138,10 @@ class ModelGuidedPolicy:
         self.residuals_ = ResidualCorrection(self.residual_config)
         """Throughput and power residuals learnt online (replaces the old measured/predicted ratios)."""
         self.prediction_error = PredictionError(self.residual_config.error_window_s)
+        self.latency_residual_ = LatencyResidual()
+        """measured / predicted latency at the SLO's quantile, learnt online (`latency_residual.py`)."""
+        self.latency_at_select_: tuple[bool, float] = (False, 1.0)
+        """(latency residual trusted, its TPOT factor at the chosen configuration) when the selection last ran."""
         self.raw_: dict[Configuration, RawPrediction] = {}
         """Per candidate of the last selection: the model's own predictions and relative spreads."""
         self.limited_run_ = 0
@@ -224,8 +238,12 @@ class ModelGuidedPolicy:
         obs = ctx.observation
         if obs is None:
             return
-        if self.residuals_.note_workload(obs) and self.pid is not None:
-            self.pid.reset()
+        if self.residuals_.note_workload(obs):
+            self.latency_residual_.forget()
+            if self.pid is not None:
+                self.pid.reset()
+        if self.warmup.warm(obs):
+            self.latency_residual_.observe(ctx.current, obs, ctx.slo, self.latency_model, self.is_capacity_limited(ctx))
         self.limited_run_ = self.limited_run_ + 1 if self.is_capacity_limited(ctx) else 0
         stable = self.since_change_ >= 1 and ctx.current == self.last_choice_
         raw = self.raw_.get(ctx.current)
@@ -285,6 +303,17 @@ class ModelGuidedPolicy:
             return None
         return f"prediction corrected: capacity x{then:.2f} -> x{now:.2f} of the model at the configuration in force"
 
+    def _latency_moved(self, ctx: DecisionContext) -> str | None:
+        """The latency residual became trusted, or its factor at the configuration in force moved, since the selection."""
+        learnt = self.latency_residual_
+        if ctx.slo is None or self.latency_model is None or not self.learn_latency or not learnt.trusted:
+            return None
+        trusted_then, then = self.latency_at_select_
+        now = float(learnt.tpot_factors([ctx.current])[0])
+        if trusted_then and abs(now / then - 1.0) <= self.residual_config.reselect_shift:
+            return None
+        return f"latency prediction corrected: TPOT x{now:.2f} of the model at the configuration in force"
+
     # -- deciding ----------------------------------------------------------------------------------
 
     def decide(self, ctx: DecisionContext) -> Decision:
@@ -329,7 +358,7 @@ class ModelGuidedPolicy:
         if self.demand.tps_ is not None and self.bursts.moved():
             return (f"load burstiness changed: headroom {self.bursts.at_select_ * 100:.0f}% -> "
                     f"{self.bursts.margin() * 100:.0f}%")
-        return self._residual_moved(ctx)
+        return self._residual_moved(ctx) or self._latency_moved(ctx)
 
     def _follow_bound(self, ctx: DecisionContext, bound: float, margin: float) -> Decision | None:
         """The configuration in force sits at the budget's cap bound, which the governor moved: follow
@@ -374,8 +403,11 @@ class ModelGuidedPolicy:
         thr, gpu_w, node_w, factors = self._corrected(ctx, candidates, pred)
         demand = self.demand.tps_
         idle_w = self.idle_power.per_gpu_w(c.power_cap_min_w) * c.num_gpus
+        # Below capacity the engine keeps stepping with the batch the demand fills: that batch's power.
+        partial = None if demand is None else partial_batch_power_w(candidates, thr * factors, gpu_w, demand, idle_w)
         scores = score_candidates(thr * factors, gpu_w, node_w, demand, idle_w, ctx.power_model.alpha,
-                                  objective=cfg.objective, node_line=ctx.power_model, candidates=candidates)
+                                  objective=cfg.objective, node_line=ctx.power_model, partial_gpu_power_w=partial,
+                                  partial_weight=1.0)
         budget = None if ctx.budget is None else BudgetLimit(ctx.budget, bound, c.power_cap_min_w,
                                                               self.guard.margin_frac, self.power_bias.bias_w_)
         target_tps = None if ctx.target is None else ctx.target.target_tps
@@ -384,13 +416,16 @@ class ModelGuidedPolicy:
             demand_seen=self.demand.seen_, burst_margin=self.bursts.margin(),
             demand_target_multiple=cfg.demand_target_multiple,
         )
-        slo = slo_limit(self.latency_model, candidates, ctx.slo, cfg.slo_margin)
+        # The latency a candidate must keep is that of a burst: the demand with its burst headroom.
+        slo = self._slo_limit(ctx, candidates, thr * factors,
+                              None if demand is None else demand * (1.0 + self.bursts.margin()))
         choice = select(candidates, scores, budget=budget, target_tps=target_tps, required_tps=required,
                         current=ctx.current, tie_tolerance=cfg.tie_tolerance, error_threshold=cfg.error_threshold,
                         slo=slo)
         self._remember(ctx, candidates, thr, scores, choice)
         chosen = candidates.configs[choice.index]
         self.factor_at_select_ = self._throughput_factor(chosen)
+        self.latency_at_select_ = (self.latency_residual_.trusted, float(self.latency_residual_.tpot_factors([chosen])[0]))
         # At the budget's cap bound: from now on the cap follows the governor as it moves the bound.
         self.chose_bound_ = bool(bound is not None and abs(chosen.power_cap_w - clamp_cap(c.power_cap_max_w, bound, c))
                                  <= CAP_MATCH_W)
@@ -410,8 +445,23 @@ class ModelGuidedPolicy:
             extra={"pid_margin": round(margin, 4), "power_bias_w": round(self.power_bias.bias_w_, 2),
                    "budget_cap_bound_w": None if bound is None else round(bound, 2),
                    "predicted_capacity_tps": round(float(scores.capacity_tps[i]), 3),
-                   "demand_tps": None if demand is None else round(demand, 3), **self.prediction_error_()},
+                   "demand_tps": None if demand is None else round(demand, 3), **self.prediction_error_(),
+                   **({} if slo is None else self.latency_residual_.logged(chosen))},
         )
+
+    def _slo_limit(self, ctx: DecisionContext, candidates: Candidates, capacity_tps: np.ndarray, demand: float | None):
+        """Predicted latency against the SLO: at the batch the demand fills (`ModelGuidedConfig.partial_batch`),
+        corrected, with the narrower margin, once the latency residual is trusted."""
+        learnt, w = self.latency_residual_, self.config.partial_batch
+        batch = None
+        if demand is not None and w > 0 and ctx.slo is not None:
+            full = candidates.batch_cap.astype(float)
+            batch = np.exp(w * np.log(filled_batch(candidates, capacity_tps, demand)) + (1.0 - w) * np.log(full))
+        if not (self.learn_latency and learnt.trusted):
+            return slo_limit(self.latency_model, candidates, ctx.slo, self.config.slo_margin, running_batch=batch)
+        configs = list(candidates.configs)
+        return slo_limit(self.latency_model, candidates, ctx.slo, self.config.slo_margin_corrected,
+                         learnt.tpot_factors(configs), learnt.ttft_factors(configs), running_batch=batch)
 
     def _corrected(self, ctx: DecisionContext, candidates: Candidates,
                    pred: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

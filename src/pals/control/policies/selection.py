@@ -15,7 +15,9 @@ Nothing here keeps state; the policy (`model_guided.py`) feeds it what it has le
    whatever its predicted draw: the cap itself holds power there. Without settable caps, only the
    batch can hold power: the batches that fit, else the smallest (`feasible_mask`).
    With a latency SLO and a latency model, a candidate is also infeasible when its predicted
-   TPOT or TTFT at the SLO's quantile exceeds the objective x (1 - `slo_margin`) (`slo_mask`).
+   TPOT or TTFT at the SLO's quantile exceeds the objective x (1 - `slo_margin`) (`slo_mask`); once
+   the latency residual learnt online is trusted, the predictions are corrected by it and the margin
+   is `slo_margin_corrected`.
    When the budget leaves candidates but none meets the SLO, the one with the lowest predicted
    latency (relative to the objective) among those under the budget is chosen, warned.
 4. Among feasible candidates whose capacity reaches the required throughput
@@ -27,6 +29,7 @@ Nothing here keeps state; the policy (`model_guided.py`) feeds it what it has le
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
@@ -122,14 +125,24 @@ class SloLimit:
         return np.max(np.vstack(ratios), axis=0)
 
 
-def slo_limit(model: LatencyModel | None, candidates: Candidates, slo: Slo | None, margin_frac: float) -> SloLimit | None:
-    """The candidates' predicted latency against `slo` (None without an SLO or a latency model)."""
+def slo_limit(model: LatencyModel | None, candidates: Candidates, slo: Slo | None, margin_frac: float,
+              tpot_factors: np.ndarray | None = None, ttft_factors: np.ndarray | None = None,
+              running_batch: np.ndarray | None = None) -> SloLimit | None:
+    """The candidates' predicted latency against `slo` (None without an SLO or a latency model), each
+    prediction times its learnt factor when given (`latency_residual.LatencyResidual`), at the batch
+    each would run (`running_batch`; None: its batch cap, a full batch)."""
     if slo is None or model is None:
         return None
-    pred = model.predict(candidates.power_cap_w, candidates.batch_cap, slo.quantile)
+    batch = candidates.batch_cap if running_batch is None else running_batch
+    pred = model.predict(candidates.power_cap_w, batch, slo.quantile)
     n = len(candidates.configs)
-    return SloLimit(slo, np.broadcast_to(np.asarray(pred.tpot_s, dtype=float), (n,)),
-                    np.broadcast_to(np.asarray(pred.ttft_s, dtype=float), (n,)), margin_frac)
+    tpot = np.broadcast_to(np.asarray(pred.tpot_s, dtype=float), (n,))
+    ttft = np.broadcast_to(np.asarray(pred.ttft_s, dtype=float), (n,))
+    if tpot_factors is not None:
+        tpot = tpot * np.asarray(tpot_factors, dtype=float)
+    if ttft_factors is not None:
+        ttft = ttft * np.asarray(ttft_factors, dtype=float)
+    return SloLimit(slo, tpot, ttft, margin_frac)
 
 
 def slo_mask(candidates: Candidates, slo: SloLimit | None) -> np.ndarray:
@@ -179,24 +192,71 @@ def candidate_grid(power_caps_w: Sequence[float], batch_caps: Sequence[int], con
     return Candidates(configs, cap_arr, batch_arr, in_grid)
 
 
+def filled_batch(candidates: Candidates, capacity_tps: np.ndarray, demand_tps: float) -> np.ndarray:
+    """Per candidate, the batch `demand_tps` fills at its cap: log-interpolated in capacity between the
+    same cap's candidates, at most its own batch cap (a demand at or above its capacity fills it) and at least 1."""
+    capacity_tps = np.asarray(capacity_tps, dtype=float)
+    out = candidates.batch_cap.astype(float).copy()
+    for cap in np.unique(candidates.power_cap_w):
+        same = np.flatnonzero(candidates.power_cap_w == cap)
+        same = same[np.argsort(candidates.batch_cap[same], kind="stable")]
+        xs = np.log(np.maximum(np.maximum.accumulate(capacity_tps[same]), 1e-9))
+        log_b = np.log(candidates.batch_cap[same].astype(float))
+        for k, j in enumerate(same):
+            if demand_tps >= capacity_tps[j]:
+                continue
+            if k == 0 or demand_tps <= capacity_tps[same[0]]:
+                # Below the smallest batch's capacity: the batch scales with the demand.
+                out[j] = max(1.0, candidates.batch_cap[same[0]] * demand_tps / max(capacity_tps[same[0]], 1e-9))
+                continue
+            out[j] = float(np.exp(np.interp(math.log(demand_tps), xs[:k + 1], log_b[:k + 1])))
+    return np.minimum(out, candidates.batch_cap)
+
+
+def partial_batch_power_w(candidates: Candidates, capacity_tps: np.ndarray, gpu_power_w: np.ndarray,
+                          demand_tps: float, idle_gpu_power_w: float) -> np.ndarray:
+    """Per candidate, the GPU power (node total) a continuously batching engine draws serving `demand_tps`.
+
+    Below its capacity the engine does not idle between full batches: it keeps stepping with the
+    batch the demand fills. So the power is the busy power of that batch at the candidate's cap,
+    interpolated in capacity between the same cap's candidates with a batch cap up to the candidate's
+    (never above the candidate's own busy power); only a demand below the smallest batch's capacity
+    mixes in idle time, as the linear model does.
+    """
+    capacity_tps = np.asarray(capacity_tps, dtype=float)
+    gpu_power_w = np.asarray(gpu_power_w, dtype=float)
+    out = gpu_power_w.copy()
+    for cap in np.unique(candidates.power_cap_w):
+        same = np.flatnonzero(candidates.power_cap_w == cap)
+        same = same[np.argsort(candidates.batch_cap[same], kind="stable")]
+        xs = np.maximum.accumulate(capacity_tps[same])
+        for k, j in enumerate(same):
+            demand = min(demand_tps, capacity_tps[j])
+            if demand <= xs[0]:
+                u = demand / max(xs[0], 1e-9)
+                power = u * gpu_power_w[same[0]] + (1.0 - u) * min(idle_gpu_power_w, gpu_power_w[same[0]])
+            else:
+                power = float(np.interp(demand, xs[:k + 1], gpu_power_w[same[:k + 1]]))
+            out[j] = min(power, gpu_power_w[j])
+    return out
+
+
 def score_candidates(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, node_power_w: np.ndarray,
                      demand_tps: float | None, idle_gpu_power_w: float, alpha: float, *,
                      objective: str = "node", node_line: NodePowerModel | None = None,
-                     candidates: "Candidates | None" = None) -> Scores:
+                     partial_gpu_power_w: np.ndarray | None = None, partial_weight: float = 0.0) -> Scores:
     """Delivered throughput and power of each candidate under `demand_tps` (None: saturated).
 
-    With demand D a candidate delivers T = min(D, T_cap). Below its capacity a continuously batching
-    engine does not alternate between full batches and idling: it runs continuously with a smaller
-    running batch, the one whose own capacity is D. So, given `candidates` (the grid these arrays
-    score), a candidate's delivered GPU power is the power predicted along its cap's batches up to
-    its own, interpolated at D by capacity, from (0 tok/s, P_idle) up (`operating_point_power_w`).
-    Without `candidates`, or on a cap with no smaller batch, the interpolation has only the idle
-    point and the candidate: u x P_busy + (1 - u) x P_idle at utilisation u = T / T_cap (P_idle is
-    `idle_gpu_power_w`, node total, never more than P_busy: load never lowers power). At a partial
-    load the two differ most: decode at a small batch still draws near the cap (memory-bound kernels
-    at full clock), so the utilisation line made high caps look as cheap as low ones and kept PALS
-    one cap step above the efficient one. Node power moves with GPU power by the node-power line's
-    slope `alpha`.
+    With demand D a candidate delivers T = min(D, T_cap). What it draws below its capacity is
+    `partial_gpu_power_w` when given (weight `partial_weight`; the policies pass
+    `partial_batch_power_w` at weight 1): a continuously batching engine does not alternate between
+    full batches and idling, it keeps stepping with the smaller batch the demand fills, and decode
+    at a small batch still draws near the cap (memory-bound kernels at full clock). The rest of the
+    weight goes to the linear mix u x P_busy + (1 - u) x P_idle at utilisation u = T / T_cap
+    (`idle_gpu_power_w`, node total, never more than P_busy: load never lowers power), which counts
+    a faster cap's spare capacity as idle time: it made high caps look as cheap as low ones at a
+    partial load and kept PALS one cap step above the efficient one. Node power moves with GPU
+    power by the node-power line's slope `alpha`.
 
     The score (`Scores.tokens_per_joule`) is T over delivered node power (`objective` "node") or
     delivered GPU power ("gpu"). With `node_line` (the loop's node-power line) the node power of
@@ -210,7 +270,10 @@ def score_candidates(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, node_pow
         thr, gpu_del = capacity_tps, gpu_power_w
     else:
         thr = np.minimum(demand_tps, capacity_tps)
-        gpu_del = operating_point_power_w(capacity_tps, gpu_power_w, float(demand_tps), idle_gpu_power_w, candidates)
+        util = np.where(capacity_tps > 0, thr / np.maximum(capacity_tps, 1e-9), 1.0)
+        gpu_del = util * gpu_power_w + (1.0 - util) * np.minimum(idle_gpu_power_w, gpu_power_w)
+        if partial_gpu_power_w is not None and partial_weight > 0:
+            gpu_del = partial_weight * np.asarray(partial_gpu_power_w, dtype=float) + (1.0 - partial_weight) * gpu_del
     node_del = node_power_w + alpha * (gpu_del - gpu_power_w)
     # Efficiency is scored at the power the configuration draws (prediction), not at its cap.
     if objective == "gpu":
@@ -221,32 +284,6 @@ def score_candidates(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, node_pow
         raise ValueError(f"unknown objective {objective!r}")
     eff = thr / np.maximum(objective_w, 1e-9)
     return Scores(capacity_tps, gpu_power_w, node_power_w, thr, gpu_del, node_del, eff)
-
-
-def operating_point_power_w(capacity_tps: np.ndarray, gpu_power_w: np.ndarray, demand_tps: float,
-                            idle_gpu_power_w: float, candidates: "Candidates | None" = None) -> np.ndarray:
-    """GPU power of each candidate serving `demand_tps` (see `score_candidates`): its own busy power when
-    the demand reaches its capacity, else the power interpolated at the demand along its cap's batches
-    up to its own (by capacity, from the idle point), the running batch a continuously batching
-    engine settles at. Units: W (node total)."""
-    n = len(capacity_tps)
-    caps = np.zeros(n) if candidates is None else np.asarray(candidates.power_cap_w, dtype=float)
-    batches = np.arange(n) if candidates is None else np.asarray(candidates.batch_cap, dtype=float)
-    out = np.array(gpu_power_w, dtype=float)
-    for i in range(n):
-        if not (capacity_tps[i] > demand_tps):
-            continue  # serves at capacity: its busy power
-        idle_w = min(idle_gpu_power_w, gpu_power_w[i])
-        if candidates is None:
-            rows = np.array([i])
-        else:
-            rows = np.flatnonzero((np.abs(caps - caps[i]) <= 1e-6) & (batches <= batches[i]))
-            rows = rows[np.argsort(batches[rows], kind="stable")]
-        # Capacity grows with the batch; a noisy prediction that does not is held flat.
-        xs = np.r_[0.0, np.maximum.accumulate(np.maximum(capacity_tps[rows], 0.0))]
-        ys = np.r_[idle_w, np.maximum(gpu_power_w[rows], idle_w)]
-        out[i] = min(float(np.interp(demand_tps, xs, ys)), gpu_power_w[i]) if gpu_power_w[i] >= idle_w else out[i]
-    return out
 
 
 def required_capacity_tps(target_tps: float | None, *, target_margin: float, pid_margin: float,
