@@ -46,8 +46,9 @@ def warm_tokens_per_joule(batch: int) -> float:
 def profiled(tmp_path, batch: int, workload=LONG, **kwargs):
     """(row, node time spent) of one point profiled on a fresh `long_node`."""
     node = long_node(batch)
-    row = run_profile(node, node.clock, ProfileGrid((CAP_W,), (batch,)), WARMUP_S, WINDOW_S,
-                      tmp_path / f"b{batch}_{sorted(kwargs.items())}_{workload is None}.csv", progress=False, workload=workload, **kwargs).rows[0]
+    out = tmp_path / f"b{batch}_{sorted(kwargs.items())}_{workload is None}.csv"
+    row = run_profile(node, node.clock, ProfileGrid((CAP_W,), (batch,)), WARMUP_S, WINDOW_S, out, resume=False,
+                      progress=False, workload=workload, **kwargs).rows[0]
     return row, node.clock.now_s()
 
 

@@ -29,21 +29,15 @@ the run (the point is measured backlogged, as it would run). Under a saturating 
 the queue is full by design, so no drain is attempted. Only `Node.sample/apply` and the `Clock` are
 used, so this works on the simulated node and on a real one alike.
 
-A point is measured at steady state, not while the requests it started with are still young. On a
-fresh node (or right after a batch-cap change) the batch fills at once, so its requests prefill together,
-decode together and finish together: for about one mean request lifetime the node only decodes (no
-prefill, and the KV cache has not yet grown to the sizes that make it preempt), and the wave repeats with
-that period until the lengths spread it out. A window inside the first lifetime overrates large batches:
-under long requests (2,400 prompt / 1,000 output tokens on Llama-2-7B TP 1, whose replica's KV cache holds
-about 35 of them) a 10 s warm-up and 30 s window rated batch 32 at 0.87x batch 64's tokens/J, where a warm
-node (60 s in, 120 s measured) gives about 1.02x. So after the warm-up the profiler waits until
-`steady_lifetimes` (`STEADY_LIFETIMES` by default) mean request lifetimes have passed since the point
-started, and stretches the window to at least that many lifetimes so that it spans whole waves; each of
-the two is bounded by `steady_max_s` (`STEADY_MAX_S` of node time by default). The lifetime is estimated
-from counters over the last `LIFETIME_PROBE_S` (Little's law: sequences running x mean output tokens /
-generated tokens per second), alike on the simulated and on a real node; while prompts are still being
-prefilled it comes out long, which only makes the wait longer. Short requests live a few seconds, less
-than the usual warm-up and window, so their profiles take no longer than before.
+A point is measured at steady state. Its batch starts at once (a fresh node, a raised batch cap), so
+for about one mean request lifetime the node only decodes, its KV cache not yet grown to preempting
+sizes, and that wave recurs with the same period: under long requests (2,400 / 1,000 tokens, Llama-2-7B
+TP 1) a 10 s warm-up and 30 s window rated batch 32 at 0.87x batch 64's tokens/J where a warm node gives
+1.02x. So after the warm-up the profiler waits until `steady_lifetimes` (`STEADY_LIFETIMES`) mean request
+lifetimes have passed since the point started and stretches the window to as many, each bounded by
+`steady_max_s` (`STEADY_MAX_S`). The lifetime comes from counters by Little's law (`request_lifetime_s`),
+alike on simulated and real nodes; short requests' profiles take little longer (docs/simulator.md,
+"Profiling at steady state").
 
 Each finished point is written to the profile file at once (atomic rewrite), so a
 killed run loses no finished point, and a rerun with `resume=True` skips points
@@ -300,8 +294,7 @@ def run_profile(
     drain_max_s: float | None = None,
     drain_waiting: int = 2,
     settle_max_s: float = 120.0,
-    steady_lifetimes: float = STEADY_LIFETIMES,
-    steady_max_s: float = STEADY_MAX_S,
+    steady_lifetimes: float = STEADY_LIFETIMES, steady_max_s: float = STEADY_MAX_S,
 ) -> Profile:
     """Measure every grid point on `node` and write the profile to `out_path` as it goes.
 
@@ -323,9 +316,7 @@ def run_profile(
             60 s when `workload` has an arrival rate (open loop), else 0 (saturating load).
         drain_waiting: The queue counts as drained at this many waiting requests or fewer.
         settle_max_s: Longest wait for the running sequences to fall to a lowered batch cap. Units: s. 0: none.
-        steady_lifetimes: Mean request lifetimes to let pass before measuring, and the shortest window (module
-            docstring). 0: the warm-up and window as given.
-        steady_max_s: Bound on the wait for steady state and on the window's stretch, each. Units: s.
+        steady_lifetimes, steady_max_s: Wait for steady state (module docstring); 0 lifetimes: none. Units: -, s.
 
     Returns:
         The complete profile as written.
@@ -347,14 +338,8 @@ def run_profile(
     original_cap_w = original.gpu_power_cap_w[0] if original.gpu_power_cap_w else None
     original_batch = original.batch_cap
 
-    bar = tqdm(
-        total=len(grid),
-        initial=len(grid) - len(todo),
-        disable=not progress,
-        unit="point",
-        desc=f"profile {constraints.model_name}",
-        leave=True,
-    )
+    bar = tqdm(total=len(grid), initial=len(grid) - len(todo), disable=not progress, unit="point",
+               desc=f"profile {constraints.model_name}", leave=True)
     try:
         for cap, batch in todo:
             bar.set_postfix_str(f"cap {cap:g} W, batch {batch}")
@@ -569,7 +554,8 @@ def warm_up_to_steady_state(node: Node, clock: Clock, timing: _Timing,
         mean_output = workload.mean_output_tokens if workload is not None else None
         lifetime_s = request_lifetime_s(anchor, last, mean_output, sum(running) / len(running))
         now_s = clock.now_s()
-        if lifetime_s is None or now_s - start_s >= timing.steady_lifetimes * lifetime_s - 1e-9 or now_s >= end_s - 1e-9:
+        steady = lifetime_s is None or now_s - start_s >= timing.steady_lifetimes * lifetime_s - 1e-9
+        if steady or now_s >= end_s - 1e-9:
             break
         probe_s = LIFETIME_PROBE_S
     if mean_output is None and lifetime_s is not None and last.mean_output_tokens:
