@@ -150,11 +150,16 @@ def test_kv_pals_checks_are_computed_from_its_runs(kv_quick):
     assert m["baseline"]["preemptions_per_min"]["low"] > 0.0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 open: PALS's profile-fitted predictor does not see the recompute "
-                                       "and keeps batch 64 (the check is computed, and fails)")
 def test_kv_pals_finds_the_smaller_batch(kv_quick, checks_hold):
+    """Issue 12: the profile measures each point at steady state, so it sees the recompute and PALS leaves batch 64."""
     _, summary = kv_quick
+    m = summary["metrics"]
     checks_hold(summary, "PALS finds a batch cap", "hindsight optimum")
+    assert all(b < 64 for b in m["pals_final_batches"])
+    # The profile's view of the held batch against batch 64 agrees with the warm sweep's (it rated 0.87x before).
+    profile, sweep = m["profile_held_over_largest"], m["held_over_largest"]
+    assert profile["low"] <= sweep["mean"] <= profile["high"]
+    assert all(r > 1.0 for r in m["profile_held_over_largest_per_seed"])
 
 
 # -- the checks are computed: constructed numbers that must fail them (no runs) ----------------------
@@ -214,3 +219,17 @@ def test_kv_checks_fail_when_preemption_does_not_rise(tmp_path, checks_hold):
     checks_hold(summary, "PALS above the Baseline")
     est = Estimate(**summary["metrics"]["held_over_largest"])
     assert est.high < 1.0
+
+
+def test_kv_profile_reason_is_computed_from_the_numbers():
+    from pals.experiments.kv_pressure import _profile_reason
+
+    mech = {"held_batch": 32, "largest_batch": 64}
+    sweep = Estimate(1.02, 1.016, 1.024)
+    assert "does not see the recompute" in _profile_reason(Estimate(0.87, 0.86, 0.88), sweep, [0.87] * 5, mech)
+    agrees = _profile_reason(Estimate(1.005, 0.984, 1.027), sweep, [0.99, 1.03, 0.97, 1.0, 1.02], mech)
+    assert "agrees" in agrees and "on 2 of 5 seeds" in agrees and "smaller than the profile's half interval" in agrees
+    assert "every seed's profile ranks batch 32 above" in _profile_reason(Estimate(1.03, 1.01, 1.04), sweep,
+                                                                          [1.02, 1.03], mech)
+    assert "differs" in _profile_reason(Estimate(1.10, 1.08, 1.12), sweep, [1.1] * 5, mech)
+    assert _profile_reason(None, sweep, [], mech) == "."

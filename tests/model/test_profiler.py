@@ -71,10 +71,12 @@ def test_rows_are_the_counter_deltas_of_the_window(tmp_path, sim_node):
 
 
 def test_grid_rows_follow_the_physics_and_the_virtual_clock(tmp_path, sim_node):
+    """The plain timing (no wait for steady state: `steady_lifetimes=0`); the steady-state wait is tested below."""
     node = sim_node()
     ends_s: list[float] = []
     profile = run_profile(node, node.clock, GRID, warmup_s=3.0, window_s=10.0, out_path=tmp_path / "p.csv",
-                          progress=False, workload=WORKLOAD, on_point=lambda row: ends_s.append(node.clock.now_s()))
+                          progress=False, workload=WORKLOAD, on_point=lambda row: ends_s.append(node.clock.now_s()),
+                          steady_lifetimes=0.0)
     assert profile.points() == set(GRID.points())
     for cap in GRID.power_caps_w:
         rows = sorted((r for r in profile.rows if r["power_cap_w"] == cap), key=lambda r: r["batch_cap"])
@@ -102,8 +104,9 @@ def test_a_lowered_batch_cap_is_measured_after_the_old_batch_has_run_down(tmp_pa
     for settle_max_s, close in ((120.0, True), (0.0, False)):
         node = sim_node(exact=True, initial=Actuation(250.0, 64))
         node.clock.wait_until(20.0)  # a full batch of 64 per replica
+        # No steady-state wait here (it would also outlast the old batch): this is the settling alone.
         row = run_profile(node, node.clock, ProfileGrid((250.0,), (1,)), 2.0, 5.0, tmp_path / f"p{settle_max_s}.csv",
-                          progress=False, workload=WORKLOAD, settle_max_s=settle_max_s).rows[0]
+                          progress=False, workload=WORKLOAD, settle_max_s=settle_max_s, steady_lifetimes=0.0).rows[0]
         # Without settling the short window still runs much of the old batch: 1.9x the batch-1 throughput.
         assert (row["throughput_tps"] == pytest.approx(steady, rel=0.05)) is close, (settle_max_s, row, steady)
 

@@ -30,9 +30,10 @@ DESCRIPTION = """\
 Measure every (power cap, batch cap) point of a grid on a node and write a
 profile (CSV with a '# pals-profile v1' metadata line) for `pals fit`.
 
-For each point: apply it, wait --warmup-s, measure --window-s (throughput from
-the generated-token counter, GPU power from the energy counters, node power
-when the node reports it, TTFT/TPOT percentiles). Each finished point is saved
+For each point: apply it, wait --warmup-s or until a mean request lifetime has
+passed, whichever is longer, and measure a window of --window-s or one lifetime,
+whichever is longer (throughput from the generated-token counter, GPU power from
+the energy counters, node power when the node reports it, TTFT/TPOT percentiles). Each finished point is saved
 at once; rerunning the same command resumes (use --fresh to start over).
 
 Examples:

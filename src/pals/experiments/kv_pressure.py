@@ -33,6 +33,7 @@ from pals.experiments.report import Report, Table
 from pals.experiments.slo import ratio_word
 from pals.experiments.stats import Estimate, mean_ci, paired_ratio_ci, ratio_ci
 from pals.experiments.verdict import ratio_verdict
+from pals.model.profiler import STEADY_LIFETIMES
 from pals.runtime.hindsight import MeetCriteria
 from pals.runtime.load import UniformLengths
 from pals.sim.node import NoiseConfig, SimNode
@@ -96,6 +97,8 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
                  f"{duration_s:.0f} s measured, noise-free",
         "seeds": f"{len(seeds)} ({seeds[0]}-{seeds[-1]}): profile, request stream and telemetry noise",
         "objective": "tokens per node joule (no throughput target)",
+        "PALS's profile": f"paper grid, one fresh node per point, each measured after {STEADY_LIFETIMES:g} mean request "
+                          f"lifetime(s) over a window at least as long (pals.model.profiler)",
     }
     return build_report(measured, seeds, sweep, capacity, out_dir, quick, setup, rows,
                         profile).write(time.perf_counter() - start)
@@ -216,7 +219,7 @@ def build_report(measured: Measured, seeds: list[int], sweep: list[SweepPoint], 
     _checks(report, mech, capacity, runs, ratios, pals_batches)
     finite = [r for r in (profile_ratios or []) if math.isfinite(r) and r > 0]
     profile = ratio_ci(finite) if finite else None
-    _compare_and_explain(report, mech, runs, ratios, pals_batches, profile)
+    _compare_and_explain(report, mech, runs, ratios, pals_batches, profile, finite)
     report.metrics = {
         "seeds": len(seeds), "kv_capacity_seqs": capacity,
         "sweep": {str(b): {k: v._asdict() for k, v in e.items()} for b, e in mech["estimates"].items()},
@@ -225,6 +228,7 @@ def build_report(measured: Measured, seeds: list[int], sweep: list[SweepPoint], 
         "ratios": {k: None if v is None else v._asdict() for k, v in ratios.items()},
         "pals_final_batches": pals_batches,
         "profile_held_over_largest": None if profile is None else profile._asdict(),
+        "profile_held_over_largest_per_seed": list(profile_ratios or []),
         **{label: {key: (None if (e := estimate(runs, label, key)) is None else e._asdict())
                    for key in ("tokens_per_joule", "throughput_tps", "preemptions_per_min")} for label in LABELS},
     }
@@ -283,7 +287,7 @@ def _rate(per_min: float | None) -> str:
 
 
 def _compare_and_explain(report: Report, mech: dict[str, Any], runs, ratios: dict[str, Estimate | None],
-                         pals_batches: list[int], profile: Estimate | None) -> None:
+                         pals_batches: list[int], profile: Estimate | None, profile_ratios: list[float]) -> None:
     gain = ratios["pals/baseline"]
     report.compare("PALS tokens/J vs Baseline (paper: Fig 7, no KV pressure)", "1.26x", text(gain, suffix="x"),
                    "not comparable (undefined)" if gain is None else str(ratio_verdict(gain, 1.26)))
@@ -308,12 +312,30 @@ def _compare_and_explain(report: Report, mech: dict[str, Any], runs, ratios: dic
         f"{text(total, suffix='x')} the Baseline's: {carried}. PALS ended below batch 64 on {smaller} of {len(pals_batches)} seeds and reached "
         f"{text(ratios['pals/hindsight'], suffix='x')} of the optimum ({ratio_word(ratios['pals/hindsight'])} it). "
         f"Its predictor learns each configuration's tokens/J from the offline profile, whose points start on a fresh "
-        f"node: there batch {mech['held_batch']} rates {text(profile, suffix='x')} batch {mech['largest_batch']}'s "
-        f"tokens/J at {SWEEP_CAP_W:g} W, {ratio_word(profile)} it, where the warm sweep measures "
-        f"{text(held_ratio, suffix='x')}"
-        + (": the profile's windows end before decodes have grown into the cache, so it never sees the recompute."
-           if profile is not None and profile.high < 1.0 and held_ratio is not None and held_ratio.low > 1.0 else ".")
+        f"node and are measured once {STEADY_LIFETIMES:g} mean request lifetime(s) have passed: there batch "
+        f"{mech['held_batch']} rates {text(profile, suffix='x')} batch {mech['largest_batch']}'s tokens/J at "
+        f"{SWEEP_CAP_W:g} W, {ratio_word(profile)} it, where the warm sweep measures {text(held_ratio, suffix='x')}"
+        + _profile_reason(profile, held_ratio, profile_ratios, mech)
     ))
+
+
+def _profile_reason(profile: Estimate | None, held_ratio: Estimate | None, per_seed: list[float],
+                    mech: dict[str, Any]) -> str:
+    """How the profile's view of the held batch compares with the warm sweep's (computed from both)."""
+    if profile is None or held_ratio is None:
+        return "."
+    if profile.high < held_ratio.low:
+        return ": the profile rates the held batch below what the sweep measures, so PALS does not see the recompute."
+    if not profile.low <= held_ratio.mean <= profile.high:
+        return ": the profile differs from the sweep."
+    below = sum(r < 1.0 for r in per_seed)
+    ranks = (f"every seed's profile ranks batch {mech['held_batch']} above batch {mech['largest_batch']}" if below == 0
+             else f"the per-seed profiles rank batch {mech['largest_batch']} above batch {mech['held_batch']} on "
+                  f"{below} of {len(per_seed)} seeds")
+    gain, half = held_ratio.mean - 1.0, (profile.high - profile.low) / 2.0
+    noise = (f": the sweep's gain ({gain:.1%}) is smaller than the profile's half interval ({half:.1%})" if gain < half
+             else "")
+    return f": the profile agrees with the sweep, and {ranks}{noise}."
 
 
 def _share_of_gain(part: Estimate | None, total: Estimate | None) -> float:

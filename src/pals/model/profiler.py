@@ -29,6 +29,16 @@ the run (the point is measured backlogged, as it would run). Under a saturating 
 the queue is full by design, so no drain is attempted. Only `Node.sample/apply` and the `Clock` are
 used, so this works on the simulated node and on a real one alike.
 
+A point is measured at steady state. Its batch starts at once (a fresh node, a raised batch cap), so
+for about one mean request lifetime the node only decodes, its KV cache not yet grown to preempting
+sizes, and that wave recurs with the same period: under long requests (2,400 / 1,000 tokens, Llama-2-7B
+TP 1) a 10 s warm-up and 30 s window rated batch 32 at 0.87x batch 64's tokens/J where a warm node gives
+1.02x. So after the warm-up the profiler waits until `steady_lifetimes` (`STEADY_LIFETIMES`) mean request
+lifetimes have passed since the point started and stretches the window to as many, each bounded by
+`steady_max_s` (`STEADY_MAX_S`). The lifetime comes from counters by Little's law (`request_lifetime_s`),
+alike on simulated and real nodes; short requests' profiles take little longer (docs/simulator.md,
+"Profiling at steady state").
+
 Each finished point is written to the profile file at once (atomic rewrite), so a
 killed run loses no finished point, and a rerun with `resume=True` skips points
 already in the file. The node's original power cap and batch cap are restored at
@@ -62,6 +72,12 @@ PAPER_CAPS_W = PAPER_POWER_CAPS_W
 """The PALS paper's power-cap grid on A100 (W)."""
 PAPER_BATCHES = PAPER_BATCH_CAPS
 """The PALS paper's batch-cap grid."""
+STEADY_LIFETIMES = 1.0
+"""Mean request lifetimes that must pass after a point starts before it is measured, and the shortest window."""
+STEADY_MAX_S = 180.0
+"""Bound on the wait for steady state and on the window's stretch, each. Units: s (node time)."""
+LIFETIME_PROBE_S = 5.0
+"""Counter deltas over this long estimate the mean request lifetime. Units: s (node time)."""
 MAX_BATCH_CAP = 1024
 """Largest batch cap a grid may hold: vLLM's max_num_seqs on H100/H200 (the simulator is tested to it)."""
 
@@ -278,6 +294,7 @@ def run_profile(
     drain_max_s: float | None = None,
     drain_waiting: int = 2,
     settle_max_s: float = 120.0,
+    steady_lifetimes: float = STEADY_LIFETIMES, steady_max_s: float = STEADY_MAX_S,
 ) -> Profile:
     """Measure every grid point on `node` and write the profile to `out_path` as it goes.
 
@@ -299,6 +316,7 @@ def run_profile(
             60 s when `workload` has an arrival rate (open loop), else 0 (saturating load).
         drain_waiting: The queue counts as drained at this many waiting requests or fewer.
         settle_max_s: Longest wait for the running sequences to fall to a lowered batch cap. Units: s. 0: none.
+        steady_lifetimes, steady_max_s: Wait for steady state (module docstring); 0 lifetimes: none. Units: -, s.
 
     Returns:
         The complete profile as written.
@@ -307,7 +325,8 @@ def run_profile(
         ConfigError: a grid point is outside the node's settable ranges, or bad timings.
         ProfileError: `out_path` holds a profile of another deployment or workload.
     """
-    timing = _check_timing(warmup_s, window_s, sample_interval_s, drain_max_s, drain_waiting, workload, settle_max_s)
+    timing = _check_timing(warmup_s, window_s, sample_interval_s, drain_max_s, drain_waiting, workload, settle_max_s,
+                           steady_lifetimes, steady_max_s)
     constraints = node.constraints()
     _check_grid(grid, constraints)
     out = Path(out_path)
@@ -319,14 +338,8 @@ def run_profile(
     original_cap_w = original.gpu_power_cap_w[0] if original.gpu_power_cap_w else None
     original_batch = original.batch_cap
 
-    bar = tqdm(
-        total=len(grid),
-        initial=len(grid) - len(todo),
-        disable=not progress,
-        unit="point",
-        desc=f"profile {constraints.model_name}",
-        leave=True,
-    )
+    bar = tqdm(total=len(grid), initial=len(grid) - len(todo), disable=not progress, unit="point",
+               desc=f"profile {constraints.model_name}", leave=True)
     try:
         for cap, batch in todo:
             bar.set_postfix_str(f"cap {cap:g} W, batch {batch}")
@@ -368,6 +381,10 @@ class _Timing:
     """The queue counts as drained at this many waiting requests or fewer."""
     settle_max_s: float
     """Longest wait for the running sequences to fall to a lowered batch cap; 0 skips it. Units: s."""
+    steady_lifetimes: float = STEADY_LIFETIMES
+    """Mean request lifetimes to let pass after the warm-up starts, and the shortest window; 0: none."""
+    steady_max_s: float = STEADY_MAX_S
+    """Bound on the wait for steady state and on the window's stretch, each. Units: s."""
 
 
 def _check_timing(
@@ -378,10 +395,12 @@ def _check_timing(
     drain_waiting: int,
     workload: WorkloadDescriptor | None,
     settle_max_s: float = 120.0,
+    steady_lifetimes: float = STEADY_LIFETIMES,
+    steady_max_s: float = STEADY_MAX_S,
 ) -> _Timing:
     """Validate `run_profile`'s timings and resolve the default drain bound."""
     for name, value in (("warmup_s", warmup_s), ("window_s", window_s), ("sample_interval_s", sample_interval_s),
-                        ("settle_max_s", settle_max_s)):
+                        ("settle_max_s", settle_max_s), ("steady_max_s", steady_max_s)):
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{name} must be a non-negative number of seconds, got {value!r}")
     if drain_max_s is None:
@@ -390,7 +409,11 @@ def _check_timing(
         raise ConfigError(f"drain_max_s must be a non-negative number of seconds, got {drain_max_s!r}")
     if window_s <= 0 or sample_interval_s <= 0:
         raise ConfigError(f"window_s and sample_interval_s must be positive seconds, got {window_s!r}, {sample_interval_s!r}")
-    return _Timing(warmup_s, window_s, sample_interval_s, drain_max_s, drain_waiting, settle_max_s)
+    if not (math.isfinite(steady_lifetimes) and steady_lifetimes >= 0):
+        raise ConfigError(f"steady_lifetimes must be a non-negative number of request lifetimes, "
+                          f"got {steady_lifetimes!r}")
+    return _Timing(warmup_s, window_s, sample_interval_s, drain_max_s, drain_waiting, settle_max_s,
+                   float(steady_lifetimes), float(steady_max_s))
 
 
 def _check_grid(grid: ProfileGrid, constraints) -> None:
@@ -424,6 +447,8 @@ def _start_profile(
         workload=workload,
         warmup_s=float(timing.warmup_s),
         window_s=float(timing.window_s),
+        steady_lifetimes=timing.steady_lifetimes,
+        steady_max_s=float(timing.steady_max_s),
         **(metadata_extra or {}),
     )
     rows: list[dict[str, Any]] = []
@@ -452,9 +477,11 @@ def _measure_point(
         waited_s = drain_queue(node, clock, timing.drain_max_s, timing.drain_waiting)
         if 0 < waited_s < timing.drain_max_s - 1e-9:
             retire_running(node, clock, timing.drain_max_s)
-    if timing.warmup_s > 0:
-        clock.wait_until(clock.now_s() + timing.warmup_s)
-    window, last = measure_window(node, clock, timing.window_s, timing.sample_interval_s)
+    lifetime_s = warm_up_to_steady_state(node, clock, timing, workload)
+    window_s = timing.window_s
+    if lifetime_s is not None and math.isfinite(lifetime_s):
+        window_s = max(window_s, min(timing.steady_lifetimes * lifetime_s, timing.steady_max_s))
+    window, last = measure_window(node, clock, window_s, timing.sample_interval_s)
     return build_row(
         model=constraints.model_name,
         gpu=constraints.gpu_name,
@@ -467,6 +494,75 @@ def _measure_point(
         last=last,
         workload=workload,
     )
+
+
+def request_lifetime_s(first: Sample, last: Sample, mean_output_tokens: float | None,
+                       mean_running: float | None = None) -> float | None:
+    """The mean request lifetime between two samples by Little's law: sequences running / requests finishing per s.
+
+    Requests finish at the generated tokens per second over `mean_output_tokens`; when that is None, at
+    the finished-request counter's rate. `mean_running`: the sequences running on average between the
+    samples (None: the two samples' mean).
+
+    Returns:
+        Units: s. None without time between the samples; 0 with nothing running; infinite while
+        nothing was generated (or, without a mean output length, nothing finished).
+    """
+    dt_s = last.time_s - first.time_s
+    if not dt_s > 0:
+        return None
+    running = 0.5 * (first.requests_running + last.requests_running) if mean_running is None else mean_running
+    if running <= 0:
+        return 0.0
+    if mean_output_tokens is not None and mean_output_tokens > 0:
+        finishing_per_s = (last.generated_tokens_total - first.generated_tokens_total) / dt_s / mean_output_tokens
+    else:
+        finishing_per_s = (last.requests_finished_total - first.requests_finished_total) / dt_s
+    return running / finishing_per_s if finishing_per_s > 0 else math.inf
+
+
+def warm_up_to_steady_state(node: Node, clock: Clock, timing: _Timing,
+                            workload: WorkloadDescriptor | None) -> float | None:
+    """Wait the warm-up, then until `timing.steady_lifetimes` mean request lifetimes have passed since it began.
+
+    The lifetime is estimated every `LIFETIME_PROBE_S` from the counters since the warm-up's last
+    `LIFETIME_PROBE_S` (one probe, so a warm-up longer than the lifetimes adds nothing), with the sequences
+    running averaged over the probes: a time average, not a snapshot of one phase of the wave. The whole
+    wait is at most the larger of the warm-up and `timing.steady_max_s`. Requests finish at the generated
+    tokens over the workload's mean output length; without a workload, at the finished-request counter's
+    rate (the mean output length the node observes is biased short while only the first, shortest
+    requests have finished: it cut a 49 s lifetime to 39 s), which waits for a whole turnover; the
+    lifetime returned for the window then uses the observed mean output length.
+
+    Returns:
+        The last lifetime estimate (None when unknown or not asked for). Units: s.
+    """
+    start_s = clock.now_s()
+    warm_end_s = start_s + timing.warmup_s
+    if timing.steady_lifetimes <= 0:
+        clock.wait_until(warm_end_s)
+        return None
+    end_s = start_s + max(timing.warmup_s, timing.steady_max_s)
+    probe_s = min(LIFETIME_PROBE_S, timing.warmup_s) if timing.warmup_s > 0 else LIFETIME_PROBE_S
+    clock.wait_until(max(start_s, warm_end_s - probe_s))
+    anchor = node.sample()
+    running = [anchor.requests_running]
+    while True:
+        clock.wait_until(min(max(warm_end_s, clock.now_s() + probe_s), end_s))
+        last = node.sample()
+        running.append(last.requests_running)
+        mean_output = workload.mean_output_tokens if workload is not None else None
+        lifetime_s = request_lifetime_s(anchor, last, mean_output, sum(running) / len(running))
+        now_s = clock.now_s()
+        steady = lifetime_s is None or now_s - start_s >= timing.steady_lifetimes * lifetime_s - 1e-9
+        if steady or now_s >= end_s - 1e-9:
+            break
+        probe_s = LIFETIME_PROBE_S
+    if mean_output is None and lifetime_s is not None and last.mean_output_tokens:
+        # After a turnover the observed mean output length is no longer biased short; the counter's rate,
+        # zero until the first requests finish, overstates the lifetime.
+        lifetime_s = request_lifetime_s(anchor, last, last.mean_output_tokens, sum(running) / len(running))
+    return lifetime_s
 
 
 def _wait_while(clock: Clock, busy: Callable[[], bool], max_s: float, poll_s: float) -> float:
