@@ -33,6 +33,7 @@ whether measured/predicted ratios are learnt.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -329,6 +330,10 @@ class ModelGuidedPolicy:
         if trigger is None:
             return self._hold(ctx, bound, margin, error)
         decision = self._select(ctx, bound, margin, trigger)
+        if self.decided_once_ and _same_within(decision.config, ctx.current, self.config.follow_step_w):
+            # The selection landed on the configuration in force up to a fraction of a watt (the budget's
+            # cap bound moves with the governor's trims): no change for nothing.
+            decision = dataclasses.replace(decision, config=ctx.current)
         self.above_band_ = 0
         self.decided_once_ = True
         if decision.config != ctx.current:
@@ -346,7 +351,10 @@ class ModelGuidedPolicy:
             return "budget or target changed"
         if over_frac is not None and over_frac > c.over_budget_trigger_frac:
             return f"power {over_frac * 100:.1f}% over budget"
-        if bound is not None and ctx.current.power_cap_w > max(bound, ctx.constraints.power_cap_min_w) + CAP_MATCH_W:
+        # A cap less than `follow_step_w` over the bound is the governor's own jitter (it trims on measured
+        # power): re-selecting for it moved the cap by fractions of a watt every few seconds.
+        slack_w = max(CAP_MATCH_W, c.follow_step_w)
+        if bound is not None and ctx.current.power_cap_w > max(bound, ctx.constraints.power_cap_min_w) + slack_w:
             return "configuration in force exceeds the budget cap"
         if self.above_band_ >= c.hysteresis_intervals:
             return f"throughput error {error * 100:+.1f}% for {self.above_band_} intervals"
@@ -511,6 +519,11 @@ class ModelGuidedPolicy:
         self.bursts.mark_selected()
         self._last_bound = choice.budget_bound
         self._last_warnings = choice.warnings
+
+
+def _same_within(a: Configuration, b: Configuration, cap_w: float) -> bool:
+    """The same batch cap and caps less than `cap_w` apart."""
+    return a.batch_cap == b.batch_cap and abs(a.power_cap_w - b.power_cap_w) < cap_w
 
 
 def live_workload(obs: Observation | None) -> WorkloadDescriptor | None:
