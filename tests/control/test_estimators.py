@@ -143,6 +143,23 @@ def test_demand_waits_for_half_a_window_then_tracks_and_reports_moves():
     assert demand.tps_ is None and "saturated" in demand.describe_move()
 
 
+def test_demand_matures_once_when_its_window_is_first_full():
+    demand = DemandEstimate(10.0, 0.5, 0.5, 0.2)
+    for _ in range(10):  # half the window: the first estimate, not yet mature
+        demand.update(100.0, 0.5, False)
+    assert demand.first_ and not demand.matured_
+    demand.mark_selected()
+    for _ in range(9):
+        demand.update(100.0, 0.5, False)
+    assert not demand.matured_
+    demand.update(100.0, 0.5, False)  # the window now covers its 10 s
+    assert demand.matured_
+    demand.mark_selected()
+    for _ in range(40):  # it matures once per run, not at every full window
+        demand.update(100.0, 0.5, False)
+    assert not demand.matured_
+
+
 def test_burst_cv_starts_at_the_prior_and_shrinks_a_measured_spread_towards_it():
     bursts = BurstEstimate(z=2.0, window_s=5.0, history_s=120.0, min_windows=2.0, prior_s=60.0,
                            prior_cv=DEFAULT_BURST_CV, shift=0.08)

@@ -149,3 +149,23 @@ def test_endpoint_rejects_malformed_requests_with_json_4xx(served, method, path,
     assert ctype == "application/json"
     assert words in json.loads(payload)["error"]
     assert (loop.budget, loop.target) == before
+
+
+def test_restart_summary_scores_only_the_intervals_after_it(tmp_path):
+    """An experiment's warm-up under control: the summary covers what follows the restart, equal to
+    summarising those records alone."""
+    from pals.control.summary import summarize
+
+    loop = make_loop(tmp_path, target=ThroughputTarget(300.0))
+    loop.run(duration_s=5.0)
+    loop.restart_summary()
+    loop.run(duration_s=5.0)
+    loop.close()
+    records = DecisionLog.read(tmp_path / "d.jsonl")
+    after = [r for r in records if r["t_s"] > 5.0 + 1e-9]
+    summary = loop.summary()
+    assert summary["intervals"] == len(after) == 10
+    expected = summarize(after)
+    for key in ("generated_tokens", "energy_j", "qos_violation_pct", "config_changes"):
+        assert summary[key] == pytest.approx(expected[key]), key
+    assert summary["generated_tokens"] < summarize(records)["generated_tokens"]
