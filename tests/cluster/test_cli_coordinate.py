@@ -11,10 +11,6 @@ from pals.cli import main
 from pals.cluster import client as client_module
 from pals.cluster import coordinator as coordinator_module
 from pals.control.endpoint import Endpoint
-from pals.control.loop import ControlLoop
-from pals.control.policies import make_policy
-from pals.sim.node import SimNode, SimNodeSpec
-from pals.sim.workload import LengthDistribution, PoissonWorkload
 
 GOOD = ["coordinate", "--node", "a=http://127.0.0.1:9", "--cluster-budget-w", "3000", "--once"]
 
@@ -122,18 +118,8 @@ def test_cli_limits_agree_with_the_library():
     assert cli.MAX_RETRIES == client_module.MAX_RETRIES
 
 
-def _live_loop():
-    workload = PoissonWorkload(20.0, LengthDistribution.fixed(500), LengthDistribution.fixed(100), seed=4)
-    node = SimNode(SimNodeSpec("OLMoE-1B-7B", "A100-SXM4-80GB", tp=4), workload, seed=4)
-    loop = ControlLoop(node, make_policy("baseline"), node.clock, interval_s=0.5)
-    for t in (0.5, 1.0):
-        node.clock.wait_until(t)
-        loop.step()
-    return loop
-
-
-def test_once_with_a_node_down_writes_the_others_and_exits_1(capsys):
-    loop = _live_loop()
+def test_once_with_a_node_down_writes_the_others_and_exits_1(capsys, live_loop):
+    loop = live_loop()
     down = f"http://127.0.0.1:{_closed_port()}"
     with Endpoint(loop, port=0) as endpoint:
         code = main(["coordinate", "--node", f"a={endpoint.url}", "--node", f"b={down}",
@@ -144,8 +130,8 @@ def test_once_with_a_node_down_writes_the_others_and_exits_1(capsys):
     assert loop.budget.budget_w <= 3000 - coordinator_module.DEFAULT_UNKNOWN_NODE_MAX_W + 1e-6
 
 
-def test_a_down_node_never_stops_the_coordinator_and_rounds_are_logged(capsys, tmp_path):
-    loop = _live_loop()
+def test_a_down_node_never_stops_the_coordinator_and_rounds_are_logged(capsys, tmp_path, live_loop):
+    loop = live_loop()
     down = f"http://127.0.0.1:{_closed_port()}"
     log = tmp_path / "rounds.jsonl"
     with Endpoint(loop, port=0) as endpoint:

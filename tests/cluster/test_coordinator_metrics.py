@@ -17,11 +17,7 @@ from pals.cluster.client import parse_status
 from pals.cluster.coordinator import Coordinator
 from pals.cluster.metrics import CoordinatorMetrics, MetricsServer
 from pals.control.endpoint import Endpoint
-from pals.control.loop import ControlLoop
-from pals.control.policies import make_policy
 from pals.errors import ConfigError, EngineUnreachable
-from pals.sim.node import SimNode, SimNodeSpec
-from pals.sim.workload import LengthDistribution, PoissonWorkload
 
 
 class MemoryNode:
@@ -222,18 +218,8 @@ def test_bad_metrics_flags_get_one_line(capsys, argv, needle):
     assert len(lines) == 1 and needle in lines[0], err
 
 
-def _live_loop():
-    workload = PoissonWorkload(20.0, LengthDistribution.fixed(500), LengthDistribution.fixed(100), seed=4)
-    node = SimNode(SimNodeSpec("OLMoE-1B-7B", "A100-SXM4-80GB", tp=4), workload, seed=4)
-    loop = ControlLoop(node, make_policy("baseline"), node.clock, interval_s=0.5)
-    for t in (0.5, 1.0):
-        node.clock.wait_until(t)
-        loop.step()
-    return loop
-
-
-def test_pals_coordinate_serves_its_metrics_while_it_runs(capsys):
-    loop = _live_loop()
+def test_pals_coordinate_serves_its_metrics_while_it_runs(capsys, live_loop):
+    loop = live_loop()
     port = _free_port()
     codes = []
     with Endpoint(loop, port=0) as endpoint:

@@ -89,38 +89,33 @@ MAX_WORKERS = 256
 def number_flag(low: float, high: float, unit: str = ""):
     """An argparse type: a finite number in [low, high] (`pals.core.untrusted.number_in`)."""
     from pals.core.untrusted import number_in
-    from pals.errors import PalsError
 
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except (ValueError, OverflowError):
-            raise argparse.ArgumentTypeError(f"expected a number, got {_shown(text)}") from None
-        try:
-            return number_in(value, "value", low, high, unit)
-        except PalsError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    parse.__name__ = "number"
-    return parse
+    return _bounded_flag(float, number_in, "number", low, high, unit)
 
 
 def whole_flag(low: int, high: int, unit: str = ""):
     """An argparse type: a whole number in [low, high] (`pals.core.untrusted.whole_in`)."""
     from pals.core.untrusted import whole_in
+
+    # int() also refuses a 5,000-digit number (Python's digit limit) with a ValueError.
+    return _bounded_flag(lambda text: int(text.strip()), whole_in, "whole number", low, high, unit)
+
+
+def _bounded_flag(convert, check, kind: str, low, high, unit: str):
+    """An argparse type: `convert` the text, then `check(value, "value", low, high, unit)`; one line on failure."""
     from pals.errors import PalsError
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            value = int(text.strip())
-        except ValueError:  # also Python's digit limit on a 5,000-digit number
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {_shown(text)}") from None
+            value = convert(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected a {kind}, got {_shown(text)}") from None
         try:
-            return whole_in(value, "value", low, high, unit)
+            return check(value, "value", low, high, unit)
         except PalsError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
-    parse.__name__ = "whole number"
+    parse.__name__ = kind
     return parse
 
 
