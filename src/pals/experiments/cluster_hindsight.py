@@ -16,7 +16,9 @@ A node that holds one fixed (cap, batch) does not depend on the other nodes or o
      cluster budget;
    - per node, no more strict QoS violations (`qos_violation_pct`) than PALS + coordinator had on
      that node on the same seed under the same budget, and no more SLO violations where its run
-     carried them (`MeetCriteria` on the node's run summary; the experiment sets no latency SLO).
+     carried them (`MeetCriteria` on the node's run summary; the experiment sets no latency SLO);
+   - per node, at least PALS + coordinator's throughput there, less `THROUGHPUT_SHORTFALL_MAX`: the same
+     load served, not a queue left growing.
 
    A seed on which no combination meets every criterion has no hindsight optimum (reported as such).
 
@@ -51,6 +53,11 @@ MAX_COMBINATIONS = 5_000_000
 """Largest number of combinations the exhaustive search evaluates at once (a larger grid is refused)."""
 QUICK_BATCHES = (8, 32, 64)
 """Batch caps swept in quick mode (every cap of the paper's grid at each): a third of the full sweep's runs."""
+THROUGHPUT_SHORTFALL_MAX = 0.02
+"""A node's fixed configuration must deliver at least PALS + coordinator's throughput there less this fraction.
+Why: each node is offered more than its target (`multi_node.LOAD_OVER_TARGET`), and a configuration whose capacity
+lies between the two meets the target while its queue grows for the whole run (requests waiting ever longer), which
+the QoS window cannot see. The fraction allows for the few requests in flight at the end of a run."""
 POWER_TOLERANCE_W = 1e-6
 """Rounding allowance on the budget test (W)."""
 
@@ -182,9 +189,8 @@ def sweep_node(lab: "Lab", model: str, node_info: Mapping[str, float], index: in
     """Every configuration of `grid` as the static policy on node `index`'s own stream of `lab`'s seed.
 
     The node, stream, telemetry seed, loop, node-power line and target are those the experiment's
-    variants give node `index` (`multi_node._run_variant`); the run goes through `run_cluster` (its
-    warm-up at the node's initial configuration, then `duration_s` of control), alone and without a
-    budget.
+    variants give node `index` (`multi_node._run_variant`); the run goes through `run_cluster` as theirs do
+    (the configuration in force through the warm-up, then `duration_s` scored), alone and without a budget.
     """
     tp, load_tps = int(node_info["tp"]), float(node_info["load_tps"])
 
@@ -192,7 +198,7 @@ def sweep_node(lab: "Lab", model: str, node_info: Mapping[str, float], index: in
         node = lab.node(model, tp, lab.workload(load_tps, lab.seed + 7 + index), seed_offset=index)
         policy = lab.make_policy("static", model, tp, load_tps, options=PolicyOptions(fixed=config))
         loop = lab.loop(node, policy, budget_w=None, target_tps=float(node_info["target_tps"]))
-        res = run_cluster([ClusterNode(model, node, loop)], duration_s)
+        res = run_cluster([ClusterNode(model, node, loop)], duration_s, policy_warmup=True)
         return dict(res.summaries[model]) | {"truth_tokens": res.truth_tokens[model],
                                              "truth_energy_j": res.truth_energy_j[model]}
 
@@ -204,10 +210,14 @@ def sweep_node(lab: "Lab", model: str, node_info: Mapping[str, float], index: in
 
 
 def criteria_from(qos_violation_pct: Mapping[str, float],
-                  slo_violation_pct: Mapping[str, float | None] | None = None) -> dict[str, MeetCriteria]:
-    """Per node: no more strict QoS (and SLO, where given) violations than the policy under test had there."""
-    slo = slo_violation_pct or {}
-    return {m: MeetCriteria(max_qos_violation_pct=float(v), max_slo_violation_pct=slo.get(m))
+                  slo_violation_pct: Mapping[str, float | None] | None = None,
+                  throughput_tps: Mapping[str, float] | None = None) -> dict[str, MeetCriteria]:
+    """Per node: no more strict QoS (and SLO, where given) violations than the policy under test had there, and
+    (where given) its throughput less `THROUGHPUT_SHORTFALL_MAX`."""
+    slo, served = slo_violation_pct or {}, throughput_tps or {}
+    return {m: MeetCriteria(max_qos_violation_pct=float(v), max_slo_violation_pct=slo.get(m),
+                            min_throughput_tps=None if served.get(m) is None
+                            else float(served[m]) * (1.0 - THROUGHPUT_SHORTFALL_MAX))
             for m, v in qos_violation_pct.items()}
 
 
@@ -265,7 +275,8 @@ def cluster_hindsight(labs: Sequence["Lab"], info: Mapping[str, Mapping[str, flo
         rows += sweep_rows(lab.seed, sweeps)
         for key, budget_w in budgets.items():
             pals = coordinator[key][k]
-            limits = criteria_from(pals.qos_violation_pct, getattr(pals, "slo_violation_pct", None))
+            limits = criteria_from(pals.qos_violation_pct, getattr(pals, "slo_violation_pct", None),
+                                   getattr(pals, "node_throughput_tps", None))
             combos[key].append(best_combination(sweeps, budget_w, limits))
             why[key].append("" if combos[key][-1] is not None else why_no_combination(sweeps, budget_w, limits))
     return ClusterHindsight([lab.seed for lab in labs], combos, why, rows)
@@ -359,14 +370,21 @@ def _power(combos: Sequence[Combination | None]) -> str:
 
 
 def _check(report: Report, label: str, combos: Sequence[Combination | None], est: Estimate | None) -> None:
-    """Issue 12's bar under one budget: the mean over the seeds with an optimum, the interval in the evidence."""
+    """Issue 12's bar under one budget: the mean over the seeds with an optimum, the interval in the evidence.
+
+    A seed on which no fixed combination within the budget meets PALS + coordinator's violations and throughput
+    has PALS + coordinator beyond every fixed combination: it counts for it, and the evidence says how many did."""
     found = sum(c is not None for c in combos)
+    beyond = len(combos) - found
+    holds = len(combos) > 0 and (est.mean >= HINDSIGHT_SHARE_MIN if est is not None else beyond == len(combos))
     report.check(f"PALS + coordinator reaches at least {HINDSIGHT_SHARE_MIN:.2f}x the hindsight optimum's cluster "
-                 f"tokens/J at no more strict QoS violations per node (mean over seeds, {label})",
-                 est is not None and est.mean >= HINDSIGHT_SHARE_MIN,
+                 f"tokens/J at no more strict QoS violations per node and the same load served (mean over seeds, "
+                 f"{label}; a seed where no fixed combination meets its figures counts for it)",
+                 holds,
                  f"PALS + coordinator / hindsight {_text(est)} over the {found} of {len(combos)} seeds with an optimum"
-                 + ("" if found == len(combos) else
-                    " (on the others no fixed combination within the budget meets its violations)"))
+                 + ("" if beyond == 0 else
+                    f"; on {beyond} seed{'s' if beyond > 1 else ''} no fixed combination within the budget meets its "
+                    "violations and throughput (PALS + coordinator is beyond every one)"))
 
 
 def _position(est: Estimate) -> str:

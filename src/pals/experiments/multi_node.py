@@ -12,6 +12,10 @@ each model's unconstrained throughput (400 W, batch 64, saturating). Each node's
   coordinator (`pals.cluster`) through each node's HTTP endpoint: QoS needs first, then slack by
   marginal tokens/J, never more than B in total.
 
+Every variant, and every fixed configuration of the hindsight yardstick (`cluster_hindsight`), already
+controls its node through the warm-up, and the figures score what follows (`run_cluster`'s `policy_warmup`):
+each is judged at its steady state, as in the single-node experiment.
+
 Two budgets: the paper's 4,800 W, and a "binding" budget, `BINDING_FRACTION` of the cluster power the
 Baseline draws with no budget at all (measured in the run, mean over seeds). Every seed (`SEEDS` of
 them) is a new offline profile, request stream and telemetry noise; within a seed every variant
@@ -93,6 +97,8 @@ class ClusterFigures:
     """% of intervals whose measured cluster power exceeded the budget (0 without one)."""
     slo_violation_pct: dict[str, float] = field(default_factory=dict)
     """Node -> latency SLO violations (% of intervals), for the nodes whose run had an SLO in force."""
+    node_throughput_tps: dict[str, float] = field(default_factory=dict)
+    """Node -> generated throughput over the run (its run summary's `throughput_tps`). Units: tokens/s."""
 
     @property
     def worst_violation_pct(self) -> float:
@@ -132,7 +138,7 @@ def _run_variant(lab: Lab, info: NodeInfo, variant: str, budget_w: float | None,
             sources[model] = lambda status, f=frontier: f
     return run_cluster(nodes, duration_s, cluster_budget_w=budget_w,
                        targets_tps={m: d["target_tps"] for m, d in info.items()},
-                       frontier_sources=sources, coordinate=coordinated)
+                       frontier_sources=sources, coordinate=coordinated, policy_warmup=True)
 
 
 def figures_of(res: ClusterRun, budget_w: float | None, duration_s: float) -> ClusterFigures:
@@ -148,6 +154,7 @@ def figures_of(res: ClusterRun, budget_w: float | None, duration_s: float) -> Cl
         over_budget_pct=over,
         slo_violation_pct={m: float(s["slo_violation_pct"]) for m, s in res.summaries.items()
                            if s.get("slo_violation_pct") is not None},
+        node_throughput_tps={m: float(s["throughput_tps"]) for m, s in res.summaries.items()},
     )
 
 
