@@ -192,7 +192,7 @@ def test_slo_step_checks_are_computed_from_the_numbers(tmp_path, checks_hold):
     from pals.experiments.slo import STEP_LABEL, build_report, step_section
 
     # PALS breaks the SLO and is below the optimum: both step checks must fail; then above it by more than noise.
-    below = [{"baseline": _fig(0.40, 24.0, 0.0, "400 W / 64"), "pals": _fig(0.40 + 0.01 * k, 29.0, 40.0, "350 W / 32"),
+    below = [{"baseline": _fig(0.40, 30.0, 40.0, "400 W / 64"), "pals": _fig(0.40 + 0.01 * k, 29.0, 40.0, "350 W / 32"),
               "hindsight": _fig(0.45 + 0.01 * k, 25.0, 0.0, "300 W / 32")} for k in range(3)]
     for runs, passed in ((below, False), ([dict(r, pals=_fig(r["hindsight"].tokens_per_joule * 1.05, 25.0, 0.0,
                                                               "300 W / 32")) for r in below], True)):
@@ -202,6 +202,13 @@ def test_slo_step_checks_are_computed_from_the_numbers(tmp_path, checks_hold):
         step = [c for c in summary["checks"] if "step load" in c["claim"]]
         assert len(step) == 2 and all(c["passed"] == passed for c in step)
         assert summary["metrics"][STEP_LABEL]["slo_state"]["pals"] == ("meets" if passed else "breaks")
+    # A Baseline that meets the SLO too: PALS meeting it is no longer the claim.
+    met = [dict(r, baseline=_fig(0.40, 24.0, 0.0, "400 W / 64"), pals=_fig(r["hindsight"].tokens_per_joule * 1.05, 25.0,
+                                                                          0.0, "300 W / 32")) for r in below]
+    report = build_report({"Mixtral-8x7B": met}, [0, 1, 2], tmp_path, True, {})
+    step_section(report, {STEP_LABEL: met}, [0, 1, 2], None, [(250.0, 350.0)] * 3)
+    (claim,) = [c for c in report.write()["checks"] if "step load: PALS meets the SLO" in c["claim"]]
+    assert not claim["passed"] and "baseline meets" in claim["evidence"]
 
 
 def test_kv_checks_fail_when_preemption_does_not_rise(tmp_path, checks_hold):
