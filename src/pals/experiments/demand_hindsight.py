@@ -8,15 +8,16 @@ the guard clamps a static configuration's cap to the budget as it does the Basel
 fixed configuration with the most tokens per node joule among those with no more budget overshoot
 than PALS (`MeetCriteria`, the runtime summaries' `budget_overshoot_pct`; for the schedule the mean
 over the three nodes). Strict QoS is not a criterion here: PALS is asked for more throughput than
-any budget allows, so every run of every configuration violates that target almost throughout.
+any budget allows (best effort), so its throughput target is no constraint; every configuration's
+strict QoS violations are in the table all the same.
 
 The check compares tokens per node joule (`HINDSIGHT_SHARE_MIN`, issue 12's bar, mean over seeds
 with the interval reported, as in `single-node`): node tokens/J is the one objective the project's
 headline reports. The paper's Fig 10 claim is about throughput, so the throughput of PALS over the
 same configuration, and over the fixed configuration with the most throughput at no more
 overshoot, are reported beside it, each paired by seed with a 95 % interval (`pals.experiments.stats`).
-With the guard holding power at or under the target, the two differ only by the power a configuration
-leaves unused.
+The tokens/J ratio is the throughput ratio times the configuration's mean power over PALS's: under
+the guard the two differ by the power one of them leaves unused below the target.
 
 Selection and verdicts below run on numbers only (tests feed constructed `HindsightResult`s).
 """
@@ -144,12 +145,12 @@ def _configs(names: Sequence[str]) -> str:
 def hindsight_csv_rows(part: PartSeeds, seeds: Sequence[int]) -> list[list[object]]:
     """Every fixed configuration of every seed of `part` (the full table, written as CSV only)."""
     return [[part.name, seed, r.power_cap_w, r.batch_cap, r.tokens_per_joule, r.throughput_tps,
-             r.budget_overshoot_pct, r.meets, r.why_not]
+             r.budget_overshoot_pct, r.qos_violation_pct, r.meets, r.why_not]
             for seed, result in zip(seeds, part.hindsight) for r in result.rows]
 
 
 HINDSIGHT_CSV_COLUMNS = ["part", "seed", "cap W", "batch", "tokens/J node", "throughput tok/s",
-                         "budget intervals over %", "meets PALS's overshoot", "why not"]
+                         "budget intervals over %", "strict QoS violations %", "meets PALS's overshoot", "why not"]
 
 
 def report_yardstick(report: Report, parts: Sequence[PartSeeds], seeds: Sequence[int]) -> dict:
