@@ -84,8 +84,10 @@ def test_grids_keep_cap_only_configuration_and_name_the_reduction():
     quick, full = dh.schedule_grid(True), dh.schedule_grid(False)
     assert len(full) == len(PAPER_CAPS_W) * len(PAPER_BATCHES)
     assert set(quick) < set(full)
-    # Cap-only's configuration (the highest cap, batch 64) stays in the reduced grid.
+    # Cap-only's configuration (the highest cap, batch 64) stays in the reduced grid, and so does every cap:
+    # the cap decides the schedule's optimum, only the batch axis is thinned.
     assert Configuration(max(PAPER_CAPS_W), max(PAPER_BATCHES)) in quick
+    assert {c.power_cap_w for c in quick} == set(PAPER_CAPS_W) and max(PAPER_BATCHES) in {c.batch_cap for c in quick}
     below = dh.below_floor_grid(True)
     assert sorted(c.batch_cap for c in below) == sorted(PAPER_BATCHES)
     assert dh.below_floor_grid(False) == full
@@ -144,12 +146,14 @@ def _seed(seed: int, pals_scale: float) -> dr.ResponseSeed:
              for frac in dr.BELOW_FLOOR_FRACTIONS}
     over = {(150.0, b): (1.0 + b / 64, 500.0 + 10 * b, 93.3) for b in (1, 16, 64)}
     return dr.ResponseSeed(
-        throughput_tps={"cap-only": 14_000.0, "pals": 14_000.0}, tokens_per_joule={"cap-only": 3.5, "pals": 3.6 * pals_scale},
+        throughput_tps={"cap-only": 14_000.0, "pals": 14_000.0},
+        tokens_per_joule={"cap-only": 3.5, "pals": 3.6 * pals_scale},
         tracking_error_pct=dict.fromkeys(labels, 2.4), overshoot_pct=dict.fromkeys(labels, 0.2),
         over_share_pct=dict.fromkeys(labels, 0.4), by_level={label: {0.1: 9_000.0, 1.0: 18_000.0} for label in labels},
         batch_by_level={label: {0.1: 64.0, 1.0: 64.0} for label in labels},
         low_throughput_tps=dict.fromkeys(labels, 9_000.0), below_floor=below, seed=seed, pals_budget_overshoot_pct=0.0,
-        hindsight=sweep(scale=1.0 + 0.01 * seed), below_hindsight={f: sweep(over, 93.3) for f in dr.BELOW_FLOOR_FRACTIONS})
+        hindsight=sweep(scale=1.0 + 0.01 * seed),
+        below_hindsight={f: sweep(over, 93.3) for f in dr.BELOW_FLOOR_FRACTIONS})
 
 
 def test_build_report_has_one_yardstick_check_per_part_and_fails_when_forced(tmp_path):

@@ -39,10 +39,12 @@ from pals.runtime.hindsight import HindsightResult, HindsightRow, grid_configura
 
 HINDSIGHT_SHARE_MIN = 0.97
 """PALS must reach at least this share of the hindsight optimum's tokens/J, mean over seeds (issue 12's bar)."""
-QUICK_SCHEDULE_CAPS_W = PAPER_CAPS_W[1::2]
-"""The schedule's grid in quick mode: every other paper cap, ending at the highest. Units: W."""
+QUICK_SCHEDULE_CAPS_W = PAPER_CAPS_W
+"""The schedule's grid in quick mode: every paper cap (the cap is the lever that decides the optimum on the
+schedule, so quick mode thins only the batch axis). Units: W."""
 QUICK_SCHEDULE_BATCHES = PAPER_BATCHES[-2:]
-"""The schedule's grid in quick mode: the two largest paper batch caps."""
+"""The schedule's grid in quick mode: the two largest paper batch caps (under the saturating load the batch
+cap rarely binds; full mode runs every batch, and `hindsight.csv` lists what each grid ran)."""
 QUICK_BELOW_FLOOR_CAPS_W = PAPER_CAPS_W[:1]
 """The grid below the floor in quick mode: the lowest paper cap (every batch). Below the floor the guard holds
 the GPUs at their lowest settable cap whatever the fixed cap (the full mode's grid shows it). Units: W."""
@@ -54,6 +56,8 @@ RATIOS_THROUGHPUT = "throughput over the hindsight optimum"
 """PALS's throughput over the same configuration (the paper's quantity, beside the check)."""
 RATIOS_MOST = "throughput over the most-throughput fixed configuration"
 """PALS's throughput over the fixed configuration with the most throughput at no more overshoot."""
+POWER_SAME = 0.002
+"""Mean powers within this fraction of each other are called the same in the prose."""
 RATIOS = {CHECKED: (TPJ, TPJ), RATIOS_THROUGHPUT: (TPJ, TPS), RATIOS_MOST: (TPS, TPS)}
 """Ratio name -> (the key the configuration is chosen by, the key compared): PALS / that configuration."""
 
@@ -201,4 +205,16 @@ def _part_words(part: PartSeeds, est: dict[str, Estimate | None]) -> str:
                   f"{np.mean(part.pals_budget_overshoot_pct):.1f} %, mean over seeds).")
     return (f"{part.name.capitalize()}: PALS {reach} the {HINDSIGHT_SHARE_MIN:.2f}x bar with {_text(share)} of the "
             f"optimum's tokens/J ({_configs(optimum_configs(part))}) and {_text(thr)} of its throughput; "
-            f"{most_words}.{over_words}")
+            f"{most_words}.{_power_words(share, thr)}{over_words}")
+
+
+def _power_words(share: Estimate, thr: Estimate | None) -> str:
+    """What the optimum's power is against PALS's (tokens/J ratio over throughput ratio), when they differ."""
+    if thr is None:
+        return ""
+    power = share.mean / thr.mean
+    if abs(power - 1.0) < POWER_SAME:
+        return ""
+    return (f" The optimum draws {power:.3f}x PALS's mean power (the tokens/J ratio over the throughput ratio): "
+            + ("PALS turns power the fixed configuration leaves unused under the target into throughput, at fewer "
+               "tokens per joule." if power < 1 else "it spends more of the target than PALS does."))
