@@ -125,8 +125,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_shipped_points_load_and_estimate():
     points = shipped_points()
-    assert {p.source for p in points} == {"splitwise-sim", "splitwise-paper", "inference-energy", "zeus-nsdi23"}
-    assert {p.gpu for p in points} == {"A100-SXM4-80GB", "H100-SXM"}
+    assert {p.source for p in points} == {"splitwise-sim", "splitwise-paper", "inference-energy", "zeus-nsdi23",
+                                         "llm-inference-bench"}
+    assert {p.gpu for p in points} == {"A100-SXM4-80GB", "A100-SXM4-40GB", "H100-SXM"}
     a100 = [p for p in points if p.gpu == A100.name]
     models = StepModels(A100, A100.physics)
     for point in a100[:10]:

@@ -10,13 +10,15 @@ import collections
 import math
 import random
 
+import numpy as np
 import pytest
 
 from pals.control.policies import DEFAULT_BURST_CV, POLICY_NAMES, ModelGuidedConfig, make_policy
 from pals.control.policies.adaptive_batch import AdaptiveBatch
 from pals.control.policies.adaptive_cap import AdaptiveCap
 from pals.control.policies.estimators import (
-    Backlog, BurstEstimate, CapacityCorrection, DemandEstimate, DwellThroughput, IdlePower, PowerBias, WarmUp,
+    Backlog, BurstEstimate, CapacityCorrection, DemandEstimate, DwellThroughput, IdlePower, LevelChange, PowerBias,
+    WarmUp,
 )
 from pals.control.policies.oracle import Oracle
 from pals.control.policies.pals import Pals
@@ -252,3 +254,61 @@ def test_registry_builds_one_class_per_policy():
     oracle = make_policy("oracle", truth=_Truth())
     assert isinstance(oracle, Oracle)
     assert oracle.power_caps_w == (150.0, 200.0, 250.0, 300.0, 350.0, 400.0)  # the paper's grid by default
+
+
+# -- a level change of the offered load --------------------------------------------------------
+
+
+def _poisson_tokens(rate_tps: float, seconds: float, rng: np.random.Generator, mean_output: float = 200.0,
+                    interval_s: float = 0.5) -> list[float]:
+    """Output tokens per interval of Poisson arrivals whose requests deliver `mean_output` tokens at once (the
+    noisiest case the test's noise model allows for)."""
+    n = int(round(seconds / interval_s))
+    return list(rng.poisson(rate_tps * interval_s / mean_output, n) * mean_output)
+
+
+def test_level_change_finds_a_step_and_restarts_the_estimate_from_it():
+    rng = np.random.default_rng(5)
+    demand = DemandEstimate(30.0, 0.5, 0.5, 0.2, LevelChange(6.0, 3.0))
+    for tokens in _poisson_tokens(1200.0, 30.0, rng):
+        demand.update(tokens, 0.5, False, 200.0)
+    assert not demand.changed_ and demand.tps_ == pytest.approx(1200.0, rel=0.25)
+    demand.mark_selected()
+    seen_after_s = None
+    for k, tokens in enumerate(_poisson_tokens(400.0, 20.0, rng)):
+        demand.update(tokens, 0.5, False, 200.0)
+        if demand.just_changed_:
+            seen_after_s = (k + 1) * 0.5
+            break
+    # Found within seconds (the trailing mean alone needs most of its 30 s window to fall below 600 tok/s) ...
+    assert seen_after_s is not None and seen_after_s <= 12.0
+    # ... and the estimate now rests on the low part alone, and re-runs the selection.
+    assert demand.changed_ and demand.tps_ < 800.0 and demand.moved()
+    demand.mark_selected()
+    assert not demand.changed_
+
+
+def test_level_change_stays_quiet_on_a_stationary_load():
+    rng = np.random.default_rng(11)
+    demand = DemandEstimate(30.0, 0.5, 0.5, 0.2, LevelChange(6.0, 3.0))
+    changes = 0
+    for tokens in _poisson_tokens(800.0, 600.0, rng):
+        demand.update(tokens, 0.5, False, 200.0)
+        changes += demand.just_changed_
+    # Ten minutes of one Poisson rate: at most one false alarm (each costs one selection on a shorter window).
+    assert changes <= 1
+
+
+def test_level_change_needs_the_output_length_and_two_long_enough_parts():
+    test = LevelChange(6.0, 3.0)
+    durations, tokens = [0.5] * 40, [100.0] * 24 + [1000.0] * 16  # the rate rose 8 s ago
+    assert test.recent_count(durations, tokens, None) is None  # no length: no noise model, no test
+    assert test.recent_count(durations[:20], tokens[-20:], 200.0) is None  # 10 s: the older part is under 6 s
+    assert test.recent_count(durations, tokens, 200.0) in (12, 24)  # a split on the 6 s steps
+    assert test.recent_count(durations, [550.0] * 40, 200.0) is None  # one rate: no change
+    burst = BurstEstimate(2.0, 5.0, 60.0, 2.0, 60.0, 0.15, 0.08)
+    for k in range(40):
+        burst.update(obs(tokens=100.0 if k % 2 else 400.0))
+    assert burst.cv_ is not None
+    burst.restart()
+    assert burst.cv_ is None and burst.margin() == pytest.approx(0.30)

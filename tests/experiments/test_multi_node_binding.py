@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pals.experiments.cluster_hindsight import HINDSIGHT_SHARE_MIN
 from pals.experiments.multi_node import (
     BINDING_FRACTION,
     BINDS_WITHIN_FRACTION,
@@ -64,6 +65,30 @@ def test_quick_verdicts_are_the_rules_on_the_reported_intervals(quick):
         assert set(summary["metrics"][key]["throughput_tps"]) == set(VARIANTS)
     table = (out / "tables" / "results.csv").read_text()
     assert "aggregate tok/s" in table and all(f"{m} viol %" in table for m in MODELS)
+
+
+@pytest.mark.slow
+def test_quick_hindsight_yardstick_within_budget_and_criteria_and_checked(quick):
+    """Every seed's combination stays within the budget at no more violations per node than PALS + coordinator,
+    and the check's answer is the bar on the reported ratio (whichever way it goes)."""
+    import csv
+
+    out, summary = quick
+    with (out / "tables" / "hindsight_combinations.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for key, budget_w in summary["metrics"]["budgets_w"].items():
+        hindsight = summary["metrics"][key]["hindsight"]
+        assert len(hindsight["combinations"]) == summary["metrics"]["seeds"]
+        for combination in hindsight["combinations"]:
+            assert combination is None or combination["cluster_power_w"] <= budget_w
+        for row in (r for r in rows if r["budget"].startswith(key)):
+            for model in MODELS:
+                ours, theirs = row[f"{model} viol % hindsight / PALS+coord"].split(" / ")
+                assert ours == "-" or float(ours) <= float(theirs)
+        share = hindsight["pals+coordinator/hindsight"]
+        check = next(c for c in summary["checks"] if "hindsight optimum" in c["claim"] and f"{key} " in c["claim"])
+        assert check["passed"] == (share is not None and share["mean"] >= HINDSIGHT_SHARE_MIN)
+    assert (out / "tables" / "hindsight_sweep.csv").is_file()
 
 
 # -- constructed numbers: checks and words from the numbers ------------------------------------------------

@@ -1,5 +1,6 @@
-"""`--physics physics.json` (from `pals calibrate`) in `pals sweep`, `pals profile --node sim` and
-`pals experiment`: the file's physics reaches the simulated nodes, and a bad file is one clear line."""
+"""`--physics physics.json` (from `pals calibrate`) in `pals sweep`, `pals profile --node sim` and the
+characterization: the file's physics reaches the simulated nodes, and a bad file is one clear line
+(`pals experiment --physics`: tests/experiments/test_experiment_physics.py)."""
 
 from __future__ import annotations
 
@@ -86,21 +87,6 @@ def test_physics_and_max_num_seqs_are_refused_for_a_real_node(tmp_path, capsys):
     assert main(["profile", "--node", "vllm", "--url", "http://localhost:8000", "--physics", str(path),
                  "--max-num-seqs", "256", "--out", str(tmp_path / "p.csv")]) == 2
     assert "--physics, --max-num-seqs apply only to the simulated node" in _error_line(capsys)
-
-
-def test_experiment_takes_the_physics_file_where_it_is_wired(tmp_path, capsys):
-    a100 = _physics(tmp_path, "A100-SXM4-80GB", {"sm_power_frac_tdp": 0.8})
-    # Experiments whose nodes are still built with the preset's physics refuse it, before running anything.
-    assert main(["experiment", "single-node", "--quick", "--physics", str(a100), "--out", str(tmp_path / "x")]) == 2
-    assert "--physics is not wired into single-node" in _error_line(capsys)
-    assert main(["experiment", "all", "--quick", "--physics", str(a100), "--out", str(tmp_path / "y")]) == 2
-    line = _error_line(capsys)
-    assert "single-node" in line and "run characterize with it" in line
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
-    # The experiments run on the paper's A100: a file for another GPU is one line.
-    h100 = _physics(tmp_path, "H100-SXM", {}, "h100.json")
-    assert main(["experiment", "characterize", "--quick", "--physics", str(h100), "--out", str(tmp_path / "z")]) == 2
-    assert "was fitted for H100-SXM, not A100-SXM4-80GB" in _error_line(capsys)
 
 
 def test_characterization_sweeps_run_the_physics(tmp_path):

@@ -3,9 +3,11 @@ and which parameters the data did not constrain.
 
 Residuals (`scipy.optimize.least_squares`, trust-region reflective, bounded):
 
-- data: log(simulated / measured) / sd for every measured throughput, GPU power, TPOT and prefill power (TTFT only
-  when asked: static-batch prefill timings of old engines are not what the physics is for); sd per quantity in
-  `QUANTITY_SD`;
+- data: log(simulated / measured) / sd for every measured throughput, GPU power, TPOT, prefill power and decode
+  power (TTFT only when asked: static-batch prefill timings of old engines are not what the physics is for); sd per
+  quantity in `QUANTITY_SD`. Decode power (`pals probe`'s decode window) is simulated as the pure-decode steps'
+  power at the point's batch and cap (`pals.calibration.simulate.decode_power_w`): it sees the memory-bound power
+  terms apart from the prefill's compute-bound ones, which a static batch's mean power mixes;
 - prior: (u(theta) - u(theta_0)) / sd_prior for every free parameter, u = log for scale parameters, so the
   fit is regularised toward the GPU preset's values and an unconstrained parameter stays there.
 
@@ -72,10 +74,12 @@ DEFAULT_FREE: tuple[str, ...] = (
 """Parameters `pals calibrate` fits unless told otherwise."""
 
 QUANTITY_SD: dict[str, float] = {"throughput_tps": 0.05, "gpu_power_w": 0.05, "tpot_p50_s": 0.08, "ttft_p50_s": 0.15,
-                                  "prefill_power_w": 0.08, "relative_throughput": 0.05}
-"""Expected spread of log(simulated / measured) per quantity (measurement plus model error); a residual's unit."""
+                                  "prefill_power_w": 0.08, "decode_power_w": 0.08, "relative_throughput": 0.05}
+"""Expected spread of log(simulated / measured) per quantity (measurement plus model error); a residual's unit.
+Decode power has the prefill's: each is one timed window's energy, and the static batch's mean power (which
+both windows make up) already carries the pair at the composite's spread."""
 DEFAULT_QUANTITIES: tuple[str, ...] = ("throughput_tps", "gpu_power_w", "tpot_p50_s", "prefill_power_w",
-                                       "relative_throughput")
+                                       "decode_power_w", "relative_throughput")
 
 
 def _gpu_value(gpu: GpuSpec, params: PhysicsParams, name: str) -> float:
@@ -207,7 +211,7 @@ class Fitter:
         self.rows = [(i, q) for i, p in enumerate(self.points) for q in self.quantities
                      if math.isfinite(p.measured(q)) and p.measured(q) > 0]
         if not self.rows:
-            raise ConfigError("no measured throughput, GPU power or TPOT in the points; nothing to fit")
+            raise ConfigError(f"nothing measured in the points for {', '.join(self.quantities)}; nothing to fit")
 
     # -- parameters -------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ Input formats (`read_points`):
   `--model` is given. Optional: gpu, ep, tpot_p50_s, ttft_p50_s, source (default: the file's name),
   batching (`continuous`, the default: vLLM under a saturating load; or `static`: one prefill of
   batch x prompt tokens, then decode), engine (the serving stack, for engine parameters fitted per engine;
-  default: the source), prefill_power_w (static batches: power during the prefill), relative_throughput with
+  default: the source), prefill_power_w (static batches: power during the prefill), decode_power_w (power while
+  only decoding at the batch: a static batch's decode steps, as `pals probe` measures them), relative_throughput with
   relative_to_cap_w (throughput over that of the same configuration at another cap: cap tables),
   max_num_batched_tokens, note.
 
@@ -32,7 +33,8 @@ from pals.sim.llm import LlmSpec, get_llm
 
 REQUIRED_COLUMNS = ("num_gpus", "tp", "power_cap_w", "batch_cap", "mean_prompt_tokens", "mean_output_tokens",
                     "throughput_tps", "gpu_power_w")
-MEASURED = ("throughput_tps", "gpu_power_w", "tpot_p50_s", "ttft_p50_s", "prefill_power_w", "relative_throughput")
+MEASURED = ("throughput_tps", "gpu_power_w", "tpot_p50_s", "ttft_p50_s", "prefill_power_w", "decode_power_w",
+            "relative_throughput")
 """The measured quantities a point may carry (NaN: not measured)."""
 BATCHING = ("continuous", "static")
 
@@ -78,6 +80,9 @@ class CalibrationPoint:
     """Measured median time to first token. Units: s."""
     prefill_power_w: float = math.nan
     """Static batches: measured mean power per GPU during the prefill. Units: W."""
+    decode_power_w: float = math.nan
+    """Measured mean power per GPU while only decoding at `batch_cap` sequences (a static batch's decode steps: the
+    probe's decode window). Units: W."""
     relative_throughput: float = math.nan
     """Throughput at this cap over the throughput of the same configuration at `relative_to_cap_w` (cap tables)."""
     relative_to_cap_w: float = math.nan

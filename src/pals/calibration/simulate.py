@@ -4,6 +4,11 @@
 can call it thousands of times); `run_node` runs a `SimNode` under a saturating load with uniform lengths
 around the point's means (what the fidelity report shows beside the estimate). tests/sim/test_steady.py
 keeps the two within 5-10 % of each other.
+
+Decode power (`Simulated.decode_power_w`, what `pals probe` measures in its decode window): the mean power of
+the pure-decode steps of the static batch at the point's batch and cap (batch x one token per step, the context
+growing from the prompt over output - 1 steps), i.e. the static batch's energy less its prefill's over its time
+less the prefill's. A static point has it for free; a continuous point gets it only where it measured it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 from pals.calibration.points import CalibrationPoint
 from pals.sim.hardware import GpuSpec, get_gpu
 from pals.sim.physics import Mechanisms, PhysicsParams
-from pals.sim.steady import continuous_steady_state, static_batch
+from pals.sim.steady import SteadyState, continuous_steady_state, static_batch
 from pals.sim.step import StepModel
 
 
@@ -35,6 +40,9 @@ class Simulated:
     """Time to first token (static batch only; NaN at saturation). Units: s."""
     prefill_power_w: float = math.nan
     """Mean power per GPU during a static batch's prefill (NaN otherwise). Units: W."""
+    decode_power_w: float = math.nan
+    """Mean power per GPU of the pure-decode steps at the point's batch and cap (module docstring; NaN for a
+    continuous point that did not measure it). Units: W."""
     relative_throughput: float = math.nan
     """Throughput over that at the point's `relative_to_cap_w` (NaN without one)."""
 
@@ -71,9 +79,28 @@ def estimate(point: CalibrationPoint, models: StepModels, params: PhysicsParams 
     relative = math.nan
     if math.isfinite(point.relative_to_cap_w):
         relative = state.throughput_tps / _state(point, models, params, point.relative_to_cap_w).throughput_tps
+    decode = math.nan
+    if point.batching == "static":
+        decode = decode_power_w(state, point.output_tokens)
+    elif math.isfinite(point.decode_power_w):
+        decode = decode_power_w(_state(replace(point, batching="static"), models, params, point.power_cap_w),
+                                point.output_tokens)
     replicas = point.num_gpus // point.tp
     return Simulated(state.throughput_tps * replicas, state.gpu_power_w, state.tpot_s, state.ttft_s,
-                     state.prefill_power_w, relative)
+                     state.prefill_power_w, decode, relative)
+
+
+def decode_power_w(static: SteadyState, output_tokens: float) -> float:
+    """Mean power per GPU of a static batch's decode steps: (its energy - the prefill's) / (its time - the prefill's).
+
+    NaN when the batch has no decode step (one output token).
+    """
+    steps = int(round(output_tokens)) - 1
+    if steps < 1 or not math.isfinite(static.tpot_s):
+        return math.nan
+    total_s = static.batch * int(round(output_tokens)) / static.throughput_tps
+    decode_j = static.gpu_power_w * total_s - static.prefill_power_w * static.ttft_s
+    return decode_j / (total_s - static.ttft_s)
 
 
 def _state(point: CalibrationPoint, models: StepModels, params: PhysicsParams | None, cap_w: float):

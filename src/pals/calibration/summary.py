@@ -16,9 +16,9 @@ from pals.calibration.fit import FitResult
 from pals.sim.physics import physics_file_text
 
 _UNITS = {"throughput_tps": "tok/s", "gpu_power_w": "W", "tpot_p50_s": "s", "ttft_p50_s": "s",
-          "prefill_power_w": "W", "relative_throughput": ""}
+          "prefill_power_w": "W", "decode_power_w": "W", "relative_throughput": ""}
 _SHORT = {"throughput_tps": "throughput", "gpu_power_w": "GPU power", "tpot_p50_s": "TPOT", "ttft_p50_s": "TTFT",
-          "prefill_power_w": "prefill power", "relative_throughput": "rel. throughput"}
+          "prefill_power_w": "prefill power", "decode_power_w": "decode power", "relative_throughput": "rel. throughput"}
 
 
 def _num(value: float) -> str:

@@ -15,7 +15,9 @@ profile (`pals profile --node vllm ... --out real.csv`: a few GPU-minutes of a
 saturating load at a few caps and batch caps is enough) or a plain CSV with the
 profile's column names (num_gpus, tp, power_cap_w, batch_cap,
 mean_prompt_tokens, mean_output_tokens, throughput_tps, gpu_power_w; optional
-model, gpu, tpot_p50_s, ttft_p50_s, source, batching, engine).
+model, gpu, tpot_p50_s, ttft_p50_s, prefill_power_w, decode_power_w, source,
+batching, engine), or a `pals probe` CSV (its prefill and decode windows'
+power are fitted apart).
 
 The fit is bounded least squares with a prior toward the GPU preset's values:
 parameters the data cannot see stay where they were, and the printout says

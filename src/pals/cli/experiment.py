@@ -13,7 +13,8 @@ from pals.experiments import EXPERIMENTS
 
 DESCRIPTION = "Experiments (each writes OUT/report.md, OUT/summary.json, OUT/tables/*.csv, OUT/*.png):\n" + "\n".join(
     f"  {name:<16} {text}" for name, (_, text) in EXPERIMENTS.items()
-) + "\n  all              every experiment, each into OUT/NAME/\n\nAll run on the simulated node; --quick uses smaller grids and shorter runs."
+) + ("\n  all              every experiment, each into OUT/NAME/\n\nAll run on the simulated node (--physics: a GPU "
+     "fitted by `pals calibrate`); --quick uses smaller grids and shorter runs.")
 
 
 def add_parser(subparsers):
@@ -24,25 +25,20 @@ def add_parser(subparsers):
     parser.add_argument("--seed", type=int, default=0, help="seed of workloads and noise (default 0)")
     parser.add_argument(
         "--physics", metavar="PHYSICS.json", default=None,
-        help=f"step physics fitted by `pals calibrate` for the experiments' GPU ({PAPER_GPU}); default: the preset's. "
-        "Taken by: characterize (the others build their nodes with the preset's physics for now)",
+        help=f"step physics fitted by `pals calibrate` for the experiments' GPU ({PAPER_GPU}); every simulated node "
+        "of every experiment runs it, and each report's setup line names it (fidelity: its points of that GPU); "
+        "default: the preset's",
     )
     return parser
 
 
 def run(args) -> int:
-    from pals.errors import ConfigError
-    from pals.experiments import run_experiment, takes_physics
+    from pals.experiments import run_experiment
     from pals.sim.physics import load_physics
 
     names = list(EXPERIMENTS) if args.name == "all" else [args.name]
     if args.physics is not None:
         load_physics(args.physics, PAPER_GPU)  # a bad file, or one of another GPU: one line, before anything runs
-        refused = [name for name in names if not takes_physics(name)]
-        if refused:
-            raise ConfigError(f"--physics is not wired into {', '.join(refused)} yet (their nodes use the preset's "
-                              f"physics); run {', '.join(n for n in EXPERIMENTS if takes_physics(n))} with it, "
-                              "or drop --physics")
     for name in names:
         out = Path(args.out) / name if args.name == "all" else Path(args.out)
         start = time.perf_counter()

@@ -1,15 +1,15 @@
 """Paper-reproduction experiments: each writes tables, PNG plots, report.md and summary.json.
 
 `EXPERIMENTS` maps a name to (module, one-line description); each module has
-`run(out_dir, quick=False, seed=0) -> dict` (the summary it wrote), and those that
-run their nodes on a calibrated physics file also take `physics=PATH`. Modules are
+`run(out_dir, quick=False, seed=0) -> dict` (the summary it wrote). `run_experiment`
+runs it with a calibrated physics file in force when given (`lab_physics.physics_scope`:
+every `Lab` and the characterization take it, every report names it). Modules are
 imported only when run, so `pals --help` stays fast.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -30,30 +30,24 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
 }
 
 
-def takes_physics(name: str) -> bool:
-    """Whether experiment `name` runs its nodes on a physics file (`run(..., physics=PATH)`)."""
-    module = importlib.import_module(EXPERIMENTS[name][0])
-    return "physics" in inspect.signature(module.run).parameters
-
-
 def run_experiment(name: str, out_dir: str | Path, quick: bool = False, seed: int = 0,
                    physics: str | Path | None = None) -> dict[str, Any]:
     """Run one experiment by name and return its summary (also written to OUT/summary.json).
 
     Args:
-        physics: A physics file from `pals calibrate` for the experiments' GPU; None: the preset's physics.
+        physics: A physics file from `pals calibrate` for the experiments' GPU (the paper's); None: the preset's
+            physics. Every simulated node of the experiment runs it (`pals.experiments.lab_physics`).
 
     Raises:
-        ConfigError: an unknown experiment, or `physics` for an experiment that does not take it yet.
+        ConfigError: an unknown experiment, or a bad physics file (or one fitted for another GPU).
     """
+    from pals.experiments.lab_physics import physics_scope
+
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)} (or 'all')")
-    if physics is not None and not takes_physics(name):
-        raise ConfigError(f"experiment {name!r} does not take --physics yet (its nodes are built with the preset's "
-                          f"physics); run {', '.join(n for n in EXPERIMENTS if takes_physics(n))} with it, or drop --physics")
-    module = importlib.import_module(EXPERIMENTS[name][0])
-    start = time.perf_counter()
-    kwargs = {} if physics is None else {"physics": physics}
-    summary = module.run(Path(out_dir), quick=quick, seed=seed, **kwargs)
+    with physics_scope(physics):
+        module = importlib.import_module(EXPERIMENTS[name][0])
+        start = time.perf_counter()
+        summary = module.run(Path(out_dir), quick=quick, seed=seed)
     summary.setdefault("wall_s", round(time.perf_counter() - start, 2))
     return summary

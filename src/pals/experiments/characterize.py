@@ -86,11 +86,14 @@ def _breakdown(model: str, tp: int, params=None) -> dict[str, float] | None:
 
 
 def run(out_dir: Path, quick: bool = False, seed: int = 0, physics: str | Path | None = None) -> dict[str, Any]:
-    """Run the characterization; `physics` is a physics file (`pals calibrate`) for the GPU, None the preset's."""
+    """Run the characterization; `physics` is a physics file (`pals calibrate`) for the GPU, None the one in force
+    (`pals experiment --physics`: `pals.experiments.lab_physics`), else the preset's."""
+    from pals.experiments.lab_physics import physics_label, scoped_physics
     from pals.sim.physics import load_physics
 
     start = time.perf_counter()
-    params = None if physics is None else load_physics(physics, GPU)
+    params = scoped_physics(GPU) if physics is None else load_physics(physics, GPU)
+    label = physics_label() if physics is None else f"fitted, from {physics}"
     out_dir = Path(out_dir)
     models = FIG1A_MODELS[:2] if quick else FIG1A_MODELS
     report = Report("characterize", "Characterization: tokens/J vs cap and batch, compute/comm, frontiers (paper Figs 1-3)", out_dir, quick)
@@ -98,7 +101,7 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0, physics: str | Path |
     settings = _settings(quick)
     result = characterize(models=models, gpu=GPU, tp=NODE_TP, out_dir=out_dir / "characterization", quick=quick,
                           seed=seed, progress=False, ratio_models=(), settings=settings, params=params,
-                          physics_label=f"fitted, from {physics}" if physics is not None else "the GPU preset's")
+                          physics_label=label)
     full_report = write_report(result, out_dir / "characterization")
     seeds = [seed + k for k in range(SEEDS)]
     sweeps = _saturating_sweeps(result, models, settings, seeds)

@@ -55,6 +55,7 @@ def run_cluster(
     coordinate: bool = False,
     coordinator_interval_s: float = 5.0,
     on_interval: Callable[[float], None] | None = None,
+    policy_warmup: bool = False,
 ) -> ClusterRun:
     """Step every node's loop each 0.5 s of shared virtual time; run the coordinator every few seconds.
 
@@ -67,13 +68,25 @@ def run_cluster(
         coordinate: run the coordinator over HTTP.
         coordinator_interval_s: seconds between coordinator rounds.
         on_interval: called with the time after each interval (e.g. a demand-response schedule).
+        policy_warmup: the loops (and the coordinator) already control the nodes through the `WARMUP_S`
+            warm-up, and the figures score what follows it (`Lab.run`'s option of the same name: every
+            variant, fixed configurations included, is scored at its steady state). Otherwise the nodes warm
+            up at their initial configuration and control starts with scoring.
     """
     from pals.control.endpoint import Endpoint
 
-    for cn in nodes:
-        cn.node.clock.wait_until(WARMUP_S)
-        cn.energy0_j = cn.node.node_energy_j_total()
-        cn.tokens0 = cn.node.generated_tokens_total()
+    start_s = 0.0 if policy_warmup else WARMUP_S
+
+    def start_scoring() -> None:
+        for cn in nodes:
+            cn.node.clock.wait_until(WARMUP_S)
+            cn.energy0_j = cn.node.node_energy_j_total()
+            cn.tokens0 = cn.node.generated_tokens_total()
+            if policy_warmup:
+                cn.loop.restart_summary()
+
+    if not policy_warmup:
+        start_scoring()
     endpoints, clients, coordinator = [], [], None
     try:
         if coordinate:
@@ -87,7 +100,7 @@ def run_cluster(
                 targets_tps=targets_tps or {},
                 frontier_sources=frontier_sources or {},
             )
-        t_s = WARMUP_S
+        t_s = start_s
         end_s = WARMUP_S + duration_s
         next_round_s = t_s
         round_times: list[float] = []
@@ -98,6 +111,8 @@ def run_cluster(
                 next_round_s += coordinator_interval_s
             for cn in nodes:
                 cn.loop.step()
+            if policy_warmup and abs(t_s - WARMUP_S) < 1e-9:
+                start_scoring()
             if t_s >= end_s - 1e-9:
                 break
             t_s += CONTROL_INTERVAL_S
@@ -110,7 +125,10 @@ def run_cluster(
             client.close()
         for endpoint in endpoints:
             endpoint.stop()
-    records = {cn.name: cn.loop.log.recent() for cn in nodes}
+    # With the policy warm-up the loops started with the nodes' clocks: a record's t_s is node time.
+    first = 0 if policy_warmup else 1  # without the warm-up, the first record is the loop's first sample only
+    records = {cn.name: [r for r in cn.loop.log.recent() if not policy_warmup or r["t_s"] > WARMUP_S + 1e-9]
+               for cn in nodes}
     summaries = {cn.name: cn.loop.summary() for cn in nodes}
     length = min(len(r) for r in records.values())
     power = np.zeros(length)
@@ -125,11 +143,11 @@ def run_cluster(
     return ClusterRun(
         summaries=summaries,
         records=records,
-        cluster_power_w=power[1:],
-        times_s=times[1:],
+        cluster_power_w=power[first:],
+        times_s=times[first:],
         truth_tokens={cn.name: cn.node.generated_tokens_total() - cn.tokens0 for cn in nodes},
         truth_energy_j={cn.name: cn.node.node_energy_j_total() - cn.energy0_j for cn in nodes},
         rounds=[] if coordinator is None else [
-            {**r.as_dict(), "time_s": t} for r, t in zip(coordinator.rounds, round_times)
+            {**r.as_dict(), "time_s": t} for r, t in zip(coordinator.rounds, round_times) if t >= 0.0
         ],
     )

@@ -29,6 +29,7 @@ from pals.core.node import Actuation
 from pals.core.paper import CONTROL_INTERVAL_S, PAPER_BATCH_CAPS, PAPER_GPU, PAPER_POWER_CAPS_W
 from pals.core.power import NodePowerModel
 from pals.core.workload import WorkloadDescriptor
+from pals.experiments.lab_physics import scoped_physics
 from pals.model.predictor import PowerPerfPredictor
 from pals.model.profile import read_profile
 from pals.model.profiler import profile_on_fresh_nodes
@@ -101,13 +102,14 @@ class Lab:
         work_dir: where profiles are written (a temporary folder when None).
         physics: the simulated GPU's physics (`pals.sim.physics.load_physics` of a `pals calibrate` file,
             for the paper's GPU); every node, profile, truth and run of this lab uses it. None: the preset's.
+            Default: the physics of `pals experiment --physics` (`pals.experiments.lab_physics.scoped_physics`).
         lengths: the request lengths of every load, profile and run of this lab.
     """
 
     seed: int = 0
     quick: bool = False
     work_dir: Path | None = None
-    physics: PhysicsParams | None = None
+    physics: PhysicsParams | None = field(default_factory=scoped_physics)
     lengths: UniformLengths = EXPERIMENT_LENGTHS
     _profiles: dict = field(default_factory=dict, repr=False)
     _predictors: dict = field(default_factory=dict, repr=False)

@@ -26,7 +26,9 @@ import numpy as np
 from pals.calibration.points import CalibrationPoint, shipped_dir, shipped_points
 from pals.calibration.simulate import Simulated, StepModels, estimate, run_node
 from pals.calibration.summary import shipped_sources
+from pals.core.paper import PAPER_GPU as GPU
 from pals.experiments.common import plt, save_figure
+from pals.experiments.lab_physics import physics_label, scoped_physics
 from pals.experiments.report import Report
 from pals.sim.hardware import GpuSpec, get_gpu
 
@@ -40,7 +42,8 @@ BAND_BATCHES = (8, 32, 64, 128, 256)
 
 def _simulate(point: CalibrationPoint, gpu: GpuSpec, engines: dict[str, dict[str, float]], quick: bool,
               seed: int) -> tuple[Simulated, str]:
-    params = replace(gpu.physics, **engines.get(point.engine_key, {}))
+    # `pals experiment fidelity --physics FILE`: the file's physics for its GPU's points, the presets' for the rest.
+    params = replace(scoped_physics(gpu.name) or gpu.physics, **engines.get(point.engine_key, {}))
     if point.batching == "continuous" and not quick:
         return run_node(point, gpu, params, warmup_s=20.0, window_s=60.0, seed=seed), "SimNode"
     return estimate(point, StepModels(gpu, params)), "estimate"
@@ -74,7 +77,9 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     band = _band_section(report, quick, seed)
     _sources_section(report, meta)
     report.setup = {"points": len(results), "tolerance": f"{100 * TOLERANCE:.0f} %",
-                    "continuous points": "estimate" if quick else "SimNode, 20 s warm-up + 60 s window"}
+                    "continuous points": "estimate" if quick else "SimNode, 20 s warm-up + 60 s window",
+                    "physics": f"{physics_label()} (its GPU's points; every other point and the H100 check: "
+                               "their GPU presets')" if scoped_physics(GPU) is not None else "the GPU presets'"}
     report.metrics = {"by_source": summary, "h100_band_pct_of_tdp": band}
     return report.write(time.perf_counter() - start)
 

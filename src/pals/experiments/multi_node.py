@@ -12,23 +12,32 @@ each model's unconstrained throughput (400 W, batch 64, saturating). Each node's
   coordinator (`pals.cluster`) through each node's HTTP endpoint: QoS needs first, then slack by
   marginal tokens/J, never more than B in total.
 
+Every variant, and every fixed configuration of the hindsight yardstick (`cluster_hindsight`), already
+controls its node through the warm-up, and the figures score what follows (`run_cluster`'s `policy_warmup`):
+each is judged at its steady state, as in the single-node experiment.
+
 Two budgets: the paper's 4,800 W, and a "binding" budget, `BINDING_FRACTION` of the cluster power the
 Baseline draws with no budget at all (measured in the run, mean over seeds). Every seed (`SEEDS` of
 them) is a new offline profile, request stream and telemetry noise; within a seed every variant
 serves the same streams. Figures are means over seeds with 95 % intervals, ratios paired by seed
 (`pals.experiments.stats`), verdicts against the paper from one rule (`pals.experiments.verdict`).
+
+The yardstick is the hindsight optimum (`pals.experiments.cluster_hindsight`): every fixed (cap, batch)
+run on each node's own stream, and the best combination of one per node within the cluster budget at no
+more strict QoS violations on any node than PALS + coordinator had there.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pals.cluster.allocation import Frontier
 from pals.core.power import PAPER_ALPHA, PAPER_BETA_W
+from pals.experiments.cluster_hindsight import ClusterHindsight, cluster_hindsight, hindsight_section
 from pals.experiments.cluster_sim import ClusterNode, ClusterRun, run_cluster
 from pals.experiments.common import ALL_MODELS, Lab, plt, save_figure
 from pals.experiments.report import Report, Section
@@ -86,6 +95,10 @@ class ClusterFigures:
     """Mean over intervals of the measured cluster power (sum of the nodes' telemetry). Units: W."""
     over_budget_pct: float
     """% of intervals whose measured cluster power exceeded the budget (0 without one)."""
+    slo_violation_pct: dict[str, float] = field(default_factory=dict)
+    """Node -> latency SLO violations (% of intervals), for the nodes whose run had an SLO in force."""
+    node_throughput_tps: dict[str, float] = field(default_factory=dict)
+    """Node -> generated throughput over the run (its run summary's `throughput_tps`). Units: tokens/s."""
 
     @property
     def worst_violation_pct(self) -> float:
@@ -125,7 +138,7 @@ def _run_variant(lab: Lab, info: NodeInfo, variant: str, budget_w: float | None,
             sources[model] = lambda status, f=frontier: f
     return run_cluster(nodes, duration_s, cluster_budget_w=budget_w,
                        targets_tps={m: d["target_tps"] for m, d in info.items()},
-                       frontier_sources=sources, coordinate=coordinated)
+                       frontier_sources=sources, coordinate=coordinated, policy_warmup=True)
 
 
 def figures_of(res: ClusterRun, budget_w: float | None, duration_s: float) -> ClusterFigures:
@@ -139,6 +152,9 @@ def figures_of(res: ClusterRun, budget_w: float | None, duration_s: float) -> Cl
         node_power_w={m: e / duration_s for m, e in res.truth_energy_j.items()},
         mean_cluster_power_w=float(power.mean()) if len(power) else 0.0,
         over_budget_pct=over,
+        slo_violation_pct={m: float(s["slo_violation_pct"]) for m, s in res.summaries.items()
+                           if s.get("slo_violation_pct") is not None},
+        node_throughput_tps={m: float(s["throughput_tps"]) for m, s in res.summaries.items()},
     )
 
 
@@ -164,6 +180,8 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
                 runs[key][variant].append(figures_of(res, budget_w, duration_s))
                 if key == "binding" and variant == "pals+coordinator" and trace is None:
                     trace = res
+    hindsight = cluster_hindsight(labs, info, duration_s, budgets, {k: runs[k]["pals+coordinator"] for k in budgets},
+                                  quick)
     setup = {
         "nodes": "3 x (4x A100-SXM4-80GB), simulated, one shared virtual clock",
         "models and targets": ", ".join(f"{m} {f:.0%}" for m, f in NODES.items()),
@@ -172,8 +190,10 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         "seeds": f"{len(seeds)} ({seeds[0]}-{seeds[-1]}): profile, request streams and telemetry noise",
         "binding budget": f"{BINDING_FRACTION:.0%} of the unconstrained cluster power ({unconstrained_w:,.0f} W)",
         "coordinator": "every 5 s over HTTP (GET /status, PUT /budget, PUT /target)",
+        "hindsight grid": f"{len(hindsight.sweep_rows) // (len(seeds) * len(info))} fixed configurations per node "
+                          "and seed" + (" (quick: fewer batch caps)" if quick else ""),
     }
-    report = build_report(runs, budgets, info, out_dir, quick, setup, trace)
+    report = build_report(runs, budgets, info, out_dir, quick, setup, trace, hindsight)
     return report.write(time.perf_counter() - start)
 
 
@@ -218,8 +238,13 @@ def cluster_power(runs: Runs, key: str, variant: str) -> Estimate:
 
 
 def build_report(runs: Runs, budgets: dict[str, float], info: NodeInfo, out_dir: Path, quick: bool,
-                 setup: dict[str, Any], trace: ClusterRun | None = None) -> Report:
-    """The report of `runs` under `budgets` (key -> W): tables, figures, verdicts and checks."""
+                 setup: dict[str, Any], trace: ClusterRun | None = None,
+                 hindsight: ClusterHindsight | None = None) -> Report:
+    """The report of `runs` under `budgets` (key -> W): tables, figures, verdicts and checks.
+
+    `hindsight` (the optimum per budget and seed, `pals.experiments.cluster_hindsight`) adds its section,
+    tables and checks.
+    """
     report = Report("multi-node", "Three nodes under a cluster power budget (paper Fig 9)", out_dir, quick)
     report.setup = dict(setup)
     report.intro.append(__doc__.split("\n\n", 1)[1])
@@ -240,13 +265,18 @@ def build_report(runs: Runs, budgets: dict[str, float], info: NodeInfo, out_dir:
         _compare(report, runs, key, budget_label(key, budget_w), est[key])
     for key, budget_w in budgets.items():
         _check(report, runs, key, budget_w, est[key])
+    hindsight_metrics = {} if hindsight is None else hindsight_section(
+        report, {key: budget_label(key, w) for key, w in budgets.items()}, budgets,
+        {key: runs[key]["pals+coordinator"] for key in budgets}, hindsight, models)
     _why_section(report, runs, budgets, models, est)
     report.metrics = {
         "budgets_w": dict(budgets),
         "unconstrained_cluster_power_w": cluster_power(runs, UNCONSTRAINED, "baseline")._asdict(),
         "binding_fraction": BINDING_FRACTION,
         "seeds": len(runs[UNCONSTRAINED]["baseline"]),
-    } | {key: _budget_metrics(runs, key, models, est[key]) for key in budgets}
+    } | {key: _budget_metrics(runs, key, models, est[key]) | ({"hindsight": hindsight_metrics[key]}
+                                                                if key in hindsight_metrics else {})
+         for key in budgets}
     return report
 
 

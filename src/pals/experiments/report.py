@@ -131,14 +131,21 @@ class Report:
     def check(self, claim: str, passed: bool, evidence: str) -> None:
         self.checks.append(Check(claim, bool(passed), evidence))
 
+    def full_setup(self) -> dict[str, Any]:
+        """`setup` plus which physics the simulated nodes ran (`lab_physics.physics_label`) unless it says so."""
+        from pals.experiments.lab_physics import physics_label
+
+        return {**self.setup, "physics": self.setup.get("physics", physics_label())}
+
     def markdown(self, wall_s: float | None = None) -> str:
         lines = [f"# {self.title}", ""]
         mode = "quick (reduced grid and duration; numbers are indicative)" if self.quick else "full"
         lines.append(f"Experiment `{self.name}`, mode: {mode}." + (f" Wall time {wall_s:.1f} s." if wall_s else ""))
         lines.append("")
         lines.extend(p.strip() + "\n" for p in self.intro)
-        if self.setup:
-            lines.append("Setup: " + "; ".join(f"{k} = {format_cell(v)}" for k, v in self.setup.items()) + ".")
+        setup = self.full_setup()
+        if setup:
+            lines.append("Setup: " + "; ".join(f"{k} = {format_cell(v)}" for k, v in setup.items()) + ".")
             lines.append("")
         if self.comparisons:
             lines += ["## Paper vs ours", ""]
@@ -184,7 +191,7 @@ class Report:
             "title": self.title,
             "quick": self.quick,
             "wall_s": None if wall_s is None else round(wall_s, 2),
-            "setup": self.setup,
+            "setup": self.full_setup(),
             "metrics": self.metrics,
             "comparisons": [c.__dict__ for c in self.comparisons],
             "checks": [c.__dict__ for c in self.checks],

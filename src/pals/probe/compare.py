@@ -25,6 +25,7 @@ QUANTITIES: tuple[tuple[str, str, float], ...] = (
     ("throughput_tps", "throughput tok/s", 1.0),
     ("gpu_power_w", "GPU power W", 1.0),
     ("prefill_power_w", "prefill power W", 1.0),
+    ("decode_power_w", "decode power W", 1.0),
     ("tpot_p50_s", "TPOT ms", 1e3),
     ("ttft_p50_s", "TTFT ms", 1e3),
 )

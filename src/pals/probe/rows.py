@@ -13,7 +13,8 @@ steps at batch B with the context growing from P), so `pals calibrate` simulates
 - throughput_tps = B x O / (prefill + decode_steps x step);
 - gpu_power_w = (prefill energy + decode_steps x step energy) / (prefill + decode_steps x step): the mean power
   of that static batch, composed from the two windows as the simulator composes it;
-- prefill_power_w = the prefill window's mean power (calibrate fits it); decode_power_w (extra) the decode's.
+- prefill_power_w = the prefill window's mean power; decode_power_w = the decode window's (calibrate fits both,
+  the decode's against the simulator's pure-decode steps at the same batch and cap).
 
 Extra columns (calibrate ignores them) say how each value was taken: repeats, the decode mode (CUDA graph or
 eager), where energy came from (`nvml-energy`, `power-samples`, or `test-double`).
@@ -35,7 +36,7 @@ COLUMNS: tuple[str, ...] = (
     "decode_power_w", "power_read_w", "prefill_repeats", "decode_repeats", "prefill_mode", "decode_mode",
     "energy_source", "device", "note",
 )
-"""Columns of the probe's CSV: `pals calibrate`'s (points.py) first, then the probe's own."""
+"""Columns of the probe's CSV: `pals calibrate`'s (points.py) first, through decode_power_w, then the probe's own."""
 SOURCE = "pals-probe"
 """The `source` of every probe row."""
 

@@ -65,9 +65,13 @@ class MeetCriteria:
     """Largest share violating the latency SLO (`slo_violation_pct`; ignored by summaries without it). Units: %."""
     slack_pct: float = 0.0
     """Added to every limit before comparing (percentage points)."""
+    min_throughput_tps: float | None = None
+    """Least generated throughput (`throughput_tps`): a configuration whose capacity is under the offered
+    load builds a queue the QoS window does not see while it still delivers the target. Units: tokens/s."""
 
     def __post_init__(self) -> None:
-        for name in ("max_qos_violation_pct", "max_budget_overshoot_pct", "max_slo_violation_pct", "slack_pct"):
+        for name in ("max_qos_violation_pct", "max_budget_overshoot_pct", "max_slo_violation_pct", "slack_pct",
+                     "min_throughput_tps"):
             _limit(getattr(self, name), name)
 
     @classmethod
@@ -89,6 +93,9 @@ class MeetCriteria:
             value = summary.get(key)
             if limit is not None and value is not None and float(value) > limit + self.slack_pct + 1e-9:
                 out.append(f"{key} {float(value):.2f} > {limit + self.slack_pct:.2f}")
+        served = summary.get("throughput_tps")
+        if self.min_throughput_tps is not None and served is not None and float(served) < self.min_throughput_tps - 1e-9:
+            out.append(f"throughput_tps {float(served):.1f} < {self.min_throughput_tps:.1f}")
         return out
 
     def meets(self, summary: Mapping[str, Any]) -> bool:
@@ -99,6 +106,8 @@ class MeetCriteria:
                  (("max_qos_violation_pct", self.max_qos_violation_pct),
                   ("max_budget_overshoot_pct", self.max_budget_overshoot_pct),
                   ("max_slo_violation_pct", self.max_slo_violation_pct)) if value is not None]
+        if self.min_throughput_tps is not None:
+            parts.append(f"throughput_tps >= {self.min_throughput_tps:.0f}")
         text = ", ".join(parts) if parts else "no limits"
         return text + (f" (+{self.slack_pct:g} points slack)" if self.slack_pct else "")
 

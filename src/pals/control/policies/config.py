@@ -134,6 +134,12 @@ class ModelGuidedConfig:
     than this share of the window. Units: fraction."""
     demand_shift: float = 0.2
     """A move of the demand estimate by more than this re-runs the selection. Units: fraction."""
+    demand_change_s: float = 6.0
+    """Span of the recent part of the demand window tested for a level change (`estimators.LevelChange`);
+    on a change the estimate restarts from it, and the burst history restarts. Units: s."""
+    demand_change_z: float = 3.0
+    """A level change is a departure of more than this many standard errors of Poisson arrivals;
+    0 turns the test off (the trailing mean alone, as before)."""
 
     # -- bursts -----------------------------------------------------------------------------------
     burst_z: float = 2.0
@@ -172,7 +178,7 @@ class ModelGuidedConfig:
         _at_least(self, "min_window_intervals", 1)
         _at_least(self, "backlog_intervals", 1)
         _at_least(self, "smooth_intervals", self.min_window_intervals, "min_window_intervals")
-        for name in ("demand_window_s", "burst_window_s", "follow_step_w"):
+        for name in ("demand_window_s", "burst_window_s", "follow_step_w", "demand_change_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ModelGuidedConfig.{name} must be > 0, got {getattr(self, name)!r}")
         _at_least(self, "burst_history_s", self.burst_min_windows * self.burst_window_s,

@@ -86,6 +86,55 @@ class IdlePower:
         return self.fraction_of_min_cap * power_cap_min_w
 
 
+@dataclass(frozen=True)
+class LevelChange:
+    """A test of whether a throughput window's last `recent_s` departs from the rest beyond Poisson noise.
+
+    Why: a trailing mean over `demand_window_s` follows a step of the offered load only as the step fills
+    the window (tens of seconds), and until then the selection sizes for a load that is gone. Requests
+    arrive as a Poisson process, so the output tokens delivered over T seconds at a rate r spread by about
+    sqrt(r x L_eff / T) (L_eff = `length_factor` x the mean output length: a request's tokens arrive
+    together, and lengths vary). Two parts of the window whose rates differ by more than `z` of that
+    spread (their two spreads added in quadrature) carry different loads.
+    """
+
+    recent_s: float
+    """Span of the recent part; the older part must span at least as much. Units: s."""
+    z: float
+    """Departure, in standard errors, that counts as a change."""
+    length_factor: float = 2.0
+    """L_eff over the mean output length: 1 + the squared CV of output lengths (2 allows a CV of 1)."""
+
+    def recent_count(self, durations_s: list[float], tokens: list[float],
+                     mean_output_tokens: float | None) -> int | None:
+        """How many of the newest intervals form the part after a change, when there is one; else None.
+
+        Splits are tried at every `recent_s` step back from the newest interval (both parts at least
+        `recent_s` long); the most significant split above `z` wins. A change some seconds back shows best
+        at its own split: against a fixed recent span it would be diluted by the rest."""
+        if mean_output_tokens is None or not mean_output_tokens > 0:
+            return None
+        total_s, total_tokens = sum(durations_s), sum(tokens)
+        best: tuple[float, int] | None = None
+        recent_s = recent_tokens = 0.0
+        goal_s = self.recent_s
+        for count, (d, t) in enumerate(zip(reversed(durations_s), reversed(tokens)), start=1):
+            recent_s += d
+            recent_tokens += t
+            if recent_s < goal_s - _EPS_S:
+                continue
+            goal_s += self.recent_s
+            older_s = total_s - recent_s
+            if older_s < self.recent_s - _EPS_S:
+                break
+            spread_tps = math.sqrt(max(total_tokens / total_s, 0.0) * self.length_factor * mean_output_tokens
+                                   * (1.0 / recent_s + 1.0 / older_s))
+            departure = abs(recent_tokens / recent_s - (total_tokens - recent_tokens) / older_s) / max(spread_tps, 1e-9)
+            if departure > self.z and (best is None or departure > best[0]):
+                best = (departure, count)
+        return None if best is None else best[1]
+
+
 class DemandEstimate:
     """The offered load: mean delivered throughput over the trailing `window_s`.
 
@@ -94,11 +143,17 @@ class DemandEstimate:
     the window covers `min_fill` of its span (the previous estimate stands).
     """
 
-    def __init__(self, window_s: float, min_fill: float, backlogged_max: float, shift: float) -> None:
+    def __init__(self, window_s: float, min_fill: float, backlogged_max: float, shift: float,
+                 change: LevelChange | None = None) -> None:
         self.min_fill = min_fill
         self.backlogged_max = backlogged_max
         self.shift = shift
+        self.change = change
         self._window: TrailingWindow[tuple[float, bool]] = TrailingWindow(window_s)
+        self.changed_ = False
+        """True from a detected level change (`LevelChange`) until the next selection."""
+        self.just_changed_ = False
+        """True after the update that detected a level change, until the next update."""
         self.tps_: float | None = None
         self.seen_ = False
         """True once an estimate was made (even 'saturated')."""
@@ -112,8 +167,13 @@ class DemandEstimate:
         self.at_select_: float | None = None
         """The estimate the last selection used."""
 
-    def update(self, tokens: float, interval_s: float, backlogged: bool) -> None:
+    def update(self, tokens: float, interval_s: float, backlogged: bool,
+               mean_output_tokens: float | None = None) -> None:
         self._window.add(interval_s, (tokens, backlogged))
+        self.just_changed_ = False
+        if self.change is not None and self._restart_on_change(mean_output_tokens):
+            self.just_changed_ = True
+            return
         span_s = self._window.span_s
         backlogged_s = sum(d for d, (_, b) in zip(self._window.durations(), self._window.items()) if b)
         if not self._window.full(self.min_fill):
@@ -127,6 +187,24 @@ class DemandEstimate:
             self.tps_ = None  # demand >= capacity: saturated objective
         else:
             self.tps_ = self._window.rate(t for t, _ in self._window.items())
+
+    def _restart_on_change(self, mean_output_tokens: float | None) -> bool:
+        """When the window's recent part departs from its older part beyond noise, forget the older part
+        and estimate from the recent one alone (True: the estimate was set here)."""
+        durations, items = list(self._window.durations()), list(self._window.items())
+        keep = self.change.recent_count(durations, [t for t, _ in items], mean_output_tokens)
+        if keep is None:
+            return False
+        recent = list(zip(durations, items))[-keep:]
+        self._window.clear()
+        for d, item in recent:
+            self._window.add(d, item)
+        backlogged_s = sum(d for d, (_, b) in recent if b)
+        span_s = self._window.span_s
+        self.tps_ = None if backlogged_s > self.backlogged_max * span_s else self._window.rate(t for t, _ in self._window.items())
+        self.seen_ = self.changed_ = True
+        self._full_once = False  # re-select once more when the window is full again
+        return True
 
     def moved(self) -> bool:
         """The estimate moved by more than `shift` (or appeared, or vanished) since the last selection."""
@@ -148,6 +226,7 @@ class DemandEstimate:
         self.at_select_ = self.tps_
         self.first_ = False
         self.matured_ = False
+        self.changed_ = False
 
 
 class BurstEstimate:
@@ -191,6 +270,11 @@ class BurstEstimate:
         # weight of `prior_s` seconds of data, so the headroom (and the choice) does not wander
         # with the estimate's own noise.
         self.cv_ = (span_s * measured + self.prior_s * self.prior_cv) / (span_s + self.prior_s)
+
+    def restart(self) -> None:
+        """Forget the history: the load changed level, and the spread across the change is no burst."""
+        self._history.clear()
+        self.cv_ = None
 
     def margin(self) -> float:
         """The headroom, as a fraction of the demand (`prior_cv` until a CV is measured)."""

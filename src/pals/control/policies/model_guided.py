@@ -44,7 +44,7 @@ from pals.control.pid import PID
 from pals.control.policies.budget_guard import BudgetGuard, clamp_cap
 from pals.control.policies.config import ModelGuidedConfig
 from pals.control.policies.estimators import (
-    Backlog, BurstEstimate, DemandEstimate, DwellThroughput, IdlePower, PowerBias, WarmUp,
+    Backlog, BurstEstimate, DemandEstimate, DwellThroughput, IdlePower, LevelChange, PowerBias, WarmUp,
 )
 from pals.control.policies.interface import PerfModel
 from pals.control.policies.latency_residual import LatencyResidual
@@ -133,7 +133,9 @@ class ModelGuidedPolicy:
         self.warmup = WarmUp(c.warmup_s)
         self.backlog = Backlog(c.backlog_intervals, c.full_batch_fraction)
         self.idle_power = IdlePower(c.idle_power_smoothing, c.idle_fraction_of_min_cap)
-        self.demand = DemandEstimate(c.demand_window_s, c.demand_min_fill, c.demand_backlogged_max, c.demand_shift)
+        change = LevelChange(c.demand_change_s, c.demand_change_z) if c.demand_change_z > 0 else None
+        self.demand = DemandEstimate(c.demand_window_s, c.demand_min_fill, c.demand_backlogged_max, c.demand_shift,
+                                     change)
         self.bursts = BurstEstimate(c.burst_z, c.burst_window_s, c.burst_history_s, c.burst_min_windows,
                                     c.burst_prior_s, c.burst_cv_prior, c.burst_shift)
         self.residuals_ = ResidualCorrection(self.residual_config)
@@ -206,8 +208,10 @@ class ModelGuidedPolicy:
         self.idle_power.update(obs, ctx.constraints.num_gpus)
         if not self.warmup.warm(obs):
             return
+        self.demand.update(obs.generated_tokens, obs.interval_s, self.is_capacity_limited(ctx), obs.mean_output_tokens)
+        if self.demand.just_changed_:
+            self.bursts.restart()
         self.bursts.update(obs)
-        self.demand.update(obs.generated_tokens, obs.interval_s, self.is_capacity_limited(ctx))
 
     def _dwell_tps(self, ctx: DecisionContext) -> float | None:
         """Throughput since the configuration in force was applied; the interval right after a
@@ -358,6 +362,8 @@ class ModelGuidedPolicy:
             return "configuration in force exceeds the budget cap"
         if self.above_band_ >= c.hysteresis_intervals:
             return f"throughput error {error * 100:+.1f}% for {self.above_band_} intervals"
+        if self.demand.changed_:
+            return "offered load changed level: " + self.demand.describe_move()
         if self.demand.moved() or self.demand.first_:
             prefix = "offered load changed: " if self.demand.moved() else "first offered-load estimate: "
             return prefix + self.demand.describe_move()
