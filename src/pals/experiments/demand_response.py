@@ -14,6 +14,10 @@ Below the cap floor: fixed node budgets (`BELOW_FLOOR_FRACTIONS`) under what one
 every GPU at its lowest settable cap and batch 64, so the cap cannot get there and the batch cap is
 the only lever left; each policy runs one node at each such budget, reported separately.
 
+Each part also has a hindsight yardstick: every fixed (cap, batch) of a grid through the same loop
+and budget guard under the same schedule or budget and streams, the best tokens per node joule at no
+more budget overshoot than PALS (`pals.experiments.demand_hindsight`).
+
 Every seed (`SEEDS` of them, from the given one) is a new offline profile, request streams and
 telemetry noise. Figures are means over seeds with 95 % Student-t intervals; PALS / cap-only ratios
 are paired by seed (`pals.experiments.stats`); verdicts against the paper come from one rule
@@ -31,11 +35,18 @@ from typing import Any
 import numpy as np
 
 from pals.control.budget import BudgetSchedule, BudgetStep
-from pals.experiments.cluster_sim import ClusterNode, run_cluster
+from pals.control.policies import PolicyOptions
+from pals.control.types import Configuration
+from pals.experiments.cluster_sim import ClusterNode, ClusterRun, run_cluster
 from pals.experiments.common import ALL_MODELS, PAPER_BATCHES, PAPER_CAPS_W, Lab, plt, save_figure
+from pals.experiments.demand_hindsight import (
+    QUICK_BELOW_FLOOR_CAPS_W, QUICK_SCHEDULE_BATCHES, QUICK_SCHEDULE_CAPS_W, PartSeeds, below_floor_grid,
+    report_yardstick, schedule_grid,
+)
 from pals.experiments.report import Report
 from pals.experiments.stats import Estimate, mean_ci, not_below, paired_ratio_ci
 from pals.experiments.verdict import ratio_verdict
+from pals.runtime.hindsight import HindsightResult, MeetCriteria, hindsight_over
 
 MODEL = "DeepSeek-MoE-16B"
 NUM_NODES = 3
@@ -83,6 +94,8 @@ class BelowFloor:
     """Median batch cap over the run."""
     power_cap_w: float
     """Median power cap over the run. Units: W."""
+    budget_overshoot_pct: float = 0.0
+    """Share of budget intervals over the budget (the run summary's; the hindsight criterion). Units: %."""
 
     @property
     def over_budget_pct(self) -> float:
@@ -112,6 +125,14 @@ class ResponseSeed:
     """Label -> mean settled cluster throughput at levels up to `LOW_LEVEL_MAX`. Units: tokens/s."""
     below_floor: dict[float, dict[str, BelowFloor]] = field(default_factory=dict)
     """Budget fraction -> label -> the run."""
+    seed: int = 0
+    """The seed these runs used."""
+    pals_budget_overshoot_pct: float = 0.0
+    """PALS's share of budget intervals over the budget, mean over the nodes (the hindsight criterion). Units: %."""
+    hindsight: HindsightResult | None = None
+    """Every fixed configuration on the schedule, judged at PALS's overshoot (None: not measured)."""
+    below_hindsight: dict[float, HindsightResult] = field(default_factory=dict)
+    """Budget fraction -> every fixed configuration at that budget, judged at PALS's overshoot there."""
 
 
 @dataclass
@@ -169,12 +190,18 @@ def measure(out_dir: Path, quick: bool = False, seed: int = 0) -> tuple[list[Res
     measured, first = [], None
     for s in seeds:
         lab = base if s == seed else Lab(seed=s, quick=quick, work_dir=out_dir / "profiles" / f"seed{s}")
-        results = _run_policies(lab, tp, schedule, floors.top_tps, duration_s)
+        results = {label: _run_nodes(lab, tp, policy, schedule, floors.top_tps, duration_s)
+                   for label, policy in POLICIES.items()}
         first = first or results
         one = _response_seed(results, schedule, floors)
+        one.seed = s
+        one.pals_budget_overshoot_pct = cluster_summary(results["pals"], schedule, floors)["budget_overshoot_pct"]
+        one.hindsight = _schedule_hindsight(lab, tp, schedule, floors, duration_s, quick, one.pals_budget_overshoot_pct)
         for frac, budget_w in budgets.items():
             one.below_floor[frac] = {label: _below_floor(lab, tp, policy, budget_w, floors.top_tps, below_s)
                                      for label, policy in POLICIES.items()}
+            one.below_hindsight[frac] = _below_hindsight(lab, tp, budget_w, floors.top_tps, below_s, quick,
+                                                         one.below_floor[frac]["pals"].budget_overshoot_pct)
         measured.append(one)
     setup = {
         "nodes": f"{NUM_NODES} x (4x A100-SXM4-80GB), {MODEL} TP {tp}, saturating load",
@@ -184,8 +211,23 @@ def measure(out_dir: Path, quick: bool = False, seed: int = 0) -> tuple[list[Res
         "below the cap floor": f"one node, {below_s:.0f} s at each of "
                                + ", ".join(f"{b:,.0f} W" for b in budgets.values()),
         "seeds": f"{len(seeds)} ({seeds[0]}-{seeds[-1]}): profile, request streams and telemetry noise",
+        "hindsight grid": _grid_words(quick),
     }
     return measured, floors, setup, (first, schedule)
+
+
+def _grid_words(quick: bool) -> str:
+    """The setup line of the hindsight grids (quick mode's reduced ones named)."""
+    def listed(values) -> str:
+        return ", ".join(f"{v:g}" for v in values)
+
+    if not quick:
+        return (f"the paper's {len(schedule_grid(False))} fixed configurations on the schedule and at each budget "
+                "below the floor")
+    return (f"quick mode, reduced: schedule {len(schedule_grid(True))} fixed configurations (caps "
+            f"{listed(QUICK_SCHEDULE_CAPS_W)} W x batches {listed(QUICK_SCHEDULE_BATCHES)}); below the floor "
+            f"{len(below_floor_grid(True))} (cap {listed(QUICK_BELOW_FLOOR_CAPS_W)} W x every paper batch); "
+            "the paper's full grid for both in full mode")
 
 
 def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
@@ -203,18 +245,44 @@ def _node_schedule(node_floor_w: float, node_top_w: float, duration_s: float, st
     return BudgetSchedule(tuple(BudgetStep(float(t), float(b)) for t, b in zip(times, node_budget)), "node")
 
 
-def _run_policies(lab: Lab, tp: int, schedule: BudgetSchedule, target_tps: float, duration_s: float) -> dict:
-    """Cap-only (batch 64) and PALS, each on `NUM_NODES` nodes that follow `schedule`: label -> cluster result."""
-    results = {}
-    for label, policy in POLICIES.items():
-        nodes = []
-        for i in range(NUM_NODES):
-            node = lab.node(MODEL, tp, lab.workload(None, lab.seed + 7 + i), seed_offset=i)
-            loop = lab.loop(node, lab.make_policy(policy, MODEL, tp, None), target_tps=target_tps,
-                            schedule=schedule)
-            nodes.append(ClusterNode(f"node{i}", node, loop))
-        results[label] = run_cluster(nodes, duration_s)
-    return results
+def _run_nodes(lab: Lab, tp: int, policy: str, schedule: BudgetSchedule, target_tps: float, duration_s: float,
+               options: PolicyOptions = PolicyOptions()) -> ClusterRun:
+    """`policy` on `NUM_NODES` nodes that follow `schedule` (each node its own stream and telemetry seed)."""
+    nodes = []
+    for i in range(NUM_NODES):
+        node = lab.node(MODEL, tp, lab.workload(None, lab.seed + 7 + i), seed_offset=i)
+        loop = lab.loop(node, lab.make_policy(policy, MODEL, tp, None, options=options), target_tps=target_tps,
+                        schedule=schedule)
+        nodes.append(ClusterNode(f"node{i}", node, loop))
+    return run_cluster(nodes, duration_s)
+
+
+def cluster_summary(res: ClusterRun, schedule: BudgetSchedule, floors: Floors) -> dict[str, float]:
+    """A cluster run with the run-summary keys the hindsight sweep reads (`pals.runtime.hindsight`).
+
+    Tokens per node joule from the exact counters and throughput as `ResponseSeed` has them; GPU
+    tokens/J, strict QoS violations and budget overshoot from the nodes' loop summaries (energy-
+    weighted, and the mean over the nodes).
+    """
+    nodes = list(res.summaries.values())
+    tokens = sum(n["tokens_per_joule"] * n["energy_j"] for n in nodes)
+    gpu_j = sum(n["gpu_energy_j"] for n in nodes)
+    return {"tokens_per_joule": res.aggregate_tokens_per_joule,
+            "tokens_per_joule_gpu": tokens / gpu_j if gpu_j > 0 else 0.0,
+            "throughput_tps": float(_cluster_series(res, schedule, floors)["throughput_tps"].mean()),
+            "qos_violation_pct": float(np.mean([n["qos_violation_pct"] for n in nodes])),
+            "budget_overshoot_pct": float(np.mean([n["budget_overshoot_pct"] for n in nodes]))}
+
+
+def _schedule_hindsight(lab: Lab, tp: int, schedule: BudgetSchedule, floors: Floors, duration_s: float, quick: bool,
+                        pals_overshoot_pct: float) -> HindsightResult:
+    """Every fixed configuration of `schedule_grid` on the three nodes, the same schedule, target and streams."""
+    def run_static(config: Configuration) -> dict[str, float]:
+        res = _run_nodes(lab, tp, "static", schedule, floors.top_tps, duration_s, PolicyOptions(fixed=config))
+        return cluster_summary(res, schedule, floors)
+
+    return hindsight_over(schedule_grid(quick), run_static, MeetCriteria(max_budget_overshoot_pct=pals_overshoot_pct),
+                          "node", label=f"hindsight schedule seed {lab.seed}")
 
 
 def _below_floor(lab: Lab, tp: int, policy: str, budget_w: float, target_tps: float, duration_s: float) -> BelowFloor:
@@ -223,7 +291,19 @@ def _below_floor(lab: Lab, tp: int, policy: str, budget_w: float, target_tps: fl
     return BelowFloor(budget_w=budget_w, throughput_tps=res.summary["throughput_tps"],
                       mean_power_w=res.summary["mean_power_w"], tokens_per_joule=res.summary["tokens_per_joule"],
                       batch_cap=float(np.median([s["batch_cap"] for s in samples])),
-                      power_cap_w=float(np.median([s["power_cap_w"] for s in samples])))
+                      power_cap_w=float(np.median([s["power_cap_w"] for s in samples])),
+                      budget_overshoot_pct=float(res.summary["budget_overshoot_pct"]))
+
+
+def _below_hindsight(lab: Lab, tp: int, budget_w: float, target_tps: float, duration_s: float, quick: bool,
+                     pals_overshoot_pct: float) -> HindsightResult:
+    """Every fixed configuration of `below_floor_grid` on one node at `budget_w`, as `_below_floor` runs PALS."""
+    def run_static(config: Configuration) -> dict:
+        return lab.run(MODEL, tp, "static", None, duration_s, target_tps=target_tps, budget_w=budget_w,
+                       options=PolicyOptions(fixed=config)).summary
+
+    return hindsight_over(below_floor_grid(quick), run_static, MeetCriteria(max_budget_overshoot_pct=pals_overshoot_pct),
+                          "node", label=f"hindsight {budget_w:.0f} W seed {lab.seed}")
 
 
 def _settled(t_rel: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -343,6 +423,8 @@ def build_report(measured: list[ResponseSeed], floors: Floors, out_dir: Path, qu
     _tables(report, measured, est, power)
     _compare(report, est, power)
     _check(report, est, power)
+    parts = yardstick_parts(measured)
+    yardstick = report_yardstick(report, parts, [s.seed for s in measured]) if parts else {}
     _why_section(report, measured, floors, est, power)
     report.metrics = {
         "ratios": {k: None if v is None else v._asdict() for k, v in est.items()},
@@ -350,8 +432,25 @@ def build_report(measured: list[ResponseSeed], floors: Floors, out_dir: Path, qu
         "throughput_tps": {p: mean_ci([s.throughput_tps[p] for s in measured])._asdict() for p in POLICIES},
         "floors": vars(floors),
         "seeds": len(measured),
+        "hindsight": yardstick,
     }
     return report
+
+
+def yardstick_parts(measured: list[ResponseSeed]) -> list[PartSeeds]:
+    """PALS and the hindsight sweeps of each part every seed measured (the schedule, each budget below the floor)."""
+    parts = []
+    if measured and all(s.hindsight is not None for s in measured):
+        parts.append(PartSeeds("power-target schedule", [s.throughput_tps["pals"] for s in measured],
+                               [s.tokens_per_joule["pals"] for s in measured],
+                               [s.pals_budget_overshoot_pct for s in measured], [s.hindsight for s in measured]))
+    for frac in BELOW_FLOOR_FRACTIONS:
+        if measured and all(frac in s.below_hindsight for s in measured):
+            pals = [s.below_floor[frac]["pals"] for s in measured]
+            parts.append(PartSeeds(f"below the floor at {frac:.0%}", [p.throughput_tps for p in pals],
+                                   [p.tokens_per_joule for p in pals], [p.budget_overshoot_pct for p in pals],
+                                   [s.below_hindsight[frac] for s in measured]))
+    return parts
 
 
 def _tables(report: Report, measured: list[ResponseSeed], est: dict[str, Estimate | None],
