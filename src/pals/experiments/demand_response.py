@@ -196,12 +196,15 @@ def measure(out_dir: Path, quick: bool = False, seed: int = 0) -> tuple[list[Res
         one = _response_seed(results, schedule, floors)
         one.seed = s
         one.pals_budget_overshoot_pct = cluster_summary(results["pals"], schedule, floors)["budget_overshoot_pct"]
-        one.hindsight = _schedule_hindsight(lab, tp, schedule, floors, duration_s, quick, one.pals_budget_overshoot_pct)
+        one.hindsight = _schedule_hindsight(lab, tp, schedule, floors, duration_s, quick, MeetCriteria(
+            max_budget_overshoot_pct=one.pals_budget_overshoot_pct).serving(
+            cluster_summary(results["pals"], schedule, floors)["throughput_tps"]))
         for frac, budget_w in budgets.items():
             one.below_floor[frac] = {label: _below_floor(lab, tp, policy, budget_w, floors.top_tps, below_s)
                                      for label, policy in POLICIES.items()}
-            one.below_hindsight[frac] = _below_hindsight(lab, tp, budget_w, floors.top_tps, below_s, quick,
-                                                         one.below_floor[frac]["pals"].budget_overshoot_pct)
+            pals_below = one.below_floor[frac]["pals"]
+            one.below_hindsight[frac] = _below_hindsight(lab, tp, budget_w, floors.top_tps, below_s, quick, MeetCriteria(
+                max_budget_overshoot_pct=pals_below.budget_overshoot_pct).serving(pals_below.throughput_tps))
         measured.append(one)
     setup = {
         "nodes": f"{NUM_NODES} x (4x A100-SXM4-80GB), {MODEL} TP {tp}, saturating load",
@@ -275,14 +278,13 @@ def cluster_summary(res: ClusterRun, schedule: BudgetSchedule, floors: Floors) -
 
 
 def _schedule_hindsight(lab: Lab, tp: int, schedule: BudgetSchedule, floors: Floors, duration_s: float, quick: bool,
-                        pals_overshoot_pct: float) -> HindsightResult:
+                        criteria: MeetCriteria) -> HindsightResult:
     """Every fixed configuration of `schedule_grid` on the three nodes, the same schedule, target and streams."""
     def run_static(config: Configuration) -> dict[str, float]:
         res = _run_nodes(lab, tp, "static", schedule, floors.top_tps, duration_s, PolicyOptions(fixed=config))
         return cluster_summary(res, schedule, floors)
 
-    return hindsight_over(schedule_grid(quick), run_static, MeetCriteria(max_budget_overshoot_pct=pals_overshoot_pct),
-                          "node", label=f"hindsight schedule seed {lab.seed}")
+    return hindsight_over(schedule_grid(quick), run_static, criteria, "node", label=f"hindsight schedule seed {lab.seed}")
 
 
 def _below_floor(lab: Lab, tp: int, policy: str, budget_w: float, target_tps: float, duration_s: float) -> BelowFloor:
@@ -296,14 +298,14 @@ def _below_floor(lab: Lab, tp: int, policy: str, budget_w: float, target_tps: fl
 
 
 def _below_hindsight(lab: Lab, tp: int, budget_w: float, target_tps: float, duration_s: float, quick: bool,
-                     pals_overshoot_pct: float) -> HindsightResult:
+                     criteria: MeetCriteria) -> HindsightResult:
     """Every fixed configuration of `below_floor_grid` on one node at `budget_w`, as `_below_floor` runs PALS."""
     def run_static(config: Configuration) -> dict:
         return lab.run(MODEL, tp, "static", None, duration_s, target_tps=target_tps, budget_w=budget_w,
                        options=PolicyOptions(fixed=config)).summary
 
-    return hindsight_over(below_floor_grid(quick), run_static, MeetCriteria(max_budget_overshoot_pct=pals_overshoot_pct),
-                          "node", label=f"hindsight {budget_w:.0f} W seed {lab.seed}")
+    return hindsight_over(below_floor_grid(quick), run_static, criteria, "node",
+                          label=f"hindsight {budget_w:.0f} W seed {lab.seed}")
 
 
 def _settled(t_rel: np.ndarray, target: np.ndarray) -> np.ndarray:
