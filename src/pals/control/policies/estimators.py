@@ -140,7 +140,9 @@ class DemandEstimate:
 
     Unknown (`tps_` None: treated as at least every capacity, the saturated objective) when the
     node was backlogged over more than `backlogged_max` of the window, and not estimated before
-    the window covers `min_fill` of its span (the previous estimate stands).
+    the window covers `min_fill` of its span (the previous estimate stands). With a `change` test, a level
+    change of the load (`LevelChange`) drops the part of the window before it: the estimate restarts from
+    the part after it at once, and the window fills again from there.
     """
 
     def __init__(self, window_s: float, min_fill: float, backlogged_max: float, shift: float,
@@ -201,7 +203,8 @@ class DemandEstimate:
             self._window.add(d, item)
         backlogged_s = sum(d for d, (_, b) in recent if b)
         span_s = self._window.span_s
-        self.tps_ = None if backlogged_s > self.backlogged_max * span_s else self._window.rate(t for t, _ in self._window.items())
+        saturated = backlogged_s > self.backlogged_max * span_s
+        self.tps_ = None if saturated else self._window.rate(t for t, _ in self._window.items())
         self.seen_ = self.changed_ = True
         self._full_once = False  # re-select once more when the window is full again
         return True
