@@ -77,7 +77,10 @@ def run_cluster(
 
     start_s = 0.0 if policy_warmup else WARMUP_S
 
+    scoring: list[bool] = []
+
     def start_scoring() -> None:
+        scoring.append(True)
         for cn in nodes:
             cn.node.clock.wait_until(WARMUP_S)
             cn.energy0_j = cn.node.node_energy_j_total()
@@ -111,7 +114,7 @@ def run_cluster(
                 next_round_s += coordinator_interval_s
             for cn in nodes:
                 cn.loop.step()
-            if policy_warmup and abs(t_s - WARMUP_S) < 1e-9:
+            if policy_warmup and not scoring and t_s >= WARMUP_S - 1e-9:
                 start_scoring()
             if t_s >= end_s - 1e-9:
                 break
