@@ -128,6 +128,14 @@ def run_cluster(
             client.close()
         for endpoint in endpoints:
             endpoint.stop()
+    rounds = [] if coordinator is None else [
+        {**r.as_dict(), "time_s": t} for r, t in zip(coordinator.rounds, round_times) if t >= 0.0
+    ]
+    return _collect(nodes, rounds, policy_warmup)
+
+
+def _collect(nodes: list[ClusterNode], rounds: list[dict[str, Any]], policy_warmup: bool) -> ClusterRun:
+    """The run's figures from the nodes' loops and exact counters (the scored part only); closes the loops."""
     # With the policy warm-up the loops started with the nodes' clocks: a record's t_s is node time.
     first = 0 if policy_warmup else 1  # without the warm-up, the first record is the loop's first sample only
     records = {cn.name: [r for r in cn.loop.log.recent() if not policy_warmup or r["t_s"] > WARMUP_S + 1e-9]
@@ -150,7 +158,5 @@ def run_cluster(
         times_s=times[first:],
         truth_tokens={cn.name: cn.node.generated_tokens_total() - cn.tokens0 for cn in nodes},
         truth_energy_j={cn.name: cn.node.node_energy_j_total() - cn.energy0_j for cn in nodes},
-        rounds=[] if coordinator is None else [
-            {**r.as_dict(), "time_s": t} for r, t in zip(coordinator.rounds, round_times) if t >= 0.0
-        ],
+        rounds=rounds,
     )
