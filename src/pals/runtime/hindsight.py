@@ -5,7 +5,8 @@ as the policy under test, on the same request stream and seed. The hindsight opt
 objective (`tokens_per_joule`, node, by default; `tokens_per_joule_gpu` for "gpu") among the
 configurations that MEET explicit criteria (`MeetCriteria`), stated as thresholds on the run
 summaries' own keys: QoS violations (`qos_violation_pct`), budget overshoot
-(`budget_overshoot_pct`), and SLO violations (`slo_violation_pct`, where summaries carry it).
+(`budget_overshoot_pct`), SLO violations (`slo_violation_pct`, where summaries carry it), and, where a
+yardstick must serve the same load as the policy under test, throughput (`MeetCriteria.serving`).
 Experiments usually hold the grid to the policy under test's own figures
 (`MeetCriteria.no_worse_than`), so that "PALS reaches x of the hindsight optimum" is a comparison
 at equal or fewer violations.
