@@ -220,6 +220,8 @@ def test_dwell_throughput_needs_a_minimum_and_keeps_a_maximum_of_intervals():
     ("tie_tolerance", 2.0, "tie_tolerance is a fraction"),
     ("smooth_intervals", 4, "smooth_intervals must be at least min_window_intervals"),
     ("demand_window_s", 0.0, "demand_window_s must be > 0"),
+    ("demand_change_s", 0.0, "demand_change_s must be > 0"),
+    ("demand_change_z", -1.0, "demand_change_z must be >= 0"),
     ("ratio_max", 0.9, "must bracket 1"),
     ("warmup_s", float("nan"), "warmup_s must be a finite number"),
     ("backlog_intervals", 2.5, "whole number"),

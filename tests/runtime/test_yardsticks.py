@@ -62,6 +62,8 @@ def test_criteria_no_worse_than_the_policy_under_test():
     assert "qos_violation_pct <= 2.5" in criteria.describe()
     with pytest.raises(ConfigError, match=">= 0"):
         MeetCriteria(max_qos_violation_pct=-1.0)
+    with pytest.raises(ConfigError, match="min_throughput_tps must be a finite number >= 0"):
+        MeetCriteria(min_throughput_tps=float("nan"))
     with pytest.raises(ConfigError, match="objective"):
         hindsight_over([Configuration(150.0, 64)], lambda c: fake_summary(1.0, 0.0), objective="wall")
 

@@ -195,10 +195,10 @@ def measure(out_dir: Path, quick: bool = False, seed: int = 0) -> tuple[list[Res
         first = first or results
         one = _response_seed(results, schedule, floors)
         one.seed = s
-        one.pals_budget_overshoot_pct = cluster_summary(results["pals"], schedule, floors)["budget_overshoot_pct"]
+        pals = cluster_summary(results["pals"], schedule, floors)
+        one.pals_budget_overshoot_pct = pals["budget_overshoot_pct"]
         one.hindsight = _schedule_hindsight(lab, tp, schedule, floors, duration_s, quick, MeetCriteria(
-            max_budget_overshoot_pct=one.pals_budget_overshoot_pct).serving(
-            cluster_summary(results["pals"], schedule, floors)["throughput_tps"]))
+            max_budget_overshoot_pct=one.pals_budget_overshoot_pct).serving(pals["throughput_tps"]))
         for frac, budget_w in budgets.items():
             one.below_floor[frac] = {label: _below_floor(lab, tp, policy, budget_w, floors.top_tps, below_s)
                                      for label, policy in POLICIES.items()}
