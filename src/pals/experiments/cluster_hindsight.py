@@ -41,6 +41,7 @@ from pals.control.types import Configuration
 from pals.core.paper import PAPER_BATCH_CAPS, PAPER_POWER_CAPS_W
 from pals.errors import ConfigError
 from pals.experiments.cluster_sim import ClusterNode, run_cluster
+from pals.experiments.judged import config_text
 from pals.experiments.report import Report, Section, Table
 from pals.experiments.stats import Estimate, mean_ci, ratio_ci
 from pals.runtime.hindsight import MeetCriteria, grid_configurations, hindsight_over
@@ -292,10 +293,6 @@ def _text(est: Estimate | None, fmt: str = "{:.3f}", suffix: str = "x") -> str:
     return "undefined (no seed has a hindsight optimum)" if est is None else est.describe(fmt, suffix)
 
 
-def _config_text(config: Configuration) -> str:
-    return f"{config.power_cap_w:g} W / {config.batch_cap}"
-
-
 def hindsight_section(report: Report, labels: Mapping[str, str], budgets: Mapping[str, float],
                       coordinator: Mapping[str, Sequence[Any]], hindsight: ClusterHindsight,
                       models: Sequence[str]) -> dict[str, Any]:
@@ -340,7 +337,7 @@ def hindsight_section(report: Report, labels: Mapping[str, str], budgets: Mappin
                   "seeds_with_optimum": sum(c is not None for c in combos[key]),
                   "why_none": hindsight.why_none.get(key, []),
                   "combinations": [None if c is None else
-                                   {"configs": {m: _config_text(x) for m, x in c.configs.items()},
+                                   {"configs": {m: config_text(x) for m, x in c.configs.items()},
                                     "tokens_per_joule": c.tokens_per_joule, "cluster_power_w": c.cluster_power_w,
                                     "node_power_w": c.node_power_w, "throughput_tps": c.throughput_tps,
                                     "qos_violation_pct": c.qos_violation_pct, "meeting": c.meeting}
@@ -354,7 +351,7 @@ def _row(label: str, seed: int, pals: Any, best: Combination | None, models: Seq
     if best is None:
         return ([label, seed] + ["none meets"] * len(models) + ["-"] * 3
                 + [f"- / {pals.qos_violation_pct[m]:.1f}" for m in models] + [0, ours, "-"])
-    return ([label, seed] + [_config_text(best.configs[m]) for m in models]
+    return ([label, seed] + [config_text(best.configs[m]) for m in models]
             + [f"{best.tokens_per_joule:.4f}", f"{best.cluster_power_w:,.0f}", f"{best.throughput_tps:,.0f}"]
             + [f"{best.qos_violation_pct[m]:.1f} / {pals.qos_violation_pct[m]:.1f}" for m in models]
             + [best.meeting, ours, f"{pals.tokens_per_joule / best.tokens_per_joule:.3f}"])
@@ -401,7 +398,7 @@ def _prose(label: str, budget_w: float, coordinator: Sequence[Any], hindsight: C
                if c is None]
     text = ""
     if est is not None and found:
-        configs = {m: sorted({_config_text(c.configs[m]) for _, c in found}) for m in models}
+        configs = {m: sorted({config_text(c.configs[m]) for _, c in found}) for m in models}
         power = mean_ci([c.cluster_power_w for _, c in found])
         bar = "at or above" if est.mean >= HINDSIGHT_SHARE_MIN else "below"
         text += (f"Under the {label} budget the hindsight optimum holds "

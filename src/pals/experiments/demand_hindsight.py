@@ -34,7 +34,7 @@ import numpy as np
 
 from pals.control.types import Configuration
 from pals.experiments.common import PAPER_BATCHES, PAPER_CAPS_W
-from pals.experiments.judged import config_text
+from pals.experiments.judged import config_text, text
 from pals.experiments.report import Report, Table
 from pals.experiments.stats import Estimate, paired_ratio_ci
 from pals.runtime.hindsight import HindsightResult, HindsightRow, grid_configurations
@@ -145,7 +145,7 @@ def beyond_every(part: PartSeeds) -> bool:
 
 
 def _text(est: Estimate | None) -> str:
-    return "undefined (no seed)" if est is None else est.describe("{:.3f}", "x")
+    return text(est, suffix="x")
 
 
 def _configs(names: Sequence[str]) -> str:
