@@ -44,13 +44,12 @@ from pals.experiments.cluster_sim import ClusterNode, run_cluster
 from pals.experiments.judged import config_text
 from pals.experiments.report import Report, Section, Table
 from pals.experiments.stats import Estimate, mean_ci, ratio_ci
+from pals.experiments.verdict import HINDSIGHT_SHARE_MIN
 from pals.runtime.hindsight import MeetCriteria, grid_configurations, hindsight_over
 
 if TYPE_CHECKING:
     from pals.experiments.common import Lab
 
-HINDSIGHT_SHARE_MIN = 0.97
-"""PALS + coordinator must reach at least this share of the hindsight optimum's tokens/J (issue 12's bar)."""
 MAX_COMBINATIONS = 5_000_000
 """Largest number of combinations the exhaustive search evaluates at once (a larger grid is refused)."""
 QUICK_BATCHES = (8, 32, 64)

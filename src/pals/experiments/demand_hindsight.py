@@ -37,10 +37,9 @@ from pals.experiments.common import PAPER_BATCHES, PAPER_CAPS_W
 from pals.experiments.judged import config_text, text
 from pals.experiments.report import Report, Table
 from pals.experiments.stats import Estimate, paired_ratio_ci
+from pals.experiments.verdict import HINDSIGHT_SHARE_MIN
 from pals.runtime.hindsight import HindsightResult, HindsightRow, grid_configurations
 
-HINDSIGHT_SHARE_MIN = 0.97
-"""PALS must reach at least this share of the hindsight optimum's tokens/J, mean over seeds (issue 12's bar)."""
 QUICK_SCHEDULE_CAPS_W = PAPER_CAPS_W
 """The schedule's grid in quick mode: every paper cap (the cap is the lever that decides the optimum on the
 schedule, so quick mode thins only the batch axis). Units: W."""

@@ -45,7 +45,7 @@ from pals.experiments.judged import (
 from pals.experiments.report import Report, Section, Table
 from pals.experiments.stats import Estimate
 from pals.experiments.varying_load import TARGET_SHARE, RatePhase, StepPoissonWorkload, run_following
-from pals.experiments.verdict import ratio_verdict
+from pals.experiments.verdict import HINDSIGHT_SHARE_MIN, ratio_verdict
 from pals.model.latency import LatencyPredictor
 from pals.runtime.hindsight import MeetCriteria
 
@@ -274,9 +274,12 @@ def _checks(report: Report, model: str, runs, slo_ms: float, states: dict[str, s
                  f"baseline {states['baseline']}, PALS {states['pals']}; {latency('baseline')}; {latency('pals')}")
     share = ratios["pals/hindsight"]
     best = ", ".join(sorted({r["hindsight"].config for r in runs if "hindsight" in r})) or "none"
-    report.check(f"{model}, stationary saturating load: PALS's tokens/J above the best static configuration that "
-                 "also meets the SLO",
-                 share is not None and share.low > 1.0,
+    # A stationary load's optimum is one fixed configuration, so the most any policy can do is tie it: the bar
+    # is issue 12's share of the optimum, and beating a fixed configuration is the step load's check.
+    report.check(f"{model}, stationary saturating load: PALS reaches at least {HINDSIGHT_SHARE_MIN:.2f}x the best "
+                 "static configuration that also meets the SLO (mean over seeds; a tie is the most a stationary "
+                 "load allows)",
+                 share is not None and share.mean >= HINDSIGHT_SHARE_MIN,
                  f"PALS / hindsight optimum {text(share, suffix='x')} ({ratio_word(share)} it; optimum: {best}; "
                  f"PALS ended at {', '.join(sorted({r['pals'].config for r in runs}))})")
 

@@ -24,6 +24,10 @@ from dataclasses import dataclass
 
 from pals.experiments.stats import Estimate
 
+HINDSIGHT_SHARE_MIN = 0.97
+"""Issue 12's bar, shared by every experiment's yardstick check: a policy reaches its hindsight
+optimum when its tokens/J is at least this fraction of the optimum's (at no more violations)."""
+
 MATCH_TOLERANCE = 0.25
 """Our effect "matches" the paper's when within this fraction of it (same sign, interval excluding zero)."""
 
