@@ -19,6 +19,7 @@ from pals.experiments.cluster_hindsight import (
     best_combination,
     criteria_from,
     hindsight_section,
+    unservable_nodes,
     why_no_combination,
 )
 from pals.experiments.report import Report
@@ -29,13 +30,15 @@ CONFIGS = (Configuration(200.0, 64), Configuration(300.0, 64), Configuration(400
 
 
 def sweep(tokens_per_joule: list[float], power_w: list[float], violations_pct: list[float],
-          slo_pct: list[float | None] | None = None) -> NodeSweep:
-    """A node's sweep over `CONFIGS` with the given tokens/J, mean node power and strict QoS violations."""
+          slo_pct: list[float | None] | None = None, ttft_s: list[float | None] | None = None) -> NodeSweep:
+    """A node's sweep over `CONFIGS` with the given tokens/J, mean node power, strict QoS violations (and, where
+    given, SLO violations and TTFT p99)."""
     energy = np.asarray(power_w) * DURATION_S
     slo = slo_pct or [None] * len(power_w)
+    ttft = ttft_s or [None] * len(power_w)
     return NodeSweep(CONFIGS, np.asarray(tokens_per_joule) * energy, energy, DURATION_S,
-                     tuple({"qos_violation_pct": v, "slo_violation_pct": s, "throughput_tps": t * w}
-                           for v, s, t, w in zip(violations_pct, slo, tokens_per_joule, power_w)))
+                     tuple({"qos_violation_pct": v, "slo_violation_pct": s, "throughput_tps": t * w, "ttft_p99_s": f}
+                           for v, s, t, w, f in zip(violations_pct, slo, tokens_per_joule, power_w, ttft)))
 
 
 def three_nodes() -> dict[str, NodeSweep]:
@@ -114,6 +117,23 @@ def test_slo_violations_count_where_given():
     assert best_combination(sweeps, 5000.0, criteria_from({"a": 0.0}, {"a": 1.0})).configs["a"] == CONFIGS[1]
 
 
+def test_the_service_bound_excludes_a_configuration_whose_requests_queue():
+    """The most efficient configuration runs near saturation: same violations and load, a 6 s TTFT p99."""
+    sweeps = {"a": sweep([3.5, 3.3, 3.1], [1200.0, 1600.0, 1800.0], [0.0] * 3, ttft_s=[6.0, 0.7, 0.5])}
+    bounded = best_combination(sweeps, 5000.0, criteria_from({"a": 0.0}))
+    blind = best_combination(sweeps, 5000.0, criteria_from({"a": 0.0}, service_bound=False))
+    assert bounded.configs["a"] == CONFIGS[1] and bounded.ttft_p99_s == {"a": 0.7}
+    assert blind.configs["a"] == CONFIGS[0]
+    # A node no fixed configuration serves within the bound is not held to latency at all.
+    assert unservable_nodes({"a": {"ttft_p99_s": 2.5, "tpot_p99_ms": 30.0}, "b": {"ttft_p99_s": 0.5}}) == {"a"}
+    assert best_combination(sweeps, 5000.0, criteria_from({"a": 0.0}, unservable={"a"})).configs["a"] == CONFIGS[0]
+    # A policy as slow as the queueing configuration is compared with it.
+    slow = best_combination(sweeps, 5000.0, criteria_from({"a": 0.0}, ttft_p99_s={"a": 6.5}))
+    assert slow.configs["a"] == CONFIGS[0]
+    assert "ttft_p99_s <= 2" in why_no_combination(
+        {"a": sweep([3.5, 3.3, 3.1], [1200.0] * 3, [0.0] * 3, ttft_s=[6.0] * 3)}, 5000.0, criteria_from({"a": 0.0}))
+
+
 def test_bad_input_is_one_clear_error():
     with pytest.raises(ConfigError, match="budget"):
         best_combination(three_nodes(), 0.0, {})
@@ -124,20 +144,25 @@ def test_bad_input_is_one_clear_error():
 # -- the report and its check on constructed numbers ----------------------------------------------------
 
 
-def coordinator(tpj: float, violations: dict[str, float], k: int):
-    """PALS + coordinator's figures on seed `k` (the attributes the section reads)."""
+def coordinator(tpj: float, violations: dict[str, float], k: int, ttft_s: float | None = 0.7):
+    """PALS + coordinator's figures on seed `k` (the attributes the section reads; `ttft_s` None: no latency)."""
     wobble = 1.0 + 0.005 * (k - 2)
+    latency = {} if ttft_s is None else {"node_ttft_p99_s": {m: ttft_s for m in "abc"},
+                                         "node_tpot_p99_ms": {m: 40.0 for m in "abc"}}
     return SimpleNamespace(tokens_per_joule=tpj * wobble, qos_violation_pct=violations,
-                           node_power_w={"a": 1700.0, "b": 1500.0, "c": 1450.0}, mean_cluster_power_w=4650.0)
+                           node_power_w={"a": 1700.0, "b": 1500.0, "c": 1450.0}, mean_cluster_power_w=4650.0, **latency)
 
 
-def section(tmp_path, pals_share: float, budget_w: float = 4800.0):
+def section(tmp_path, pals_share: float, budget_w: float = 4800.0, ttft_s: float | None = 0.7,
+            fastest_ttft_s: float = 0.5):
     """The section over five seeds of `three_nodes`, PALS + coordinator at `pals_share` x the optimum."""
     sweeps = three_nodes()
     violations = {"a": 0.0, "b": 2.0, "c": 2.0}
     best = best_combination(sweeps, budget_w, criteria_from(violations))
-    pals = [coordinator(pals_share * best.tokens_per_joule, violations, k) for k in range(5)]
-    hindsight = ClusterHindsight(list(range(5)), {"binding": [best] * 5}, {"binding": [""] * 5}, [])
+    pals = [coordinator(pals_share * best.tokens_per_joule, violations, k, ttft_s) for k in range(5)]
+    fastest = [{m: {"ttft_p99_s": fastest_ttft_s, "tpot_p99_ms": 30.0} for m in "abc"}] * 5
+    hindsight = ClusterHindsight(list(range(5)), {"binding": [best] * 5}, {"binding": [""] * 5}, [],
+                                 {"binding": [best] * 5}, fastest)
     report = Report("multi-node", "test", tmp_path, quick=True)
     metrics = hindsight_section(report, {"binding": f"binding {budget_w:,.0f} W"}, {"binding": budget_w},
                                 {"binding": pals}, hindsight, ["a", "b", "c"])
@@ -152,6 +177,22 @@ def test_the_check_holds_when_pals_reaches_the_bar(tmp_path, checks_hold):
     assert share["mean"] == pytest.approx(0.99, abs=1e-3) and share["low"] < share["mean"] < share["high"]
     text = (tmp_path / "report.md").read_text()
     assert "at or above the 0.97x bar" in text and "hindsight_combinations" in text
+
+
+def test_the_service_bound_check_is_computed_from_pals_latency(tmp_path, checks_hold):
+    summary, metrics = section(tmp_path, 0.99)
+    checks_hold(summary, "keeps every node within the service bound")
+    assert metrics["binding"]["pals+coordinator/latency_blind"]["mean"] == pytest.approx(0.99, abs=1e-3)
+    assert "Without the service bound" in (tmp_path / "report.md").read_text()
+    for ttft_s, evidence in ((3.0, "worst TTFT p99 3.00 s"), (None, "not reported")):
+        summary, _ = section(tmp_path, 0.99, ttft_s=ttft_s)
+        (check,) = [c for c in summary["checks"] if "keeps every node within" in c["claim"]]
+        assert not check["passed"] and evidence in check["evidence"]
+    # Where no fixed configuration serves a node within the bound, the node is not held to it (and the evidence says so).
+    summary, _ = section(tmp_path, 0.99, ttft_s=3.0, fastest_ttft_s=2.5)
+    (check,) = [c for c in summary["checks"] if "keeps every node within" in c["claim"]]
+    assert check["passed"] and "no fixed configuration is within the bound there: a (its fastest fixed configuration: " \
+        "TTFT p99 2.50 s)" in check["evidence"]
 
 
 def test_a_check_forced_to_fail_fails(tmp_path, checks_hold):

@@ -87,7 +87,10 @@ def test_quick_hindsight_yardstick_within_budget_and_criteria_and_checked(quick)
                 assert ours == "-" or float(ours) <= float(theirs)
         share = hindsight["pals+coordinator/hindsight"]
         check = next(c for c in summary["checks"] if "hindsight optimum" in c["claim"] and f"{key} " in c["claim"])
-        assert check["passed"] == (share is not None and share["mean"] >= HINDSIGHT_SHARE_MIN)
+        # A seed with no fixed combination meeting PALS + coordinator's figures counts for it (the rule stated in
+        # `cluster_hindsight._check`): with no optimum on any seed the check holds.
+        expected = share["mean"] >= HINDSIGHT_SHARE_MIN if share is not None else hindsight["seeds_with_optimum"] == 0
+        assert check["passed"] == expected
     assert (out / "tables" / "hindsight_sweep.csv").is_file()
 
 

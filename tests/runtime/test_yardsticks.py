@@ -68,6 +68,24 @@ def test_criteria_no_worse_than_the_policy_under_test():
         hindsight_over([Configuration(150.0, 64)], lambda c: fake_summary(1.0, 0.0), objective="wall")
 
 
+def test_the_service_bound_holds_latency_to_the_public_bound_or_the_policy_own():
+    from pals.runtime.hindsight import SERVICE_TPOT_P99_MAX_MS, SERVICE_TTFT_P99_MAX_S
+
+    bound = MeetCriteria().within_service_bound()
+    assert (bound.max_ttft_p99_s, bound.max_tpot_p99_ms) == (SERVICE_TTFT_P99_MAX_S, SERVICE_TPOT_P99_MAX_MS)
+    slow = {"ttft_p99_s": SERVICE_TTFT_P99_MAX_S * 3, "tpot_p99_ms": 40.0}
+    assert bound.failures(slow) == [f"ttft_p99_s {SERVICE_TTFT_P99_MAX_S * 3:.3g} > {SERVICE_TTFT_P99_MAX_S:.3g}"]
+    assert bound.meets({"ttft_p99_s": SERVICE_TTFT_P99_MAX_S, "tpot_p99_ms": SERVICE_TPOT_P99_MAX_MS})
+    # A policy slower than the bound is compared with a yardstick no slower than itself, not with the bound.
+    own = MeetCriteria().within_service_bound(ttft_p99_s=SERVICE_TTFT_P99_MAX_S * 4, tpot_p99_ms=float("nan"))
+    assert own.max_ttft_p99_s == SERVICE_TTFT_P99_MAX_S * 4 and own.max_tpot_p99_ms == SERVICE_TPOT_P99_MAX_MS
+    assert own.meets(slow) and "ttft_p99_s <= 8" in own.describe()
+    # A run that reports no latency is not held to it; a bad limit is one clear error.
+    assert bound.meets({"ttft_p99_s": None, "tpot_p99_ms": float("nan")})
+    with pytest.raises(ConfigError, match="max_ttft_p99_s"):
+        MeetCriteria(max_ttft_p99_s=-1.0)
+
+
 def test_hindsight_runs_the_same_in_a_process_pool():
     grid = grid_configurations((150.0, 400.0), (8, 64))
     kwargs = dict(duration_s=10.0, criteria=MeetCriteria(max_qos_violation_pct=5.0), grid=grid, seed=3,

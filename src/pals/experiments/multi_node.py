@@ -99,6 +99,10 @@ class ClusterFigures:
     """Node -> latency SLO violations (% of intervals), for the nodes whose run had an SLO in force."""
     node_throughput_tps: dict[str, float] = field(default_factory=dict)
     """Node -> generated throughput over the run (its run summary's `throughput_tps`). Units: tokens/s."""
+    node_ttft_p99_s: dict[str, float] = field(default_factory=dict)
+    """Node -> run-level p99 time to first token (its run summary's `ttft_p99_s`, where reported). Units: s."""
+    node_tpot_p99_ms: dict[str, float] = field(default_factory=dict)
+    """Node -> run-level p99 time per output token (`tpot_p99_ms`, where reported). Units: ms."""
 
     @property
     def worst_violation_pct(self) -> float:
@@ -155,7 +159,14 @@ def figures_of(res: ClusterRun, budget_w: float | None, duration_s: float) -> Cl
         slo_violation_pct={m: float(s["slo_violation_pct"]) for m, s in res.summaries.items()
                            if s.get("slo_violation_pct") is not None},
         node_throughput_tps={m: float(s["throughput_tps"]) for m, s in res.summaries.items()},
+        node_ttft_p99_s=_reported(res.summaries, "ttft_p99_s"),
+        node_tpot_p99_ms=_reported(res.summaries, "tpot_p99_ms"),
     )
+
+
+def _reported(summaries: dict[str, dict[str, Any]], key: str) -> dict[str, float]:
+    """Node -> its summary's `key`, for the nodes that report a finite one."""
+    return {m: float(s[key]) for m, s in summaries.items() if s.get(key) is not None and math.isfinite(float(s[key]))}
 
 
 def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:

@@ -6,7 +6,8 @@ objective (`tokens_per_joule`, node, by default; `tokens_per_joule_gpu` for "gpu
 configurations that MEET explicit criteria (`MeetCriteria`), stated as thresholds on the run
 summaries' own keys: QoS violations (`qos_violation_pct`), budget overshoot
 (`budget_overshoot_pct`), SLO violations (`slo_violation_pct`, where summaries carry it), and, where a
-yardstick must serve the same load as the policy under test, throughput (`MeetCriteria.serving`).
+yardstick must serve the same load as the policy under test, throughput (`MeetCriteria.serving`) and
+request latency within a public service bound (`MeetCriteria.within_service_bound`).
 Experiments usually hold the grid to the policy under test's own figures
 (`MeetCriteria.no_worse_than`), so that "PALS reaches x of the hindsight optimum" is a comparison
 at equal or fewer violations.
@@ -43,6 +44,13 @@ from pals.runtime.load import LoadSpec
 THROUGHPUT_SHORTFALL_MAX = 0.02
 """Where a yardstick must serve the same load as the policy under test (`MeetCriteria.min_throughput_tps`), a fixed
 configuration may deliver this fraction less than it: the few requests still in flight at the end of a run."""
+SERVICE_TTFT_P99_MAX_S = 2.0
+"""The service bound on run-level p99 time to first token (`MeetCriteria.within_service_bound`): MLPerf
+Inference's server-scenario limit for Mixtral-8x7B and Llama-2-70B (mlcommons/inference, loadgen/mlperf.conf:
+`ttft_latency = 2000` ms at the 99th percentile). Units: s."""
+SERVICE_TPOT_P99_MAX_MS = 200.0
+"""The service bound on run-level p99 time per output token, from the same source (`tpot_latency = 200`).
+Units: ms."""
 OBJECTIVE_KEYS = {"node": "tokens_per_joule", "gpu": "tokens_per_joule_gpu"}
 """The summary key each objective reads."""
 
@@ -72,16 +80,35 @@ class MeetCriteria:
     min_throughput_tps: float | None = None
     """Least generated throughput (`throughput_tps`): a configuration whose capacity is under the offered
     load builds a queue the QoS window does not see while it still delivers the target. Units: tokens/s."""
+    max_ttft_p99_s: float | None = None
+    """Largest run-level p99 time to first token (`ttft_p99_s`; a summary without one is not held to it). Units: s."""
+    max_tpot_p99_ms: float | None = None
+    """Largest run-level p99 time per output token (`tpot_p99_ms`; likewise). Units: ms."""
 
     def __post_init__(self) -> None:
         for name in ("max_qos_violation_pct", "max_budget_overshoot_pct", "max_slo_violation_pct", "slack_pct",
-                     "min_throughput_tps"):
+                     "min_throughput_tps", "max_ttft_p99_s", "max_tpot_p99_ms"):
             _limit(getattr(self, name), name)
 
     def serving(self, throughput_tps: float | None) -> "MeetCriteria":
         """These limits, and at least `throughput_tps` less `THROUGHPUT_SHORTFALL_MAX` served (None: no floor)."""
         floor = None if throughput_tps is None else float(throughput_tps) * (1.0 - THROUGHPUT_SHORTFALL_MAX)
         return replace(self, min_throughput_tps=floor)
+
+    def within_service_bound(self, ttft_p99_s: float | None = None,
+                             tpot_p99_ms: float | None = None) -> "MeetCriteria":
+        """These limits, and request latency within the service bound (`SERVICE_TTFT_P99_MAX_S`,
+        `SERVICE_TPOT_P99_MAX_MS`) or within the policy under test's own p99 (`ttft_p99_s`, `tpot_p99_ms`;
+        None: unknown), whichever is larger.
+
+        Why: violations and throughput do not see queueing. Under a load above its target a fixed configuration
+        at ~95 % utilisation delivers the target and the load while its requests wait seconds for their first
+        token; without a latency limit that is the optimum. The bound is a public one, not the policy's: a
+        policy slower than the bound is still compared (with a yardstick no slower than itself)."""
+        def larger(bound: float, own: float | None) -> float:
+            return bound if own is None or not math.isfinite(own) else max(bound, float(own))
+        return replace(self, max_ttft_p99_s=larger(SERVICE_TTFT_P99_MAX_S, ttft_p99_s),
+                       max_tpot_p99_ms=larger(SERVICE_TPOT_P99_MAX_MS, tpot_p99_ms))
 
     @classmethod
     def no_worse_than(cls, summary: Mapping[str, Any], slack_pct: float = 0.0) -> "MeetCriteria":
@@ -105,6 +132,10 @@ class MeetCriteria:
         served = summary.get("throughput_tps")
         if self.min_throughput_tps is not None and served is not None and float(served) < self.min_throughput_tps - 1e-9:
             out.append(f"throughput_tps {float(served):.1f} < {self.min_throughput_tps:.1f}")
+        for limit, key in ((self.max_ttft_p99_s, "ttft_p99_s"), (self.max_tpot_p99_ms, "tpot_p99_ms")):
+            value = summary.get(key)
+            if limit is not None and value is not None and math.isfinite(float(value)) and float(value) > limit + 1e-9:
+                out.append(f"{key} {float(value):.3g} > {limit:.3g}")
         return out
 
     def meets(self, summary: Mapping[str, Any]) -> bool:
@@ -117,6 +148,8 @@ class MeetCriteria:
                   ("max_slo_violation_pct", self.max_slo_violation_pct)) if value is not None]
         if self.min_throughput_tps is not None:
             parts.append(f"throughput_tps >= {self.min_throughput_tps:.0f}")
+        parts += [f"{key} <= {value:.3g}" for key, value in (("ttft_p99_s", self.max_ttft_p99_s),
+                                                            ("tpot_p99_ms", self.max_tpot_p99_ms)) if value is not None]
         text = ", ".join(parts) if parts else "no limits"
         return text + (f" (+{self.slack_pct:g} points slack)" if self.slack_pct else "")
 
