@@ -124,14 +124,28 @@ def test_the_service_bound_excludes_a_configuration_whose_requests_queue():
     blind = best_combination(sweeps, 5000.0, criteria_from({"a": 0.0}, service_bound=False))
     assert bounded.configs["a"] == CONFIGS[1] and bounded.ttft_p99_s == {"a": 0.7}
     assert blind.configs["a"] == CONFIGS[0]
-    # A node no fixed configuration serves within the bound is not held to latency at all.
-    assert unservable_nodes({"a": {"ttft_p99_s": 2.5, "tpot_p99_ms": 30.0}, "b": {"ttft_p99_s": 0.5}}) == {"a"}
+    # A node the budget affords no fixed configuration within the bound is not held to latency at all.
     assert best_combination(sweeps, 5000.0, criteria_from({"a": 0.0}, unservable={"a"})).configs["a"] == CONFIGS[0]
     # A policy as slow as the queueing configuration is compared with it.
     slow = best_combination(sweeps, 5000.0, criteria_from({"a": 0.0}, ttft_p99_s={"a": 6.5}))
     assert slow.configs["a"] == CONFIGS[0]
     assert "ttft_p99_s <= 2" in why_no_combination(
         {"a": sweep([3.5, 3.3, 3.1], [1200.0] * 3, [0.0] * 3, ttft_s=[6.0] * 3)}, 5000.0, criteria_from({"a": 0.0}))
+
+
+def test_a_node_is_unservable_where_no_configuration_within_the_bound_fits_the_budget():
+    def latency(ttft_s):
+        sw = sweep([3.5, 3.3, 3.1], [1200.0, 1600.0, 1800.0], [0.0] * 3, ttft_s=ttft_s)
+        return NodeSweep(sw.configs, sw.tokens, sw.energy_j, sw.duration_s,
+                         tuple(dict(x, tpot_p99_ms=30.0) for x in sw.summaries))
+
+    sweeps = {"a": latency([6.0, 0.7, 0.5]), "b": latency([2.5, 2.4, 2.2]), "c": latency([6.0, 5.0, 1.0])}
+    # b: never within 2 s; c: within it only at 1,800 W, which 4,000 W leaves (4,000 - 2 x 1,200 = 1,600 W) no room for.
+    assert unservable_nodes(sweeps, 4000.0) == {
+        "b": "its fastest fixed configuration has a TTFT p99 of 2.20 s",
+        "c": "within the bound only at 1,800 W or more, with 1,600 W left by the budget"}
+    assert set(unservable_nodes(sweeps, 5000.0)) == {"b"}
+    assert unservable_nodes({"a": sweep([1.0] * 3, [1.0] * 3, [0.0] * 3)}, 10.0) == {"a": "its runs report no latency"}
 
 
 def test_bad_input_is_one_clear_error():
@@ -154,15 +168,14 @@ def coordinator(tpj: float, violations: dict[str, float], k: int, ttft_s: float 
 
 
 def section(tmp_path, pals_share: float, budget_w: float = 4800.0, ttft_s: float | None = 0.7,
-            fastest_ttft_s: float = 0.5):
+            unservable: dict[str, str] | None = None):
     """The section over five seeds of `three_nodes`, PALS + coordinator at `pals_share` x the optimum."""
     sweeps = three_nodes()
     violations = {"a": 0.0, "b": 2.0, "c": 2.0}
     best = best_combination(sweeps, budget_w, criteria_from(violations))
     pals = [coordinator(pals_share * best.tokens_per_joule, violations, k, ttft_s) for k in range(5)]
-    fastest = [{m: {"ttft_p99_s": fastest_ttft_s, "tpot_p99_ms": 30.0} for m in "abc"}] * 5
     hindsight = ClusterHindsight(list(range(5)), {"binding": [best] * 5}, {"binding": [""] * 5}, [],
-                                 {"binding": [best] * 5}, fastest)
+                                 {"binding": [best] * 5}, {"binding": [unservable or {}] * 5})
     report = Report("multi-node", "test", tmp_path, quick=True)
     metrics = hindsight_section(report, {"binding": f"binding {budget_w:,.0f} W"}, {"binding": budget_w},
                                 {"binding": pals}, hindsight, ["a", "b", "c"])
@@ -189,10 +202,12 @@ def test_the_service_bound_check_is_computed_from_pals_latency(tmp_path, checks_
         (check,) = [c for c in summary["checks"] if "keeps every node within" in c["claim"]]
         assert not check["passed"] and evidence in check["evidence"]
     # Where no fixed configuration serves a node within the bound, the node is not held to it (and the evidence says so).
-    summary, _ = section(tmp_path, 0.99, ttft_s=3.0, fastest_ttft_s=2.5)
+    why = "its fastest fixed configuration has a TTFT p99 of 2.50 s"
+    summary, _ = section(tmp_path, 0.99, ttft_s=3.0, unservable={m: why for m in "abc"})
     (check,) = [c for c in summary["checks"] if "keeps every node within" in c["claim"]]
-    assert check["passed"] and "no fixed configuration is within the bound there: a (its fastest fixed configuration: " \
-        "TTFT p99 2.50 s)" in check["evidence"]
+    assert check["passed"] and f"a on run 1 ({why})" in check["evidence"]
+    summary, _ = section(tmp_path, 0.99, ttft_s=3.0, unservable={"a": why})  # b and c are held to it and break it
+    assert not [c for c in summary["checks"] if "keeps every node within" in c["claim"]][0]["passed"]
 
 
 def test_a_check_forced_to_fail_fails(tmp_path, checks_hold):

@@ -226,9 +226,9 @@ def criteria_from(qos_violation_pct: Mapping[str, float],
     """Per node: no more strict QoS (and SLO, where given) violations than the policy under test had there,
     (where given) its throughput less `pals.runtime.hindsight.THROUGHPUT_SHORTFALL_MAX`, and (`service_bound`)
     latency within the service bound or within the policy's own p99 there (`ttft_p99_s`, `tpot_p99_ms`), whichever
-    is larger. A node in `unservable` (no fixed configuration of its sweep within the bound: `unservable_nodes`) is
-    not held to latency: offered close to its capacity, its queue decides its latency, and a latency limit there
-    turns on seconds of queue that a few watts move."""
+    is larger. A node in `unservable` (no fixed configuration within the bound that the budget affords:
+    `unservable_nodes`) is not held to latency: offered close to its capacity, its queue decides its latency, and a
+    latency limit there turns on seconds of queue that a few watts move."""
     slo, served, ttft, tpot = slo_violation_pct or {}, throughput_tps or {}, ttft_p99_s or {}, tpot_p99_ms or {}
     # Each node is offered more than its target (`multi_node.LOAD_OVER_TARGET`): a capacity between the two meets
     # the target while its queue grows for the whole run, which the QoS window cannot see; one just above the
@@ -241,11 +241,26 @@ def criteria_from(qos_violation_pct: Mapping[str, float],
     return out
 
 
-def unservable_nodes(fastest: Mapping[str, Mapping[str, float]]) -> set[str]:
-    """The nodes no fixed configuration serves within the service bound (`fastest`: node -> the least
-    "ttft_p99_s" and "tpot_p99_ms" of its sweep)."""
-    return {m for m, f in fastest.items()
-            if f.get("ttft_p99_s", 0.0) > SERVICE_TTFT_P99_MAX_S or f.get("tpot_p99_ms", 0.0) > SERVICE_TPOT_P99_MAX_MS}
+def unservable_nodes(sweeps: Mapping[str, NodeSweep], budget_w: float) -> dict[str, str]:
+    """Node -> why the budget affords it no fixed configuration within the service bound: none of its sweep is within
+    it, or every one that is draws more than the budget leaves with every other node at its least power."""
+    bound = MeetCriteria().within_service_bound()
+    least_w = {m: float(sw.node_power_w.min()) for m, sw in sweeps.items()}
+    out = {}
+    for m, sw in sweeps.items():
+        within = [float(sw.node_power_w[i]) for i, x in enumerate(sw.summaries) if _reports_latency(x) and bound.meets(x)]
+        left_w = budget_w - (sum(least_w.values()) - least_w[m])
+        if not within:
+            ttft = [float(v) for x in sw.summaries if (v := x.get("ttft_p99_s")) is not None and math.isfinite(float(v))]
+            out[m] = (f"its fastest fixed configuration has a TTFT p99 of {min(ttft):.2f} s" if ttft
+                      else "its runs report no latency")
+        elif min(within) > left_w + POWER_TOLERANCE_W:
+            out[m] = f"within the bound only at {min(within):,.0f} W or more, with {left_w:,.0f} W left by the budget"
+    return out
+
+
+def _reports_latency(summary: Mapping[str, Any]) -> bool:
+    return all(summary.get(k) is not None and math.isfinite(float(summary[k])) for k in ("ttft_p99_s", "tpot_p99_ms"))
 
 
 def grid(quick: bool) -> list[Configuration]:
@@ -279,9 +294,9 @@ class ClusterHindsight:
     latency_blind: dict[str, list[Combination | None]] = field(default_factory=dict)
     """Budget key -> the optimum of each seed under every criterion but the service bound (reported beside the
     yardstick, so the reader sees what the bound excludes; empty: not computed)."""
-    fastest: list[dict[str, dict[str, float]]] = field(default_factory=list)
-    """Per seed, node -> the least "ttft_p99_s" and "tpot_p99_ms" any fixed configuration of its sweep reached: a
-    node no configuration serves within the service bound cannot be asked to (empty: not computed)."""
+    unservable: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    """Budget key -> per seed, node -> why the budget affords it no fixed configuration within the service bound
+    (`unservable_nodes`): such a node is held to latency neither in the criteria nor in the service check."""
 
 
 def cluster_hindsight(labs: Sequence["Lab"], info: Mapping[str, Mapping[str, float]], duration_s: float,
@@ -303,24 +318,22 @@ def cluster_hindsight(labs: Sequence["Lab"], info: Mapping[str, Mapping[str, flo
     blind: dict[str, list[Combination | None]] = {key: [] for key in budgets}
     why: dict[str, list[str]] = {key: [] for key in budgets}
     rows: list[list[Any]] = []
-    fastest: list[dict[str, dict[str, float]]] = []
+    unservable: dict[str, list[dict[str, str]]] = {key: [] for key in budgets}
     for k, lab in enumerate(labs):
         sweeps = {model: sweep_node(lab, model, d, index, configs, duration_s)
                   for index, (model, d) in enumerate(info.items())}
         rows += sweep_rows(lab.seed, sweeps)
-        fastest.append({m: {key: min((float(v) for x in sw.summaries if (v := x.get(key)) is not None
-                                      and math.isfinite(float(v))), default=math.inf)
-                            for key in ("ttft_p99_s", "tpot_p99_ms")} for m, sw in sweeps.items()})
         for key, budget_w in budgets.items():
             pals = coordinator[key][k]
             figures = (pals.qos_violation_pct, getattr(pals, "slo_violation_pct", None),
                        getattr(pals, "node_throughput_tps", None))
+            unservable[key].append(unservable_nodes(sweeps, budget_w))
             limits = criteria_from(*figures, getattr(pals, "node_ttft_p99_s", None),
-                                   getattr(pals, "node_tpot_p99_ms", None), unservable=unservable_nodes(fastest[-1]))
+                                   getattr(pals, "node_tpot_p99_ms", None), unservable=unservable[key][-1])
             combos[key].append(best_combination(sweeps, budget_w, limits))
             why[key].append("" if combos[key][-1] is not None else why_no_combination(sweeps, budget_w, limits))
             blind[key].append(best_combination(sweeps, budget_w, criteria_from(*figures, service_bound=False)))
-    return ClusterHindsight([lab.seed for lab in labs], combos, why, rows, blind, fastest)
+    return ClusterHindsight([lab.seed for lab in labs], combos, why, rows, blind, unservable)
 
 
 # -- from numbers to a report (no runs below: tests feed constructed numbers) ---------------------------
@@ -384,7 +397,7 @@ def hindsight_section(report: Report, labels: Mapping[str, str], budgets: Mappin
             report.paragraph(sec, _blind_prose(labels[key], coordinator[key], hindsight.latency_blind[key], blind[key],
                                                models))
         _check(report, labels[key], combos[key], ests[key])
-        _service_check(report, labels[key], coordinator[key], hindsight.fastest, models)
+        _service_check(report, labels[key], coordinator[key], hindsight.unservable.get(key, []), models)
     return {key: {"pals+coordinator/hindsight": None if ests[key] is None else ests[key]._asdict(),
                   "pals+coordinator/latency_blind": None if blind[key] is None else blind[key]._asdict(),
                   "seeds_with_optimum": sum(c is not None for c in combos[key]),
@@ -419,8 +432,9 @@ def _power(combos: Sequence[Combination | None]) -> str:
 def _check(report: Report, label: str, combos: Sequence[Combination | None], est: Estimate | None) -> None:
     """Issue 12's bar under one budget: the mean over the seeds with an optimum, the interval in the evidence.
 
-    A seed on which no fixed combination within the budget meets PALS + coordinator's violations and throughput
-    has PALS + coordinator beyond every fixed combination: it counts for it, and the evidence says how many did."""
+    A seed on which no fixed combination within the budget meets PALS + coordinator's violations, throughput and
+    latency limits has PALS + coordinator beyond every fixed combination: it counts for it, and the evidence says how
+    many did."""
     found = sum(c is not None for c in combos)
     beyond = len(combos) - found
     holds = len(combos) > 0 and (est.mean >= HINDSIGHT_SHARE_MIN if est is not None else beyond == len(combos))
@@ -432,7 +446,7 @@ def _check(report: Report, label: str, combos: Sequence[Combination | None], est
                  f"PALS + coordinator / hindsight {_text(est)} over the {found} of {len(combos)} seeds with an optimum"
                  + ("" if beyond == 0 else
                     f"; on {beyond} seed{'s' if beyond > 1 else ''} no fixed combination within the budget meets its "
-                    "violations and throughput (PALS + coordinator is beyond every one)"))
+                    "violations, throughput and latency limits (PALS + coordinator is beyond every one)"))
 
 
 def _latency(figures: Any, key: str, model: str, missing: float) -> float:
@@ -441,20 +455,18 @@ def _latency(figures: Any, key: str, model: str, missing: float) -> float:
     return missing if value is None or not math.isfinite(value) else float(value)
 
 
-def _service_check(report: Report, label: str, coordinator: Sequence[Any], fastest: Sequence[Mapping[str, Any]],
+def _service_check(report: Report, label: str, coordinator: Sequence[Any], unservable: Sequence[Mapping[str, str]],
                    models: Sequence[str]) -> None:
-    """PALS + coordinator itself keeps every node within the service bound on every seed, except the nodes no fixed
-    configuration of the sweep serves within it (`unservable_nodes`; `fastest` empty: every node is held to it). A
-    node whose run reports no latency cannot be shown to."""
+    """PALS + coordinator itself keeps every node within the service bound on every seed, except where the budget
+    affords the node no fixed configuration within it (`unservable`, per seed: `unservable_nodes`; empty: every node
+    is held to it). A node whose run reports no latency cannot be shown to."""
     limits = {"node_ttft_p99_s": (SERVICE_TTFT_P99_MAX_S, "TTFT", "{:.2f} s"),
               "node_tpot_p99_ms": (SERVICE_TPOT_P99_MAX_MS, "TPOT", "{:.1f} ms")}
-    breaks, exempt, worst = [], set(), {}
+    breaks, exempt, worst = [], [], {}
     for k, p in enumerate(coordinator):
-        unservable = unservable_nodes(fastest[k]) if k < len(fastest) else set()
-        for m in models:
-            if m in unservable:
-                exempt.add(f"{m} (its fastest fixed configuration: TTFT p99 {fastest[k][m]['ttft_p99_s']:.2f} s)")
-                continue
+        skip = unservable[k] if k < len(unservable) else {}
+        exempt += [f"{m} on run {k + 1} ({why})" for m, why in skip.items() if m in models]
+        for m in (m for m in models if m not in skip):
             for attr, (bound, name, fmt) in limits.items():
                 value = _latency(p, attr, m, math.inf)
                 if value > worst.get(name, (-math.inf,))[0]:
@@ -465,10 +477,10 @@ def _service_check(report: Report, label: str, coordinator: Sequence[Any], faste
     evidence = ("; ".join(f"worst {name} p99 {text}" for name, (_, text) in worst.items()) + " on the nodes held to it"
                 if worst else "no node held to it")
     if exempt:
-        evidence += "; not held to it, as no fixed configuration is within the bound there: " + ", ".join(sorted(exempt))
+        evidence += "; not held to it, as the budget affords no fixed configuration within the bound: " + "; ".join(exempt)
     report.check(f"PALS + coordinator keeps every node within the service bound (TTFT p99 <= {SERVICE_TTFT_P99_MAX_S:g} s, "
-                 f"TPOT p99 <= {SERVICE_TPOT_P99_MAX_MS:g} ms) wherever a fixed configuration is, on every seed "
-                 f"({label})", not breaks, evidence)
+                 f"TPOT p99 <= {SERVICE_TPOT_P99_MAX_MS:g} ms) wherever the budget affords a fixed configuration within "
+                 f"it, on every seed ({label})", not breaks, evidence)
 
 
 def _blind_prose(label: str, coordinator: Sequence[Any], blind: Sequence[Combination | None], est: Estimate | None,
