@@ -187,7 +187,7 @@ def why_no_combination(sweeps: Mapping[str, NodeSweep], budget_w: float,
     if lacking:
         return "; ".join(lacking)
     if least_w > budget_w + POWER_TOLERANCE_W:
-        return (f"the least power a combination meeting every node's violations draws is {least_w:,.0f} W, over "
+        return (f"the least power a combination meeting every node's criteria draws is {least_w:,.0f} W, over "
                 f"the {budget_w:,.0f} W budget")
     return "" if best_combination(sweeps, budget_w, criteria) is not None else "no combination has energy"
 
@@ -540,6 +540,7 @@ def _prose(label: str, budget_w: float, coordinator: Sequence[Any], hindsight: C
         text += f"Under the {label} budget no seed has a hindsight optimum. "
     if missing:
         text += (f"On {len(missing)} of {len(combos)} seeds no combination of fixed configurations meets PALS + "
-                 "coordinator's violations within the budget: PALS + coordinator served every node with violations no "
-                 "fixed combination matches there (" + "; ".join(f"seed {seed}: {why}" for seed, why in missing) + ").")
+                 "coordinator's figures (violations, throughput, latency limits) within the budget: no fixed combination "
+                 "matches how PALS + coordinator served every node there (" +
+                 "; ".join(f"seed {seed}: {why}" for seed, why in missing) + ").")
     return text.strip()
