@@ -93,3 +93,34 @@ def no_writes_to_the_users_real_paths(tmp_path_factory):
             + " (a PALS run of your own during the tests would show here too)",
             pytrace=False,
         )
+
+
+INHERITED_IGNORES = ("SIGHUP", "SIGINT", "SIGQUIT")
+"""Signals a suite inherits as ignored when launched in the background without job control (`cmd &` in a
+script: SIGINT and SIGQUIT) or under nohup (SIGHUP). PALS keeps an inherited ignore, by design (the parent chose
+it), so the tests of its signal handling start from the default dispositions instead."""
+
+
+def default_signals_in_child() -> None:
+    """`preexec_fn` for a child `pals serve`: `INHERITED_IGNORES` at their default disposition."""
+    import signal
+
+    for name in INHERITED_IGNORES:
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
+@pytest.fixture
+def default_stop_signals():
+    """`INHERITED_IGNORES` at their default disposition in this process for one test (put back after), and
+    `default_signals_in_child` for the children it starts."""
+    import signal
+
+    saved = {name: signal.getsignal(getattr(signal, name)) for name in INHERITED_IGNORES}
+    for name in INHERITED_IGNORES:
+        sig = getattr(signal, name)
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    try:
+        yield default_signals_in_child
+    finally:
+        for name, handler in saved.items():
+            signal.signal(getattr(signal, name), handler)

@@ -381,7 +381,7 @@ def test_serve_refuses_flags_it_owns(tmp_path, capsys, monkeypatch):
     assert rc == 2 and "do not pass --max-num-seqs" in err
 
 
-def test_serve_stops_on_every_terminating_signal_and_keeps_ignored_ones_ignored():
+def test_serve_stops_on_every_terminating_signal_and_keeps_ignored_ones_ignored(default_stop_signals):
     """In-process: each of serve's stop signals sets its stop event (the handler runs in this, the
     main, thread); a signal ignored beforehand (nohup's SIGHUP) is left ignored."""
     import os
@@ -412,7 +412,7 @@ def test_serve_stops_on_every_terminating_signal_and_keeps_ignored_ones_ignored(
 
 
 @pytest.mark.parametrize("signame", ["SIGHUP", "SIGQUIT", "SIGUSR1"])
-def test_serve_on_a_signal_while_vllm_starts_stops_vllm(tmp_path, signame):
+def test_serve_on_a_signal_while_vllm_starts_stops_vllm(tmp_path, signame, default_stop_signals):
     """`pals serve` as a process, vLLM a FAKE server that never gets healthy (tests/data/fake_vllm):
     a terminating signal stops pals serve, and its vLLM with it, with the GPU limits untouched."""
     import os
@@ -427,7 +427,7 @@ def test_serve_on_a_signal_while_vllm_starts_stops_vllm(tmp_path, signame):
         [sys.executable, "-m", "pals", "serve", model, "--profile", str(PROFILE), "--vllm-python", sys.executable,
          "--gpu-backend", "simulated", "--sim-state", str(sim_state), "--port", "1", "--health-timeout-s", "600",
          "--cap-channel", str(tmp_path / "chan" / "cap")],
-        env=env, stderr=subprocess.PIPE, text=True,
+        env=env, stderr=subprocess.PIPE, text=True, preexec_fn=default_stop_signals,
     )
 
     def fake_vllm_pids() -> list[int]:

@@ -60,6 +60,13 @@ DEADLINE_S = 120.0
 """Every awaited outcome's deadline: generous, the host is small and shared."""
 
 
+def _default_signals() -> None:
+    """`preexec_fn`: SIGHUP, SIGINT and SIGQUIT at their default disposition in the child. A suite launched in the
+    background or under nohup inherits them ignored, and `pals serve` keeps an inherited ignore, by design."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -157,7 +164,9 @@ class Serve:
             "--enforce-eager", "--block-size", "32",
         ]
         with open(self.log, "wb") as log_file:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            # Default dispositions, as from an operator's shell, whatever the suite inherited (tests/conftest.py).
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_default_signals)
 
     monitor: Monitor | None = None
 
