@@ -52,7 +52,7 @@ from pals.experiments.report import Report, Section, Table
 from pals.experiments.stats import Estimate, mean_ci, ratio_ci
 from pals.experiments.verdict import HINDSIGHT_SHARE_MIN
 from pals.runtime.hindsight import (
-    SERVICE_TPOT_P99_MAX_MS, SERVICE_TTFT_P99_MAX_S, MeetCriteria, grid_configurations, hindsight_over,
+    SERVICE_TPOT_P99_MAX_MS, SERVICE_TTFT_P99_MAX_S, MeetCriteria, grid_configurations, hindsight_over, reported,
 )
 
 if TYPE_CHECKING:
@@ -168,8 +168,8 @@ def best_combination(sweeps: Mapping[str, NodeSweep], budget_w: float,
         throughput_tps=sum(float(sweeps[n].tokens[i]) / sweeps[n].duration_s for n, i in chosen.items()),
         qos_violation_pct={name: sweeps[name].qos_violation_pct(i) for name, i in chosen.items()},
         meeting=int(fits.sum()),
-        ttft_p99_s={name: float(t) for name, i in chosen.items()
-                    if (t := sweeps[name].summaries[i].get("ttft_p99_s")) is not None and math.isfinite(float(t))},
+        ttft_p99_s={name: t for name, i in chosen.items()
+                    if (t := reported(sweeps[name].summaries[i], "ttft_p99_s")) is not None},
     )
 
 
@@ -248,19 +248,17 @@ def unservable_nodes(sweeps: Mapping[str, NodeSweep], budget_w: float) -> dict[s
     least_w = {m: float(sw.node_power_w.min()) for m, sw in sweeps.items()}
     out = {}
     for m, sw in sweeps.items():
-        within = [float(sw.node_power_w[i]) for i, x in enumerate(sw.summaries) if _reports_latency(x) and bound.meets(x)]
+        within = [float(sw.node_power_w[i]) for i, x in enumerate(sw.summaries)
+                  if reported(x, "ttft_p99_s") is not None and reported(x, "tpot_p99_ms") is not None and bound.meets(x)]
         left_w = budget_w - (sum(least_w.values()) - least_w[m])
         if not within:
-            ttft = [float(v) for x in sw.summaries if (v := x.get("ttft_p99_s")) is not None and math.isfinite(float(v))]
+            ttft = [v for x in sw.summaries if (v := reported(x, "ttft_p99_s")) is not None]
             out[m] = (f"its fastest fixed configuration has a TTFT p99 of {min(ttft):.2f} s" if ttft
                       else "its runs report no latency")
         elif min(within) > left_w + POWER_TOLERANCE_W:
             out[m] = f"within the bound only at {min(within):,.0f} W or more, with {left_w:,.0f} W left by the budget"
     return out
 
-
-def _reports_latency(summary: Mapping[str, Any]) -> bool:
-    return all(summary.get(k) is not None and math.isfinite(float(summary[k])) for k in ("ttft_p99_s", "tpot_p99_ms"))
 
 
 def grid(quick: bool) -> list[Configuration]:
@@ -451,8 +449,8 @@ def _check(report: Report, label: str, combos: Sequence[Combination | None], est
 
 def _latency(figures: Any, key: str, model: str, missing: float) -> float:
     """PALS + coordinator's latency figure `key` ("node_ttft_p99_s", "node_tpot_p99_ms") on `model` (`missing`: none)."""
-    value = getattr(figures, key, {}).get(model)
-    return missing if value is None or not math.isfinite(value) else float(value)
+    value = reported(getattr(figures, key, {}), model)
+    return missing if value is None else value
 
 
 def _service_check(report: Report, label: str, coordinator: Sequence[Any], unservable: Sequence[Mapping[str, str]],

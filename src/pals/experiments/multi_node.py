@@ -43,6 +43,7 @@ from pals.experiments.common import ALL_MODELS, Lab, plt, save_figure
 from pals.experiments.report import Report, Section
 from pals.experiments.stats import Estimate, mean_ci, not_below, paired_ratio_ci
 from pals.experiments.verdict import ratio_verdict, verdict
+from pals.runtime.hindsight import reported
 
 NODES = {"DeepSeek-MoE-16B": 0.90, "Mixtral-8x7B": 0.60, "OLMoE-1B-7B": 0.75}
 """Model -> QoS target as a fraction of its unconstrained throughput (paper section 5.2)."""
@@ -159,14 +160,9 @@ def figures_of(res: ClusterRun, budget_w: float | None, duration_s: float) -> Cl
         slo_violation_pct={m: float(s["slo_violation_pct"]) for m, s in res.summaries.items()
                            if s.get("slo_violation_pct") is not None},
         node_throughput_tps={m: float(s["throughput_tps"]) for m, s in res.summaries.items()},
-        node_ttft_p99_s=_reported(res.summaries, "ttft_p99_s"),
-        node_tpot_p99_ms=_reported(res.summaries, "tpot_p99_ms"),
+        node_ttft_p99_s={m: v for m, s in res.summaries.items() if (v := reported(s, "ttft_p99_s")) is not None},
+        node_tpot_p99_ms={m: v for m, s in res.summaries.items() if (v := reported(s, "tpot_p99_ms")) is not None},
     )
-
-
-def _reported(summaries: dict[str, dict[str, Any]], key: str) -> dict[str, float]:
-    """Node -> its summary's `key`, for the nodes that report a finite one."""
-    return {m: float(s[key]) for m, s in summaries.items() if s.get(key) is not None and math.isfinite(float(s[key]))}
 
 
 def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:

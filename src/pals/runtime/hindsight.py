@@ -55,6 +55,13 @@ OBJECTIVE_KEYS = {"node": "tokens_per_joule", "gpu": "tokens_per_joule_gpu"}
 """The summary key each objective reads."""
 
 
+def reported(summary: Mapping[str, Any], key: str) -> float | None:
+    """`summary[key]` as a float, or None where the run reports none (absent, None or not finite: a run with no
+    finished request has no latency quantile)."""
+    value = summary.get(key)
+    return None if value is None or not math.isfinite(float(value)) else float(value)
+
+
 def _limit(value: float | None, name: str) -> None:
     if value is not None and not (value >= 0 and math.isfinite(value)):
         raise ConfigError(f"hindsight criterion {name} must be a finite number >= 0 (or none), got {value!r}")
@@ -133,9 +140,9 @@ class MeetCriteria:
         if self.min_throughput_tps is not None and served is not None and float(served) < self.min_throughput_tps - 1e-9:
             out.append(f"throughput_tps {float(served):.1f} < {self.min_throughput_tps:.1f}")
         for limit, key in ((self.max_ttft_p99_s, "ttft_p99_s"), (self.max_tpot_p99_ms, "tpot_p99_ms")):
-            value = summary.get(key)
-            if limit is not None and value is not None and math.isfinite(float(value)) and float(value) > limit + 1e-9:
-                out.append(f"{key} {float(value):.3g} > {limit:.3g}")
+            value = reported(summary, key)
+            if limit is not None and value is not None and value > limit + 1e-9:
+                out.append(f"{key} {value:.3g} > {limit:.3g}")
         return out
 
     def meets(self, summary: Mapping[str, Any]) -> bool:
